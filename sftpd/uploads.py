@@ -1,0 +1,52 @@
+"""The upload contract between the SFTP server and the epoch processor: who is still writing what.
+
+While `sftpd serve` holds a file open for writing it keeps an exclusive BSD lock
+(`flock(LOCK_EX)`) on that open file, taken right after the open and released by the close
+(or by the kernel when the server dies, so a crash never leaves a stale "still uploading"
+mark behind). The epoch processor, which runs in another process on the same volume, treats a
+file as still being written when a non-blocking shared lock on it fails. `flock` locks are held
+by the kernel that owns the volume mount, so both sides must see the volume through the same
+node (ReadWriteOnce: the operator schedules the jobs onto the SFTP pod's node) or through a
+file system that forwards them (NFSv4 forwards flock as byte-range locks).
+
+Clients that upload to a temporary name and rename on completion (WinSCP's `*.filepart`,
+lftp's and curl's `*.part`, ...) are covered separately: the processor never treats an epoch
+holding such a name as complete (see TEMPORARY_SUFFIXES).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+# Names that clients use while a transfer is in flight; an epoch containing one is incomplete.
+TEMPORARY_SUFFIXES: tuple[str, ...] = (".filepart", ".part", ".partial", ".tmp", ".crdownload")
+
+
+def hold_write_lock(fd: int) -> None:
+    """Mark the open file behind fd as being written, until fd is closed."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def is_open_for_writing(path: Path) -> bool:
+    """True when some process holds the file open for writing under the contract above."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP):
+            return False
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops our own probe lock
+    return False
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for a file name that a client uses only while an upload is in flight."""
+    return name.lower().endswith(TEMPORARY_SUFFIXES)
