@@ -1,0 +1,20 @@
+# The two commands of the README: `make demo` runs the product, `make test` runs every test.
+# Both install what they need first (scripts/setup: system packages, the project, the control plane).
+PYTHON ?= python3
+
+.PHONY: setup demo test lint
+
+setup:
+	scripts/setup
+
+demo: setup
+	$(PYTHON) -m district_operator.demo
+
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+test: setup
+	$(PYTHON) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest ran no test" >&2; exit 1; fi; exit $$rc
