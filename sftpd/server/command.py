@@ -1,0 +1,120 @@
+"""`sftpd serve`: command-line options (each also an SFTPD_* variable) and the process lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from sftpd.server.access import parse_networks
+from sftpd.server.app import ServerSettings, SFTPDistrictServer
+from sftpd.server.audit import AuditLog
+
+DEFAULT_HOST_KEYS = (
+    "/etc/sftpd/host-keys/ssh_host_ed25519_key",
+    "/etc/sftpd/host-keys/ssh_host_rsa_key",
+)
+DEFAULT_AUTHORIZED_KEYS = "/etc/sftpd/authorized-keys/authorized_keys"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get("SFTPD_" + name.upper().replace("-", "_"), default)
+
+
+def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
+    """A repeatable option from its variable: entries separated by commas or whitespace."""
+    value = _env(name)
+    if value is None:
+        return list(default)
+    return [item for item in value.replace(",", " ").split() if item]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def opt(name: str, help_text: str, default: str | None, kind: type = str) -> None:
+        env_default = _env(name, default)
+        parser.add_argument(f"--{name}", type=kind, default=env_default,
+                            required=env_default is None,
+                            help=f"{help_text} (env SFTPD_{name.upper().replace('-', '_')})")
+
+    def many(name: str, help_text: str, default: tuple[str, ...] = ()) -> None:
+        parser.add_argument(f"--{name}", action="append", default=None,
+                            help=f"{help_text}; repeatable (env SFTPD_"
+                                 f"{name.upper().replace('-', '_')}, comma-separated)")
+        parser.set_defaults(**{f"{name.replace('-', '_')}_env": _env_list(name, default)})
+
+    opt("root", "the district's data directory", "/data")
+    opt("login", "the one user name that may log in", None)
+    many("host-key", "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS)
+    opt("authorized-keys", "authorized_keys file, re-read when it changes",
+        DEFAULT_AUTHORIZED_KEYS)
+    opt("port", "SSH port", "2222", int)
+    many("bind", "address to listen on (default: all)")
+    many("allowed-source", "client address or CIDR allowed to connect (default: any)")
+    opt("metrics-port", "Prometheus metrics port, 0 to disable", "9090", int)
+    # The pod's metrics port must be reachable by the cluster's Prometheus.
+    opt("metrics-bind", "address for the metrics listener", "0.0.0.0")  # noqa: S104
+    opt("login-grace-time", "seconds a client has to authenticate", "30", float)
+    opt("max-auth-tries", "failed authentication attempts per connection", "6", int)
+    opt("idle-timeout", "seconds of inactivity before a session is closed", "900", float)
+    opt("max-sessions", "concurrent connections", "100", int)
+    opt("ban-after", "failed logins from one address that start a ban (0: never)", "10", int)
+    opt("ban-window", "seconds over which failed logins are counted", "600", float)
+    opt("ban-time", "seconds a banned address is refused", "900", float)
+    opt("shutdown-grace", "seconds SIGTERM waits for sessions to finish", "10", float)
+
+
+def _pick(args: argparse.Namespace, name: str) -> list[str]:
+    given: list[str] | None = getattr(args, name)
+    if given:
+        return given
+    from_env: list[str] = getattr(args, f"{name}_env")
+    return from_env
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        root=Path(args.root),
+        login=args.login,
+        host_keys=[Path(p) for p in _pick(args, "host_key")],
+        authorized_keys=Path(args.authorized_keys),
+        port=args.port,
+        bind=_pick(args, "bind") or [""],
+        allowed_sources=parse_networks(_pick(args, "allowed_source")),
+        login_grace_seconds=args.login_grace_time,
+        max_auth_tries=args.max_auth_tries,
+        idle_timeout_seconds=args.idle_timeout,
+        max_sessions=args.max_sessions,
+        ban_after_failures=args.ban_after,
+        ban_window_seconds=args.ban_window,
+        ban_seconds=args.ban_time,
+    )
+
+
+async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
+    server = SFTPDistrictServer(settings_from_args(args), audit)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_bind)
+    await server.start()
+    await stop.wait()
+    audit.event("shutdown", signal="SIGTERM/SIGINT", open_sessions=len(server.connections))
+    await server.stop(args.shutdown_grace)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    audit = AuditLog()
+    try:
+        return asyncio.run(serve(args, audit))
+    except (ValueError, OSError) as exc:
+        audit.event("startup_failed", error=str(exc))
+        print(f"sftpd serve: {exc}", file=sys.stderr)
+        return 2
