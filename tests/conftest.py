@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,15 +37,20 @@ def require_binary(name: str) -> str:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL server of its own, on a free loopback port, for the whole session."""
+    # Not under tmp_path_factory: pytest makes its base 0700 for root, and the server runs as
+    # the postgres user, which must be able to reach its data directory.
+    base = Path(tempfile.mkdtemp(prefix="district-sftp-postgres-"))
     try:
-        server = start_postgres(tmp_path_factory.mktemp("postgres"))
+        server = start_postgres(base)
     except PostgresUnavailable as exc:
+        shutil.rmtree(base, ignore_errors=True)
         missing(str(exc))
         raise
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 _db_counter = 0
