@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,3 +101,31 @@ def seed_school() -> Callable[..., None]:
 @pytest.fixture
 def table_rows() -> Callable[[str, str], list[tuple[Any, ...]]]:
     return _table_rows
+
+
+Started = tuple[subprocess.Popen[str], Callable[[], BackupRun]]
+
+
+@pytest.fixture
+def start_backup(tmp_path: Path) -> Iterator[Callable[..., Started]]:
+    """Start `sftpd backup` without waiting; returns the process and a function to finish it."""
+    counter = iter(range(1_000_000))
+    started: list[subprocess.Popen[str]] = []
+
+    def start(root: Path, url: str, *extra: str) -> Started:
+        result_file = tmp_path / f"started-{next(counter)}.json"
+        proc = subprocess.Popen(backup_command(root, url, result_file, *extra),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+
+        def wait() -> BackupRun:
+            out, err = proc.communicate(timeout=120)
+            return finish(proc, out, err, result_file)
+
+        return proc, wait
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
