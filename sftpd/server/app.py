@@ -44,6 +44,9 @@ ENCRYPTION_ALGS: tuple[str, ...] = (
     "aes128-ctr",
 )
 MAC_ALGS: tuple[str, ...] = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
+# Encrypt-and-MAC fallbacks, off unless --compat-macs: libssh2 before 1.11 (curl on Debian 12)
+# knows neither an -etm MAC nor AES-GCM, so it cannot connect without one of these.
+COMPAT_MAC_ALGS: tuple[str, ...] = ("hmac-sha2-256", "hmac-sha2-512")
 # ssh-rsa (SHA-1 signatures) is dropped from what an RSA host key may sign with.
 HOST_KEY_ALGS: frozenset[bytes] = frozenset({b"ssh-ed25519", b"rsa-sha2-512", b"rsa-sha2-256"})
 SERVER_VERSION = "sftpd"
@@ -72,6 +75,7 @@ class ServerSettings:
     ban_after_failures: int = 10
     ban_window_seconds: float = 600.0
     ban_seconds: float = 900.0
+    compat_macs: bool = False
 
 
 class SFTPDistrictServer:
@@ -130,7 +134,8 @@ class SFTPDistrictServer:
             server_version=SERVER_VERSION,
             kex_algs=supported(KEX_ALGS, get_kex_algs()),
             encryption_algs=supported(ENCRYPTION_ALGS, get_encryption_algs()),
-            mac_algs=supported(MAC_ALGS, get_mac_algs()),
+            mac_algs=supported(MAC_ALGS + (COMPAT_MAC_ALGS if s.compat_macs else ()),
+                               get_mac_algs()),
             compression_algs=["none"],
             public_key_auth=True, password_auth=False, kbdint_auth=False,
             host_based_auth=False, gss_auth=False, gss_kex=False,

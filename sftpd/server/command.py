@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt("ban-after", "failed logins from one address that start a ban (0: never)", "10", int)
     opt("ban-window", "seconds over which failed logins are counted", "600", float)
     opt("ban-time", "seconds a banned address is refused", "900", float)
+    parser.add_argument("--compat-macs", action="store_true",
+                        default=_env("compat-macs", "") in ("1", "true", "yes"),
+                        help="also offer hmac-sha2-256/512 (encrypt-and-MAC) for libssh2 < 1.11 "
+                             "clients such as curl on Debian 12 (env SFTPD_COMPAT_MACS)")
     opt("shutdown-grace", "seconds SIGTERM waits for sessions to finish", "10", float)
 
 
@@ -92,6 +96,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         ban_after_failures=args.ban_after,
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,
+        compat_macs=args.compat_macs,
     )
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -344,3 +345,8 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
     def exit(self) -> None:
         for handle in list(self._open_files):
             self.close(handle)
+        # OpenSSH's scp (SFTP mode) fails its transfer unless the subsystem reports an exit
+        # status, which asyncssh does not send on its own; internal-sftp sends 0.
+        if not self.channel.is_closing():
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self.channel.exit(0)
