@@ -1,0 +1,1 @@
+"""Epoch processing: find complete uploads, import recognized formats, log and move them."""

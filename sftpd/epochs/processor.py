@@ -1,0 +1,258 @@
+"""One processing run over the upload tree: gather, check completeness, recognize, import,
+log and move each epoch, in name order, exactly once even across crashes.
+
+Crash-safety argument (the checkpoints mark every gap between durable steps):
+- the import and the epoch's ledger row (name + content digest) commit in one transaction,
+  so either both exist or neither does;
+- everything after the commit (processing.log/json, the move, recording the move) is
+  idempotent and driven by the ledger: on rerun an epoch whose recorded row has no confirmed
+  move, and whose content digest still matches, is finished from the recorded report without
+  being imported again;
+- the move is a single rename that never overwrites, so an epoch is either in upload/ or in
+  upload-processed/, never half in both.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from sftpd import tree
+from sftpd.epochs import completion, ledger, report
+from sftpd.epochs.checkpoints import checkpoint
+from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
+from sftpd.epochs.gather import gather_loose_files
+from sftpd.epochs.names import GATHER_PREFIX
+from sftpd.formats import FileCount, Format, Problem
+
+# Data problems that fail an epoch (it moves, logged). Anything else (the database going away,
+# a bug) fails the job instead and leaves the epoch in upload/ for the next run.
+_DATA_FAILURES = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                  zipfile.BadZipFile, UnicodeDecodeError, csv.Error)
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One JSON progress line on stdout."""
+    line = {"ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "event": event,
+            **fields}
+    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class Summary:
+    """What one run did, in the terms of the operator's result schema."""
+
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    unrecognized: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(self, root: Path, conn: psycopg.Connection[Any], formats: dict[str, Format],
+                 enabled: list[str], settle_seconds: float, now: float | None = None) -> None:
+        self.upload = root / tree.UPLOAD
+        self.processed_dir = root / tree.UPLOAD_PROCESSED
+        self.conn = conn
+        self.formats = formats
+        self.enabled = enabled
+        self.settle_seconds = settle_seconds
+        self.now = time.time() if now is None else now
+        self.summary = Summary()
+        tree.ensure_tree(root)
+        ledger.ensure(conn)
+        self.unfinished = self._reconcile()
+
+    @property
+    def when(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+    def _reconcile(self) -> dict[str, list[ledger.Entry]]:
+        """Recorded epochs whose move is unconfirmed but still in upload/ (to finish); those
+        already gone were moved by a run that died before recording it."""
+        pending: dict[str, list[ledger.Entry]] = {}
+        for entry in ledger.unmoved(self.conn):
+            if (self.upload / entry.name).is_dir():
+                pending.setdefault(entry.name, []).append(entry)
+            else:
+                ledger.mark_moved(self.conn, entry.name, entry.digest, None, self.when)
+        return pending
+
+    def _resume(self, epoch: Path) -> bool:
+        """Finish an epoch a crashed run committed but did not move; True if it was one."""
+        entries = self.unfinished.get(epoch.name)
+        if not entries:
+            return False
+        digest = completion.content_digest(epoch)
+        match = next((e for e in entries if e.digest == digest), None)
+        if match is None:
+            return False
+        emit("epoch.resume", epoch=epoch.name, outcome=match.outcome)
+        self._finish(epoch, digest, match.report)
+        return True
+
+    def run_all(self) -> Summary:
+        gathering = gather_loose_files(self.upload, self.settle_seconds, self.now)
+        if gathering.waiting:
+            self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
+            emit("loose.waiting", reason=gathering.waiting)
+        for name in gathering.epochs:
+            emit("loose.gathered", epoch=name)
+        for epoch in sorted(self.upload.iterdir()):
+            if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
+                continue
+            if self._resume(epoch):
+                continue
+            state = completion.check(epoch, self.settle_seconds, self.now,
+                                     skip_quiet=epoch.name in gathering.epochs)
+            if not state.complete:
+                self.summary.pending.append(epoch.name)
+                emit("epoch.pending", epoch=epoch.name, reason=state.reason)
+                continue
+            claimed = self._recognize(epoch, self.enabled)
+            if claimed is None:
+                self.summary.unrecognized.append(epoch.name)
+                emit("epoch.unrecognized", epoch=epoch.name)
+                continue
+            self._process(epoch, *claimed)
+        return self.summary
+
+    def run_one(self, name: str, forced_format: str | None) -> Summary:
+        """Staff: process one epoch now (no settle wait), optionally as a given format."""
+        epoch = self._staff_epoch(name)
+        if epoch is None or self._resume(epoch):
+            return self.summary
+        if forced_format is not None:
+            fmt = self.formats[forced_format]
+            found = fmt.recognize(epoch)
+            description = found.description if found else f"{forced_format} (forced by staff)"
+            self._process(epoch, fmt, description, note=f"format {forced_format} chosen by staff")
+            return self.summary
+        claimed = self._recognize(epoch, list(self.formats))
+        if claimed is None:
+            self.summary.unrecognized.append(name)
+            emit("epoch.unrecognized", epoch=name)
+        else:
+            self._process(epoch, *claimed)
+        return self.summary
+
+    def mark_processed(self, name: str) -> Summary:
+        """Staff: move an epoch to upload-processed/ without importing anything."""
+        epoch = self._staff_epoch(name)
+        if epoch is None or self._resume(epoch):
+            return self.summary
+        digest = completion.content_digest(epoch)
+        existing = ledger.lookup(self.conn, name, digest)
+        if existing is not None:
+            self._finish(epoch, digest, existing.report)
+            return self.summary
+        result = report.build(epoch=name, digest=digest, outcome="Succeeded", format_name=None,
+                              description="not imported", processed_at=self.when, files=[],
+                              errors=[], error_count=0, warnings=[],
+                              note="marked processed by staff without import")
+        with self.conn.transaction():
+            ledger.record(self.conn, name, digest, result, self.when)
+        checkpoint("marked processed, committed")
+        self._finish(epoch, digest, result)
+        return self.summary
+
+    def _staff_epoch(self, name: str) -> Path | None:
+        epoch = self.upload / name
+        if "/" in name or name.startswith(".") or not epoch.is_dir():
+            self.summary.problems.append(f"no epoch named {name!r} in {tree.UPLOAD}/")
+            return None
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=True)
+        if not state.complete and not self.unfinished.get(name):
+            self.summary.pending.append(name)
+            emit("epoch.pending", epoch=name, reason=state.reason)
+            return None
+        return epoch
+
+    def _recognize(self, epoch: Path, names: list[str]) -> tuple[Format, str] | None:
+        for name in names:
+            found = self.formats[name].recognize(epoch)
+            if found is not None:
+                return self.formats[name], found.description
+        return None
+
+    def _process(self, epoch: Path, fmt: Format, description: str, note: str = "") -> None:
+        emit("epoch.start", epoch=epoch.name, format=fmt.name, description=description)
+        digest = completion.content_digest(epoch)
+        checkpoint("digest computed")
+        existing = ledger.lookup(self.conn, epoch.name, digest)
+        if existing is not None:
+            again = dict(existing.report)
+            again["note"] = (f"identical content was already processed at "
+                             f"{again['processedAt']}; not imported again")
+            self._finish(epoch, digest, again)
+            return
+        result = self._import(epoch, digest, fmt, description, note)
+        checkpoint("import committed")
+        self._finish(epoch, digest, result)
+
+    def _import(self, epoch: Path, digest: str, fmt: Format, description: str,
+                note: str) -> dict[str, Any]:
+        def build(outcome: str, files: list[FileCount], errors: list[Problem], count: int,
+                  warnings: list[Problem]) -> dict[str, Any]:
+            return report.build(epoch=epoch.name, digest=digest, outcome=outcome,
+                                format_name=fmt.name, description=description,
+                                processed_at=self.when, files=files, errors=errors,
+                                error_count=count, warnings=warnings, note=note)
+
+        try:
+            validation = fmt.validate(epoch)
+            checkpoint("validated")
+            description = validation.description or description
+            if validation.errors:
+                failed = build("Failed", [], validation.errors, len(validation.errors),
+                               validation.warnings)
+            else:
+                failed = None
+                with self.conn.transaction():
+                    outcome = fmt.import_(self.conn, epoch, validation)
+                    checkpoint("imported, not committed")
+                    warnings = validation.warnings + outcome.warnings
+                    if outcome.errors:
+                        failed = build("Failed", outcome.files, outcome.errors,
+                                       outcome.error_count, warnings)
+                        raise psycopg.Rollback()
+                    succeeded = build("Succeeded", outcome.files, [], 0, warnings)
+                    ledger.record(self.conn, epoch.name, digest, succeeded, self.when)
+                    checkpoint("ledger written, not committed")
+                if failed is None:
+                    emit("epoch.imported", epoch=epoch.name, rows=succeeded["rows"])
+                    return succeeded
+        except _DATA_FAILURES as exc:
+            failed = build("Failed", [], [Problem(f"import failed: {exc}")], 1, [])
+        assert failed is not None
+        with self.conn.transaction():
+            ledger.record(self.conn, epoch.name, digest, failed, self.when)
+        emit("epoch.failed", epoch=epoch.name, errors=failed["errors"])
+        return failed
+
+    def _finish(self, epoch: Path, digest: str, result: dict[str, Any]) -> None:
+        """Write the logs into the epoch, move it, record the move (all idempotent)."""
+        report.write_into(epoch, result)
+        checkpoint("logs written")
+        destination = rename_with_suffix(epoch, self.processed_dir, epoch.name)
+        fsync_dir(self.processed_dir)
+        fsync_dir(self.upload)
+        checkpoint("moved")
+        moved_to = str(destination.relative_to(self.processed_dir.parent))
+        ledger.mark_moved(self.conn, epoch.name, digest, moved_to, self.when)
+        checkpoint("move recorded")
+        emit("epoch.moved", epoch=epoch.name, to=moved_to, outcome=result["outcome"])
+        self.summary.processed.append({
+            "name": epoch.name, "outcome": result["outcome"], "format": result["format"],
+            "processedAt": result["processedAt"], "rows": result["rows"],
+            "errors": result["errors"], "movedTo": moved_to})

@@ -1,0 +1,304 @@
+"""OneRoster in PostgreSQL: the district's tables, COPY into staging, value and reference checks,
+and the merge (bulk replaces a table, delta applies adds, changes and deletions)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sftpd.formats import FileCount, ImportOutcome, Problem
+from sftpd.formats.oneroster.source import Source
+from sftpd.formats.oneroster.spec import Column, Table, all_tables, snake
+
+SCHEMA = "oneroster"
+# How many problems of one kind (one check on one file) are listed; all are counted.
+LISTED_PER_CHECK = 200
+_COPY_CHUNK = 1 << 20
+
+_HELPERS = r"""
+CREATE OR REPLACE FUNCTION pg_temp.is_date(x text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN x ~ '^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$'
+    THEN substr(x, 9, 2)::int <= extract(day from make_date(substr(x, 1, 4)::int,
+           substr(x, 6, 2)::int, 1) + interval '1 month - 1 day')
+    ELSE false END
+$$;
+CREATE OR REPLACE FUNCTION pg_temp.is_datetime(x text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN x ~ ('^\d{4}-\d\d-\d\d(T([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?'
+                       '(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?)?$')
+    THEN pg_temp.is_date(substr(x, 1, 10)) ELSE false END
+$$;
+"""
+
+_SQL_TYPES = {"text": "text", "enum": "text", "bool": "boolean", "date": "date",
+              "datetime": "timestamptz", "year": "integer", "list": "text[]"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the epoch to import: its table spec, mode and header as uploaded."""
+
+    table: Table
+    mode: str
+    header: tuple[str, ...]
+
+    @property
+    def stage(self) -> sql.Identifier:
+        return sql.Identifier("pg_temp", f"s_{self.table.sql_name}")
+
+    @property
+    def target(self) -> sql.Identifier:
+        return sql.Identifier(SCHEMA, self.table.sql_name)
+
+    def staged(self, column: Column) -> sql.Identifier:
+        """The staging column that holds a specification column (by header position)."""
+        return sql.Identifier(f"c{self.header.index(column.name) + 1}")
+
+
+def ensure_schema(conn: psycopg.Connection[Any]) -> None:
+    """Create the district's OneRoster tables (the union of all versions' columns) if missing."""
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    for table, columns in all_tables().items():
+        ident = sql.Identifier(SCHEMA, snake(table))
+        defs = [sql.SQL("{} {}").format(sql.Identifier(c.sql_name), sql.SQL(_SQL_TYPES[c.kind]))
+                for c in columns if c.name != "sourcedId"]
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (sourced_id text PRIMARY KEY, {})")
+                     .format(ident, sql.SQL(", ").join(defs)))
+        conn.execute(sql.SQL("ALTER TABLE {} {}").format(ident, sql.SQL(", ").join(
+            sql.SQL("ADD COLUMN IF NOT EXISTS ") + d for d in defs)))
+
+
+def import_entries(conn: psycopg.Connection[Any], source: Source,
+                   entries: list[Entry]) -> ImportOutcome:
+    """Stage, check and merge every entry inside the caller's transaction."""
+    outcome = ImportOutcome()
+    ensure_schema(conn)
+    conn.execute(_HELPERS)
+    conn.execute("SET LOCAL timezone = 'UTC'")
+    staged: list[Entry] = []
+    for entry in entries:
+        rows = _stage(conn, source, entry, outcome)
+        if rows is None:
+            continue
+        outcome.files.append(FileCount(entry.table.file, entry.mode, rows=rows))
+        staged.append(entry)
+        _check_values(conn, entry, outcome)
+        _check_duplicates(conn, entry, outcome)
+    if outcome.errors:
+        return outcome
+    for entry, count in zip(staged, outcome.files, strict=True):
+        _merge(conn, entry, count)
+    _check_references(conn, staged, outcome)
+    return outcome
+
+
+def _add(outcome: ImportOutcome, found: list[Problem], total: int) -> None:
+    outcome.errors.extend(found)
+    outcome.error_count += total
+
+
+def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
+           outcome: ImportOutcome) -> int | None:
+    """COPY the file into a text staging table numbered by line; None when COPY rejects it."""
+    cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.header) + 1)]
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START 2 CACHE 10000), "
+        "{}) ON COMMIT DROP").format(entry.stage, sql.SQL(", ").join(
+            sql.SQL("{} text").format(c) for c in cols)))
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
+        entry.stage, sql.SQL(", ").join(cols))
+    try:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy, \
+                source.open(entry.table.file) as stream:
+            while chunk := stream.read(_COPY_CHUNK):
+                copy.write(chunk)
+    except psycopg.errors.DataError as exc:
+        line = _copy_line(exc)
+        message = exc.diag.message_primary or str(exc)
+        _add(outcome, [Problem(f"cannot read the file: {message}", entry.table.file, line)], 1)
+        return None
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.stage)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _copy_line(exc: psycopg.Error) -> int | None:
+    match = re.search(r"line (\d+)", exc.diag.context or "")
+    return int(match.group(1)) if match else None
+
+
+def _value_checks(entry: Entry) -> list[sql.Composable]:
+    """One `CASE WHEN bad THEN message END` per rule, over the staging columns."""
+    checks: list[sql.Composable] = []
+    status = entry.staged(entry.table.column("status"))
+    delta = entry.mode == "delta"
+    active = (sql.SQL("coalesce({}, '') <> 'tobedeleted'").format(status) if delta
+              else sql.SQL("true"))
+
+    def rule(condition: sql.Composable, message: sql.Composable) -> None:
+        checks.append(sql.SQL("CASE WHEN {} THEN {} END").format(condition, message))
+
+    def shown(col: sql.Identifier) -> sql.Composable:
+        return sql.SQL("quote_literal(left({}, 60))").format(col)
+
+    if delta:
+        rule(sql.SQL("{0} IS NULL OR {0} NOT IN ('active', 'tobedeleted')").format(status),
+             sql.SQL("'status must be ''active'' or ''tobedeleted'' in a delta file, found ' "
+                     "|| coalesce({}, 'nothing')").format(shown(status)))
+    else:
+        rule(sql.SQL("{0} <> '' AND {0} <> 'active'").format(status),
+             sql.SQL("'status must be blank in a bulk file, found ' || {}").format(
+                 shown(status)))
+    for column in entry.table.columns:
+        col = entry.staged(column)
+        label = sql.Literal(column.name)
+        required = column.required or (delta and column.name == "dateLastModified")
+        if required:
+            rule(sql.SQL("({} IS NULL OR {} = '') AND {}").format(col, col, active),
+                 sql.SQL("{} || ' is required'").format(label))
+        if column.kind == "enum":
+            rule(sql.SQL("{} <> '' AND {} NOT IN ({})").format(
+                col, col, sql.SQL(", ").join(sql.Literal(v) for v in column.values)),
+                sql.SQL("{} || ' ' || {} || ' is not one of: ' || {}").format(
+                    label, shown(col), sql.Literal(", ".join(column.values))))
+        elif column.kind == "bool":
+            rule(sql.SQL("{} <> '' AND {} NOT IN ('true', 'false')").format(col, col),
+                 sql.SQL("{} || ' ' || {} || ' must be true or false'").format(label,
+                                                                               shown(col)))
+        elif column.kind in ("date", "datetime"):
+            shape = "YYYY-MM-DD" if column.kind == "date" else "an ISO 8601 date-time"
+            rule(sql.SQL("{} <> '' AND NOT pg_temp.{}({})").format(
+                col, sql.Identifier(f"is_{column.kind}"), col),
+                sql.SQL("{} || ' ' || {} || {}").format(label, shown(col), sql.Literal(
+                    f" is not a valid date (expected {shape})")))
+        elif column.kind == "year":
+            rule(sql.SQL("{} <> '' AND {} !~ '^\\d{{4}}$'").format(col, col),
+                 sql.SQL("{} || ' ' || {} || ' is not a year (YYYY)'").format(label,
+                                                                              shown(col)))
+    return checks
+
+
+def _check_values(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome) -> None:
+    checks = _value_checks(entry)
+    body = sql.SQL("FROM {} CROSS JOIN LATERAL unnest(ARRAY[{}]) AS m(msg) "
+                   "WHERE msg IS NOT NULL").format(entry.stage, sql.SQL(", ").join(checks))
+    found = conn.execute(sql.SQL("SELECT line, msg {} ORDER BY line LIMIT {}").format(
+        body, sql.Literal(LISTED_PER_CHECK * 5))).fetchall()
+    total = len(found)
+    if total == LISTED_PER_CHECK * 5:
+        row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
+        total = int(row[0]) if row else total
+    _add(outcome, [Problem(msg, entry.table.file, int(line)) for line, msg in found], total)
+
+
+def _check_duplicates(conn: psycopg.Connection[Any], entry: Entry,
+                      outcome: ImportOutcome) -> None:
+    sid = entry.staged(entry.table.column("sourcedId"))
+    dupes = [r[0] for r in conn.execute(sql.SQL(
+        "SELECT {0} FROM {1} WHERE {0} <> '' GROUP BY {0} HAVING count(*) > 1 LIMIT {2}")
+        .format(sid, entry.stage, sql.Literal(LISTED_PER_CHECK))).fetchall()]
+    if not dupes:
+        return
+    rows = conn.execute(sql.SQL(
+        "SELECT line, {0}, min(line) OVER (PARTITION BY {0}) FROM {1} WHERE {0} = ANY(%s) "
+        "ORDER BY line").format(sid, entry.stage), (dupes,)).fetchall()
+    found = [Problem(f"sourcedId '{value}' appears more than once (first on line {first})",
+                     entry.table.file, int(line))
+             for line, value, first in rows if line != first]
+    _add(outcome, found, len(found))
+
+
+def _converted(entry: Entry, column: Column) -> sql.Composable:
+    col = entry.staged(column)
+    if column.kind == "bool":
+        return sql.SQL("CASE {} WHEN 'true' THEN true WHEN 'false' THEN false END").format(col)
+    if column.kind == "list":
+        return sql.SQL("CASE WHEN {0} <> '' THEN regexp_split_to_array({0}, '\\s*,\\s*') END"
+                       ).format(col)
+    cast = {"date": "::date", "datetime": "::timestamptz", "year": "::integer"}.get(
+        column.kind, "")
+    return sql.SQL("NULLIF({}, ''){}").format(col, sql.SQL(cast))
+
+
+def _merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> None:
+    columns = entry.table.columns
+    names = sql.SQL(", ").join(sql.Identifier(c.sql_name) for c in columns)
+    values = sql.SQL(", ").join(_converted(entry, c) for c in columns)
+    if entry.mode == "bulk":
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.target)).fetchone()
+        count.deleted = int(row[0]) if row else 0
+        conn.execute(sql.SQL("TRUNCATE {}").format(entry.target))
+        cur = conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+            entry.target, names, values, entry.stage))
+        count.added = cur.rowcount
+        return
+    status = entry.staged(entry.table.column("status"))
+    sid = entry.staged(entry.table.column("sourcedId"))
+    cur = conn.execute(sql.SQL(
+        "DELETE FROM {} t USING {} s WHERE s.{} = 'tobedeleted' AND t.sourced_id = s.{}")
+        .format(entry.target, entry.stage, status, sid))
+    count.deleted = cur.rowcount
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c.sql_name))
+        for c in columns if c.name != "sourcedId")
+    row = conn.execute(sql.SQL(
+        "WITH up AS (INSERT INTO {} ({}) SELECT {} FROM {} WHERE {} = 'active' "
+        "ON CONFLICT (sourced_id) DO UPDATE SET {} RETURNING (xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up")
+        .format(entry.target, names, values, entry.stage, status, updates)).fetchone()
+    if row:
+        count.added, count.changed = int(row[0]), int(row[1])
+
+
+def _check_references(conn: psycopg.Connection[Any], staged: list[Entry],
+                      outcome: ImportOutcome) -> None:
+    """After the merge, every reference of a touched table (or into one) must resolve."""
+    by_table = {e.table.name: e for e in staged}
+    for table, columns in all_tables().items():
+        for column in columns:
+            if column.ref is None or (table not in by_table and column.ref not in by_table):
+                continue
+            _check_reference(conn, table, column, by_table.get(table), outcome)
+
+
+def _check_reference(conn: psycopg.Connection[Any], table: str, column: Column,
+                     entry: Entry | None, outcome: ImportOutcome) -> None:
+    assert column.ref is not None
+    source = sql.Identifier(SCHEMA, snake(table))
+    target = sql.Identifier(SCHEMA, snake(column.ref))
+    col = sql.Identifier(column.sql_name)
+    value = (sql.SQL("unnest(r.{})").format(col) if column.kind == "list"
+             else sql.SQL("r.{}").format(col))
+    body = sql.SQL(
+        "FROM (SELECT r.sourced_id, {} AS v FROM {} r WHERE r.{} IS NOT NULL) x "
+        "WHERE x.v <> '' AND NOT EXISTS (SELECT 1 FROM {} f WHERE f.sourced_id = x.v)").format(
+        value, source, col, target)
+    bad = conn.execute(sql.SQL("SELECT x.sourced_id, x.v {} ORDER BY 1, 2 LIMIT {}").format(
+        body, sql.Literal(LISTED_PER_CHECK))).fetchall()
+    if not bad:
+        return
+    total = len(bad)
+    if total == LISTED_PER_CHECK:
+        row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
+        total = int(row[0]) if row else total
+    lines: dict[str, int] = {}
+    if entry is not None:
+        sid = entry.staged(entry.table.column("sourcedId"))
+        lines = {str(s): int(line) for s, line in conn.execute(sql.SQL(
+            "SELECT {0}, line FROM {1} WHERE {0} = ANY(%s)").format(sid, entry.stage),
+            ([b[0] for b in bad],)).fetchall()}
+    found: list[Problem] = []
+    for sourced_id, v in bad:
+        if sourced_id in lines:
+            found.append(Problem(f"{column.name} '{v}' does not match the sourcedId of any "
+                                 f"{column.ref} row", f"{table}.csv", lines[sourced_id]))
+        else:
+            found.append(Problem(f"{table} '{sourced_id}' (already in the database) refers to "
+                                 f"{column.name} '{v}', which is no longer in {column.ref}",
+                                 f"{column.ref}.csv"))
+    found.sort(key=lambda p: (p.file or "", p.line or 0))
+    _add(outcome, found, total)
