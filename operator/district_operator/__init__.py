@@ -1,3 +1,3 @@
-"""district-sftp's control plane: the kopf operator that turns District resources into SFTP accounts."""
+"""district-sftp's control plane: a kopf operator turning Districts into SFTP accounts."""
 
 __version__ = "0.1.0"

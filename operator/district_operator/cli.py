@@ -1,0 +1,59 @@
+"""`district-operator run`: parse the configuration and run the kopf operator with our handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from district_operator import api, config, handlers, metrics
+from district_operator.notifications import Notifier
+from district_operator.reconciler import Reconciler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="district-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="reconcile Districts until stopped")
+    config.add_arguments(run)
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser
+
+
+def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)))
+    notifier = Notifier(attempts=settings.webhook_attempts,
+                        backoff_seconds=settings.webhook_backoff_seconds)
+    reconciler = Reconciler(kube, settings.inputs, notifier)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, settings, reconciler)
+    metrics.serve(settings.metrics_port)
+    liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
+                if settings.health_port else None)
+    try:
+        kopf.run(
+            registry=registry,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            namespaces=list(settings.namespaces),
+            clusterwide=settings.all_namespaces,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        notifier.close()
+        kube.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(config.from_args(args), verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

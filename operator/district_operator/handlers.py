@@ -1,0 +1,130 @@
+"""Thin kopf handlers: each turns a kopf cause or watch event into one Reconciler call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+
+from district_operator import api, metrics, names
+from district_operator.config import OperatorConfig
+from district_operator.model import InvalidDistrictError
+from district_operator.reconciler import Reconciler
+from district_operator.storage import MemoryDiffBaseStorage, MemoryProgressStorage
+
+log = logging.getLogger(__name__)
+DISTRICTS = (names.GROUP, names.VERSION, names.PLURAL)
+MANAGED = {names.LABEL_MANAGED_BY: names.FIELD_MANAGER}
+# Children whose changes (deletion, hand edits, status) trigger a reconcile of their District.
+CHILD_RESOURCES: tuple[tuple[str, str, str, str], ...] = (
+    ("Secret", "", "v1", "secrets"),
+    ("PersistentVolumeClaim", "", "v1", "persistentvolumeclaims"),
+    ("Service", "", "v1", "services"),
+    ("Deployment", "apps", "v1", "deployments"),
+    ("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies"),
+    ("CronJob", "batch", "v1", "cronjobs"),
+)
+
+
+def _measured(trigger: str, action: Callable[[], object]) -> None:
+    started = time.monotonic()
+    try:
+        action()
+    except InvalidDistrictError as exc:
+        metrics.RECONCILES.labels(trigger, "invalid").inc()
+        raise kopf.PermanentError(str(exc)) from exc
+    except Exception:
+        metrics.RECONCILES.labels(trigger, "error").inc()
+        metrics.RECONCILE_ERRORS.labels(trigger).inc()
+        raise
+    else:
+        metrics.RECONCILES.labels(trigger, "ok").inc()
+    finally:
+        metrics.RECONCILE_SECONDS.labels(trigger).observe(time.monotonic() - started)
+
+
+def job_finished_unrecorded(body: Mapping[str, Any], **_: Any) -> bool:
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    if names.ANNOTATION_RESULT_RECORDED in annotations:
+        return False
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in conditions)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
+             reconciler: Reconciler) -> None:
+    """Register every handler for one operator instance (no module-level global state)."""
+    diffbase = MemoryDiffBaseStorage()
+    progress = MemoryProgressStorage()
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.diffbase_storage = diffbase
+        settings.persistence.progress_storage = progress
+        # Our own Events say what matters; kopf's per-handler "succeeded" Events would be a write
+        # on every resync.
+        settings.posting.enabled = False
+        settings.execution.max_workers = config.workers
+        settings.peering.standalone = config.peering is None
+        settings.peering.mandatory = config.peering is not None
+        if config.peering is not None:
+            settings.peering.name = config.peering
+        settings.watching.server_timeout = 600
+        settings.watching.client_timeout = 660
+        settings.batching.worker_limit = max(config.workers * 4, 64)
+
+    def reconcile_body(trigger: str, body: Mapping[str, Any]) -> None:
+        _measured(trigger, lambda: reconciler.reconcile(body))
+
+    @kopf.on.resume(*DISTRICTS, registry=registry, id="reconcile-resume")
+    @kopf.on.create(*DISTRICTS, registry=registry, id="reconcile-create")
+    @kopf.on.update(*DISTRICTS, registry=registry, id="reconcile-update")
+    def district_changed(body: kopf.Body, reason: str, **_: Any) -> None:
+        reconcile_body(str(reason), body)
+
+    @kopf.timer(*DISTRICTS, registry=registry, interval=config.resync_seconds,
+                initial_delay=config.resync_seconds, id="resync")
+    def district_resync(body: kopf.Body, **_: Any) -> None:
+        reconcile_body("resync", body)
+
+    @kopf.on.delete(*DISTRICTS, registry=registry, optional=True, id="forget")
+    def district_deleted(body: kopf.Body, **_: Any) -> None:
+        # Children go with the garbage collector (owner references); only memory is freed here.
+        meta = body.get("metadata", {})
+        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""))
+        diffbase.forget(meta.get("uid", ""))
+        progress.forget(meta.get("uid", ""))
+
+    def reconcile_owner(kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if event_type is None:
+            return  # initial listing: each District's own resume covers its children
+        if event_type != "DELETED" and reconciler.is_known_version(kind, body):
+            return  # the event of our own write or read
+        meta = body.get("metadata", {})
+        owner = (meta.get("labels") or {}).get(names.LABEL_DISTRICT)
+        if not owner:
+            return
+        district = reconciler.kube.get(names.KIND, meta.get("namespace", ""), owner)
+        if district is None or district.get("metadata", {}).get("deletionTimestamp"):
+            return
+        reconcile_body(f"child-{kind}", district)
+
+    for kind, group, version, plural in CHILD_RESOURCES:
+        def child_changed(type: str | None, body: kopf.Body, _kind: str = kind,
+                          **_: Any) -> None:
+            try:
+                reconcile_owner(_kind, type, body)
+            except api.ApiError as exc:
+                log.warning("reconcile after %s change failed: %s", _kind, exc)
+
+        kopf.on.event(group, version, plural, registry=registry, labels=MANAGED,
+                      id=f"child-{plural}")(child_changed)
+
+    @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=MANAGED,
+                   when=job_finished_unrecorded, id="job-finished")
+    def job_finished(body: kopf.Body, **_: Any) -> None:
+        _measured("job", lambda: reconciler.record_job(body))

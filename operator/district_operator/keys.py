@@ -1,0 +1,153 @@
+"""SSH keys: validate the district's public keys, generate and describe the server's host keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from district_operator import names
+
+# Below this an RSA key is forgeable in practice; OpenSSH itself refuses RSA keys under 1024
+# and recommends 3072.
+MIN_RSA_BITS = 2048
+RSA_HOST_KEY_BITS = 3072
+SUPPORTED_KEY_TYPES = frozenset({
+    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+})
+
+
+@dataclass(frozen=True)
+class AuthorizedKey:
+    """One accepted public key, normalized to `type base64 [comment]`."""
+
+    key_type: str
+    line: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RejectedKey:
+    """A key line that cannot be used, with where it came from and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    accepted: tuple[AuthorizedKey, ...]
+    rejected: tuple[RejectedKey, ...]
+
+    def authorized_keys_file(self) -> str:
+        """The authorized_keys content the server reads: one accepted key per line."""
+        return "".join(key.line + "\n" for key in self.accepted)
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A host key's public half, as districts see it."""
+
+    key_type: str
+    public_line: str
+    fingerprint: str
+
+
+def fingerprint(blob: bytes) -> str:
+    """The SHA-256 fingerprint exactly as `ssh-keygen -lf` prints it."""
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+def parse_authorized_key(line: str) -> AuthorizedKey:
+    """Parse one OpenSSH public key line; raise ValueError saying what is wrong with it."""
+    text = line.strip()
+    if not text:
+        raise ValueError("empty line")
+    if "PRIVATE KEY" in text:
+        raise ValueError("this is a private key, not a public key")
+    fields = text.split(None, 2)
+    key_type = fields[0]
+    if key_type not in SUPPORTED_KEY_TYPES:
+        raise ValueError(f"key type {key_type[:40]!r} is not supported "
+                         "(options such as from=... are not accepted either)")
+    if len(fields) < 2:
+        raise ValueError("the base64 key data is missing")
+    try:
+        key = asyncssh.import_public_key(f"{fields[0]} {fields[1]}")
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError(f"the key data is damaged: {exc}") from None
+    if key.get_algorithm() != key_type:
+        raise ValueError(f"the line says {key_type} but the key data is "
+                         f"{key.get_algorithm()}")
+    if key_type == "ssh-rsa":
+        bits = serialization.load_ssh_public_key(f"{fields[0]} {fields[1]}".encode()).key_size  # type: ignore[union-attr]
+        if bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA key of {bits} bits is too weak: use at least "
+                             f"{MIN_RSA_BITS} bits, or better an ssh-ed25519 key")
+    normalized = " ".join(fields[:2] + ([fields[2].strip()] if len(fields) > 2 else []))
+    blob = base64.b64decode(fields[1])
+    return AuthorizedKey(key_type=key_type, line=normalized, fingerprint=fingerprint(blob))
+
+
+def check_keys(sources: list[tuple[str, str]]) -> KeyCheck:
+    """Validate (source, line) pairs; keep good keys once each, report every bad one."""
+    accepted: list[AuthorizedKey] = []
+    rejected: list[RejectedKey] = []
+    seen: set[str] = set()
+    for source, line in sources:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            key = parse_authorized_key(line)
+        except ValueError as exc:
+            rejected.append(RejectedKey(source=source, reason=str(exc)))
+            continue
+        if key.fingerprint not in seen:
+            seen.add(key.fingerprint)
+            accepted.append(key)
+    return KeyCheck(accepted=tuple(accepted), rejected=tuple(rejected))
+
+
+def generate_host_keys() -> dict[str, str]:
+    """New Ed25519 and RSA-3072 host keys: {file name: OpenSSH private key, name.pub: public}."""
+    files: dict[str, str] = {}
+    generated: dict[str, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey] = {
+        "ssh-ed25519": ed25519.Ed25519PrivateKey.generate(),
+        "ssh-rsa": rsa.generate_private_key(public_exponent=65537, key_size=RSA_HOST_KEY_BITS),
+    }
+    for key_type, key in generated.items():
+        file_name = names.HOST_KEY_FILES[key_type]
+        files[file_name] = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption()).decode()
+        files[file_name + ".pub"] = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return files
+
+
+def describe_host_keys(files: dict[str, str]) -> tuple[HostKey, ...]:
+    """The public halves of the host keys in a host-key Secret's files, in a stable order."""
+    described: list[HostKey] = []
+    for key_type, file_name in names.HOST_KEY_FILES.items():
+        private = files.get(file_name)
+        if private is None:
+            continue
+        key = serialization.load_ssh_private_key(private.encode(), password=None)
+        public_line = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        blob = base64.b64decode(public_line.split()[1])
+        described.append(HostKey(key_type=key_type, public_line=public_line,
+                                 fingerprint=fingerprint(blob)))
+    return tuple(described)
+
+
+def known_hosts(host: str, port: int, host_keys: tuple[HostKey, ...]) -> str:
+    """known_hosts lines for host:port, in the form OpenSSH writes them."""
+    where = host if port == 22 else f"[{host}]:{port}"
+    return "".join(f"{where} {key.public_line}\n" for key in host_keys)

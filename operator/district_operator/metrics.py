@@ -1,0 +1,35 @@
+"""The operator's Prometheus metrics: reconciles, errors, durations and every API request."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter("district_operator_reconciles_total",
+                     "District reconciles by trigger and result", ["trigger", "result"])
+RECONCILE_ERRORS = Counter("district_operator_reconcile_errors_total",
+                           "Reconciles that raised an unexpected error", ["trigger"])
+RECONCILE_SECONDS = Histogram("district_operator_reconcile_duration_seconds",
+                              "Time spent reconciling one District", ["trigger"],
+                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+API_REQUESTS = Counter("district_operator_api_requests_total",
+                       "Requests to the Kubernetes API by verb and kind", ["verb", "kind"])
+API_WRITES = Counter("district_operator_api_writes_total",
+                     "Writing requests (create, apply, patch, delete) to the Kubernetes API",
+                     ["verb", "kind"])
+NOTIFICATIONS = Counter("district_operator_notifications_total",
+                        "Webhook notifications by result", ["result"])
+DISTRICTS = Gauge("district_operator_districts", "Districts this operator has reconciled")
+
+WRITE_VERBS = frozenset({"create", "apply", "patch", "delete"})
+
+
+def record_request(verb: str, kind: str) -> None:
+    API_REQUESTS.labels(verb, kind).inc()
+    if verb in WRITE_VERBS:
+        API_WRITES.labels(verb, kind).inc()
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped by Prometheus
+    """Expose /metrics on port (0 disables it)."""
+    if port:
+        start_http_server(port, addr=address)

@@ -1,0 +1,173 @@
+"""The typed District: parsed once from the API object, defaults filled as the CRD declares them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+DeletionPolicy = Literal["Retain", "Delete"]
+
+
+class InvalidDistrictError(ValueError):
+    """The District object does not have the shape the CRD promises (never from an API server)."""
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Storage:
+    size: str = "10Gi"
+    storage_class_name: str | None = None
+    access_mode: AccessMode = "ReadWriteOnce"
+
+    @property
+    def pins_jobs_to_server_node(self) -> bool:
+        """Jobs must run beside the server when only one node may mount the volume."""
+        return self.access_mode != "ReadWriteMany"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    type: ServiceType = "LoadBalancer"
+    port: int = 22
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Processing:
+    schedule: str = "*/10 * * * *"
+    settle_seconds: int = 300
+    formats: tuple[str, ...] = ("oneroster",)
+    database: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class Retention:
+    processed_days: int = 30
+    schedule: str = "17 3 * * *"
+
+
+@dataclass(frozen=True)
+class Backups:
+    schedule: str = "0 2 * * *"
+    keep: int = 14
+    database: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class District:
+    """One District as the operator reasons about it."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    login: str
+    authorized_keys: tuple[str, ...] = ()
+    authorized_keys_secret: SecretKeyRef | None = None
+    allowed_source_ranges: tuple[str, ...] = ()
+    storage: Storage = Storage()
+    service: ServiceSpec = ServiceSpec()
+    processing: Processing = Processing()
+    retention: Retention = Retention()
+    backups: Backups = Backups()
+    webhook_secret: SecretKeyRef | None = None
+    suspend: bool = False
+    deletion_policy: DeletionPolicy = "Retain"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+def _dict(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidDistrictError(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _ref(value: Any, where: str, default_key: str) -> SecretKeyRef | None:
+    if value is None:
+        return None
+    ref = _dict(value, where)
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidDistrictError(f"{where}.name must name a Secret")
+    return SecretKeyRef(name=name, key=str(ref.get("key") or default_key))
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidDistrictError(f"{where} must be a list of strings")
+    return tuple(value)
+
+
+def parse_district(body: Mapping[str, Any]) -> District:
+    """Build the typed District from an API object (a kopf Body or a plain dict)."""
+    metadata = _dict(body.get("metadata"), "metadata")
+    spec = _dict(body.get("spec"), "spec")
+    name = str(metadata.get("name") or "")
+    if not name:
+        raise InvalidDistrictError("metadata.name is missing")
+    storage = _dict(spec.get("storage"), "spec.storage")
+    service = _dict(spec.get("service"), "spec.service")
+    processing = _dict(spec.get("processing"), "spec.processing")
+    retention = _dict(spec.get("retention"), "spec.retention")
+    backups = _dict(spec.get("backups"), "spec.backups")
+    notifications = _dict(spec.get("notifications"), "spec.notifications")
+    formats = processing.get("formats")
+    return District(
+        name=name,
+        namespace=str(metadata.get("namespace") or "default"),
+        uid=str(metadata.get("uid") or ""),
+        generation=int(metadata.get("generation") or 0),
+        login=str(spec.get("login") or name),
+        authorized_keys=_strings(spec.get("authorizedKeys"), "spec.authorizedKeys"),
+        authorized_keys_secret=_ref(spec.get("authorizedKeysSecretRef"),
+                                    "spec.authorizedKeysSecretRef", "authorized_keys"),
+        allowed_source_ranges=_strings(spec.get("allowedSourceRanges"),
+                                       "spec.allowedSourceRanges"),
+        storage=Storage(
+            size=str(storage.get("size") or "10Gi"),
+            storage_class_name=storage.get("storageClassName"),
+            access_mode=storage.get("accessMode") or "ReadWriteOnce",
+        ),
+        service=ServiceSpec(
+            type=service.get("type") or "LoadBalancer",
+            port=int(service.get("port") or 22),
+            annotations=dict(_dict(service.get("annotations"), "spec.service.annotations")),
+        ),
+        processing=Processing(
+            schedule=str(processing.get("schedule") or "*/10 * * * *"),
+            settle_seconds=int(processing.get("settleSeconds", 300)),
+            formats=("oneroster",) if formats is None else _strings(formats,
+                                                                  "spec.processing.formats"),
+            database=_ref(processing.get("databaseSecretRef"),
+                          "spec.processing.databaseSecretRef", "uri"),
+        ),
+        retention=Retention(
+            processed_days=int(retention.get("processedDays", 30)),
+            schedule=str(retention.get("schedule") or "17 3 * * *"),
+        ),
+        backups=Backups(
+            schedule=str(backups.get("schedule") or "0 2 * * *"),
+            keep=int(backups.get("keep", 14)),
+            database=_ref(backups.get("databaseSecretRef"), "spec.backups.databaseSecretRef",
+                          "uri"),
+        ),
+        webhook_secret=_ref(notifications.get("webhookSecretRef"),
+                            "spec.notifications.webhookSecretRef", "url"),
+        suspend=bool(spec.get("suspend", False)),
+        deletion_policy="Delete" if spec.get("deletionPolicy") == "Delete" else "Retain",
+    )
