@@ -58,12 +58,14 @@ async def test_cut_off_upload_is_removed(server: ServerProcess, keys: Keys) -> N
     conn.abort()  # the client vanishes mid-upload: no close ever comes
     await asyncio.to_thread(server.wait_event, "upload_failed")
     assert not target.exists()
-    failed = [e for e in server.events("upload_failed") if e["path"].endswith("12-02T0200Z/users.csv")]
+    failed = [e for e in server.events("upload_failed")
+              if e["path"] == "/upload/2026-12-02T0200Z/users.csv"]
     assert failed and failed[0]["reason"] == "session_ended"
 
 
 @pytest.fixture(scope="module")
-def full_disk_server(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[ServerProcess]:
+def full_disk_server(tmp_path_factory: pytest.TempPathFactory,
+                     keys: Keys) -> Iterator[ServerProcess]:
     """A server whose root is a real 2 MiB tmpfs."""
     base = tmp_path_factory.mktemp("tmpfs")
     mount = base / "data"
