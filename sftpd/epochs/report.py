@@ -55,7 +55,9 @@ def render_log(report: dict[str, Any]) -> str:
     if report["files"]:
         lines += ["", "Files:"]
         for f in report["files"]:
-            if f["mode"] == "bulk":
+            if report["outcome"] != "Succeeded":
+                detail = "checked, not imported"
+            elif f["mode"] == "bulk":
                 detail = f"loaded {f['added']}, replacing {f['deleted']}"
             else:
                 detail = f"added {f['added']}, changed {f['changed']}, deleted {f['deleted']}"

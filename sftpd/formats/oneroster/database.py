@@ -262,11 +262,23 @@ def _check_references(conn: psycopg.Connection[Any], staged: list[Entry],
         for column in columns:
             if column.ref is None or (table not in by_table and column.ref not in by_table):
                 continue
-            _check_reference(conn, table, column, by_table.get(table), outcome)
+            _check_reference(conn, table, column, by_table.get(table),
+                             by_table.get(column.ref), outcome)
+
+
+def _staged_lines(conn: psycopg.Connection[Any], entry: Entry | None,
+                  sourced_ids: list[str]) -> dict[str, int]:
+    if entry is None or not sourced_ids:
+        return {}
+    sid = entry.staged(entry.table.column("sourcedId"))
+    return {str(s): int(line) for s, line in conn.execute(sql.SQL(
+        "SELECT {0}, line FROM {1} WHERE {0} = ANY(%s)").format(sid, entry.stage),
+        (sourced_ids,)).fetchall()}
 
 
 def _check_reference(conn: psycopg.Connection[Any], table: str, column: Column,
-                     entry: Entry | None, outcome: ImportOutcome) -> None:
+                     entry: Entry | None, referenced: Entry | None,
+                     outcome: ImportOutcome) -> None:
     assert column.ref is not None
     source = sql.Identifier(SCHEMA, snake(table))
     target = sql.Identifier(SCHEMA, snake(column.ref))
@@ -285,12 +297,11 @@ def _check_reference(conn: psycopg.Connection[Any], table: str, column: Column,
     if total == LISTED_PER_CHECK:
         row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
         total = int(row[0]) if row else total
-    lines: dict[str, int] = {}
-    if entry is not None:
-        sid = entry.staged(entry.table.column("sourcedId"))
-        lines = {str(s): int(line) for s, line in conn.execute(sql.SQL(
-            "SELECT {0}, line FROM {1} WHERE {0} = ANY(%s)").format(sid, entry.stage),
-            ([b[0] for b in bad],)).fetchall()}
+    lines = _staged_lines(conn, entry, [str(b[0]) for b in bad])
+    # A row that is not in this upload breaks because this upload removed what it points at:
+    # point at the line that removed it.
+    removals = _staged_lines(conn, referenced, [str(b[1]) for b in bad
+                                                if str(b[0]) not in lines])
     found: list[Problem] = []
     for sourced_id, v in bad:
         if sourced_id in lines:
@@ -299,6 +310,6 @@ def _check_reference(conn: psycopg.Connection[Any], table: str, column: Column,
         else:
             found.append(Problem(f"{table} '{sourced_id}' (already in the database) refers to "
                                  f"{column.name} '{v}', which is no longer in {column.ref}",
-                                 f"{column.ref}.csv"))
+                                 f"{column.ref}.csv", removals.get(str(v))))
     found.sort(key=lambda p: (p.file or "", p.line or 0))
     _add(outcome, found, total)

@@ -1,0 +1,66 @@
+"""Helpers for epoch-processing tests: a real tree, the hand-made OneRoster sets, real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sftpd import cli, tree
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "oneroster"
+# A --now far after any file's mtime: every epoch counts as settled.
+LATER = "2100-01-01T00:00:00Z"
+
+
+def put_epoch(root: Path, name: str, dataset: str) -> Path:
+    """Upload a hand-made set as upload/<name>/ (a real copy of the files)."""
+    target = root / tree.UPLOAD / name
+    shutil.copytree(DATA / dataset, target)
+    return target
+
+
+def run_epochs(root: Path, database_url: str, *extra: str,
+               now: str | None = LATER) -> tuple[int, dict[str, Any]]:
+    """Run `sftpd process-epochs` in this process; its exit code and parsed result line."""
+    result_file = root.parent / f"{root.name}-result.json"
+    argv = ["process-epochs", "--root", str(root), "--database-url", database_url,
+            "--result-file", str(result_file), "--settle-seconds", "300", *extra]
+    if now is not None:
+        argv += ["--now", now]
+    code = cli.main(argv)
+    return code, json.loads(result_file.read_text())
+
+
+def scalar(database_url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+
+def counts(database_url: str) -> dict[str, int]:
+    """Rows per OneRoster table (empty when the schema does not exist yet)."""
+    with psycopg.connect(database_url) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'oneroster' "
+            "ORDER BY 1").fetchall()]
+        return {n: conn.execute(f"SELECT count(*) FROM oneroster.{n}").fetchone()[0]  # type: ignore[index]
+                for n in names}
+
+
+def processing(root: Path, name: str) -> tuple[str, dict[str, Any]]:
+    """The processing.log and processing.json of a processed epoch."""
+    epoch = root / tree.UPLOAD_PROCESSED / name
+    return (epoch / "processing.log").read_text(), json.loads(
+        (epoch / "processing.json").read_text())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "district"
+    tree.ensure_tree(path)
+    return path
