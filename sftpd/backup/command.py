@@ -125,6 +125,7 @@ def back_up(args: argparse.Namespace) -> dict[str, Any]:
         kept = len(good_backups(directory))
     return {"file": published.name, "bytes": published.bytes, "sha256": published.sha256,
             "completedAt": utc_iso(datetime.now(UTC)), "kept": kept, "pruned": pruned,
+            "serverMajor": server_major, "pgDumpMajor": tools.major,
             "message": f"backup {published.name} ({published.bytes} bytes) verified; "
                        f"{kept} kept, {len(pruned)} pruned"}
 

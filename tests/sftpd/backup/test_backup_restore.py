@@ -41,6 +41,8 @@ def test_backup_restores_row_for_row_and_checksum_verifies(
     dump = backups_dir(root) / name
     assert result["bytes"] == dump.stat().st_size > 0
     assert result["completedAt"].endswith("Z") and result["kept"] == 1 and result["pruned"] == []
+    server_major = int(postgres.psql("SHOW server_version_num")) // 10000
+    assert result["serverMajor"] == server_major and result["pgDumpMajor"] >= server_major
     # Only the dump and its checksum are visible: no temporary is left behind.
     assert visible(root) == [name, name + ".sha256"]
     assert (backups_dir(root) / (name + ".sha256")).read_text() == f"{result['sha256']}  {name}\n"
