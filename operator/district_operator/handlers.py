@@ -61,6 +61,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     diffbase = MemoryDiffBaseStorage()
     progress = MemoryProgressStorage()
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials the API module uses: in-cluster, else the kubeconfig.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.diffbase_storage = diffbase
@@ -95,7 +101,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     def district_deleted(body: kopf.Body, **_: Any) -> None:
         # Children go with the garbage collector (owner references); only memory is freed here.
         meta = body.get("metadata", {})
-        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""))
+        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
         diffbase.forget(meta.get("uid", ""))
         progress.forget(meta.get("uid", ""))
 

@@ -42,14 +42,18 @@ class Reconciler:
         self._locks_guard = threading.Lock()
         # resourceVersions we wrote or read last, so watch events about them can be skipped.
         self._seen_versions: dict[tuple[str, str, str], str] = {}
+        # The status we last wrote per District uid: we are its only writer, and a watch event
+        # or a GET may still show an older one.
+        self._statuses: dict[str, dict[str, Any]] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str) -> None:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+        self._statuses.pop(uid, None)
 
     def _remember(self, obj: Mapping[str, Any] | None) -> None:
         if obj:
@@ -144,9 +148,10 @@ class Reconciler:
         """Bring one District's children and status in line; returns the status left behind."""
         district = parse_district(body)
         with self._lock(district.key):
-            previous = dict(body.get("status") or {})
+            remembered = self._statuses.get(district.uid)
+            previous = dict(remembered if remembered is not None else body.get("status") or {})
             # A District never reconciled has no children worth reading: apply straight away.
-            fresh = "observedGeneration" not in previous
+            fresh = remembered is None and "observedGeneration" not in previous
             observed = status.Observed()
             observed.host_keys = keys.describe_host_keys(self._host_keys(district, fresh))
             observed.key_check, observed.keys_problem = self._key_check(district)
@@ -206,6 +211,7 @@ class Reconciler:
         if patch:
             self.kube.patch_district_status(district.namespace, district.name, patch)
             self._emit_transitions(body, previous, desired)
+        self._statuses[district.uid] = desired
         return desired
 
     def _emit_transitions(self, body: Mapping[str, Any], previous: Mapping[str, Any],
@@ -237,8 +243,8 @@ class Reconciler:
         district = parse_district(body)
         report = self._job_report(job_kind, job_body)
         with self._lock(district.key):
-            body = self.kube.get(names.KIND, namespace, district_name) or body
-            previous = dict(body.get("status") or {})
+            remembered = self._statuses.get(district.uid)
+            previous = dict(remembered if remembered is not None else body.get("status") or {})
             desired = status.apply_job_report(previous, report, meta["name"],
                                               district.generation, self.clock())
             patch = status.status_patch(previous, desired)
@@ -247,6 +253,7 @@ class Reconciler:
                 # Failures and unrecognized uploads get their own Event in _announce.
                 self._emit_transitions(body, previous, desired, frozenset(
                     {"JobFailed", "BackupFailed", "UnrecognizedUploads"}))
+            self._statuses[district.uid] = desired
             self._announce(body, district, report, meta["name"], previous)
             self.kube.merge_patch("Job", namespace, meta["name"], {"metadata": {
                 "annotations": {names.ANNOTATION_RESULT_RECORDED: report.outcome}}})

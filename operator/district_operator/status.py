@@ -331,7 +331,9 @@ def transitions(previous: Sequence[Mapping[str, Any]],
     for c in current:
         old = before.get(c["type"])
         if old is None or old.get("status") != c["status"] or old.get("reason") != c["reason"]:
-            if old is None and c["status"] == "Unknown":
+            change = Transition(c["type"], c["status"], c["reason"], c["message"])
+            # A new District starts with every condition: only the bad news is worth an Event.
+            if old is None and not change.warning:
                 continue
-            changed.append(Transition(c["type"], c["status"], c["reason"], c["message"]))
+            changed.append(change)
     return changed
