@@ -106,7 +106,7 @@ def test_loose_files_are_gathered_into_a_timestamp_named_epoch(root: Path,
         (upload / path.name).write_bytes(path.read_bytes())
         os.utime(upload / path.name, (stamp - 60, stamp - 60))
     os.utime(upload / "users.csv", (stamp, stamp))
-    put_epoch(root, "2026-09-02", "v1.1-delta")  # a directory beside them is left as it is
+    put_epoch(root, "2026-09-02", "v1.2-bulk")  # a directory beside them stays as it is
 
     code, result = run_epochs(root, database_url, now=None)
     assert result["pending"] == ["upload/ (loose files)", "2026-09-02"]
@@ -131,7 +131,7 @@ def test_loose_file_with_a_temporary_name_is_not_gathered(root: Path,
     upload = root / tree.UPLOAD
     (upload / "users.csv.filepart").write_text("sourcedId\n")
     (upload / "notes.txt").write_text("hello\n")
-    code, result = run_epochs(root, database_url,
+    _, result = run_epochs(root, database_url,
                               now=_iso(time.time() + timedelta(days=1).total_seconds()))
     assert result["pending"] == ["upload/ (loose files)"]
     assert sorted(p.name for p in upload.iterdir()) == ["notes.txt", "users.csv.filepart"]
