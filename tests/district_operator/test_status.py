@@ -1,0 +1,151 @@
+"""Status computed purely: conditions, transitions, endpoint, job results."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from district_operator import keys, status
+from district_operator.model import parse_district
+
+NOW = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+GOOD_KEY = keys.KeyCheck(accepted=(keys.AuthorizedKey("ssh-ed25519", "ssh-ed25519 AAAA", "fp"),),
+                         rejected=())
+
+
+def district(**spec: Any):  # type: ignore[no-untyped-def]
+    return parse_district({"metadata": {"name": "lincoln", "namespace": "d", "uid": "u",
+                                        "generation": 2}, "spec": spec})
+
+
+def healthy() -> status.Observed:
+    return status.Observed(
+        key_check=GOOD_KEY,
+        pvc={"spec": {"resources": {"requests": {"storage": "10Gi"}}},
+             "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}},
+        deployment={"status": {"availableReplicas": 1}},
+        service={"spec": {"type": "LoadBalancer"},
+                 "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}}},
+        host_keys=keys.describe_host_keys(keys.generate_host_keys()))
+
+
+def conditions(st: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+
+
+def test_healthy_district_is_ready_with_endpoint_and_known_hosts() -> None:
+    observed = healthy()
+    st = status.compute_status(district(backups={"databaseSecretRef": {"name": "db"}}),
+                               observed, {}, NOW)
+    assert st["observedGeneration"] == 2
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    assert conditions(st)["ProcessingHealthy"] == ("Unknown", "NoRunYet")
+    assert st["endpoint"] == {"host": "198.51.100.7", "port": 22}
+    assert st["knownHosts"].splitlines()[0] == "198.51.100.7 " + observed.host_keys[0].public_line
+    assert [k["type"] for k in st["hostKeys"]] == ["ssh-ed25519", "ssh-rsa"]
+    assert all(c["observedGeneration"] == 2 and c["lastTransitionTime"] == "2026-11-28T02:00:00Z"
+               for c in st["conditions"])
+
+
+def test_recomputing_an_unchanged_status_gives_an_empty_patch() -> None:
+    d = district(processing={"formats": []})
+    first = status.compute_status(d, healthy_without_keys_change := healthy(), {}, NOW)
+    second = status.compute_status(d, healthy_without_keys_change, first, LATER)
+    assert status.status_patch(first, second) == {}
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    d = district(processing={"formats": []})
+    observed = healthy()
+    first = status.compute_status(d, observed, {}, NOW)
+    observed.deployment = {"status": {"availableReplicas": 0}}
+    second = status.compute_status(d, observed, first, LATER)
+    by_type = {c["type"]: c for c in second["conditions"]}
+    assert by_type["ServerReady"]["lastTransitionTime"] == "2026-11-28T02:05:00Z"
+    assert by_type["StorageReady"]["lastTransitionTime"] == "2026-11-28T02:00:00Z"
+    assert conditions(second)["Ready"] == ("False", "ServerNotReady")
+    changes = status.transitions(first["conditions"], second["conditions"])
+    assert [(c.type, c.reason, c.warning) for c in changes] == [
+        ("Ready", "ServerNotReady", True), ("ServerReady", "Unavailable", True)]
+
+
+def test_bad_key_is_reported_but_good_keys_keep_the_district_ready() -> None:
+    observed = healthy()
+    observed.key_check = keys.KeyCheck(accepted=GOOD_KEY.accepted, rejected=(
+        keys.RejectedKey("spec.authorizedKeys[1]", "the key data is damaged"),))
+    st = status.compute_status(district(processing={"formats": []}), observed, {}, NOW)
+    assert conditions(st)["KeysValid"] == ("False", "InvalidKeys")
+    assert "spec.authorizedKeys[1]: the key data is damaged" in next(
+        c["message"] for c in st["conditions"] if c["type"] == "KeysValid")
+    assert conditions(st)["Ready"] == ("True", "Ready")
+
+
+def test_database_problems_make_jobs_unhealthy_and_district_not_ready() -> None:
+    observed = healthy()
+    observed.processing_database = status.SecretProblem("DatabaseSecretKeyMissing",
+                                                        "Secret db has no key 'uri'")
+    st = status.compute_status(district(), observed, {}, NOW)
+    assert conditions(st)["ProcessingHealthy"] == ("False", "DatabaseSecretKeyMissing")
+    assert conditions(st)["Ready"][0] == "False"
+
+
+def test_suspended_and_pending_volume() -> None:
+    observed = healthy()
+    observed.pvc = {"status": {"phase": "Pending"}}
+    st = status.compute_status(district(suspend=True), observed, {}, NOW)
+    assert conditions(st)["ServerReady"] == ("False", "Suspended")
+    assert conditions(st)["StorageReady"] == ("False", "Pending")
+    assert conditions(st)["Ready"] == ("False", "Suspended")
+
+
+def test_cluster_ip_endpoint_is_the_service_dns_name_and_pending_lb_has_none() -> None:
+    d = district(service={"type": "ClusterIP", "port": 2022})
+    assert status.endpoint(d, {"spec": {"type": "ClusterIP"}}) == {
+        "host": "lincoln-sftp.d.svc", "port": 2022}
+    assert status.endpoint(district(), {"spec": {"type": "LoadBalancer"}, "status": {}}) is None
+
+
+EPOCHS_RESULT = {"kind": "epochs", "outcome": "NeedsAttention", "message": "1 processed",
+                 "processed": [
+                     {"name": "2026-11-27T0200Z", "outcome": "Succeeded", "format": "oneroster",
+                      "processedAt": "2026-11-27T02:10:00Z", "rows": 5, "errors": 0},
+                     {"name": "2026-11-28T0200Z", "outcome": "Succeeded", "format": "oneroster",
+                      "processedAt": "2026-11-28T02:10:00Z", "rows": 9, "errors": 0}],
+                 "unrecognized": ["dump-from-old-sis"], "pending": []}
+
+
+def test_epochs_result_fills_last_epoch_and_uploads_needing_attention() -> None:
+    report = status.parse_termination_message("epochs", json.dumps(EPOCHS_RESULT), True, "")
+    st = status.apply_job_report({"conditions": []}, report, "lincoln-epochs-1", 2, NOW)
+    assert st["lastEpoch"] == {"name": "2026-11-28T0200Z", "outcome": "Succeeded",
+                               "format": "oneroster", "processedAt": "2026-11-28T02:10:00Z"}
+    assert st["uploadsNeedingAttention"] == ["dump-from-old-sis"]
+    assert conditions(st)["UploadsNeedAttention"] == ("True", "UnrecognizedUploads")
+    assert conditions(st)["ProcessingHealthy"] == ("True", "NeedsAttention")
+    older = dict(EPOCHS_RESULT, processed=[EPOCHS_RESULT["processed"][0]])  # type: ignore[index]
+    again = status.apply_job_report(st, status.parse_termination_message(
+        "epochs", json.dumps(older), True, ""), "lincoln-epochs-0", 2, LATER)
+    assert again["lastEpoch"]["name"] == "2026-11-28T0200Z"  # never goes back in time
+
+
+def test_backup_result_and_failure_without_a_result() -> None:
+    result = {"kind": "backup", "outcome": "Succeeded", "file": "lincoln-20261128T020000Z.dump",
+              "bytes": 1048576, "sha256": "ab" * 32, "completedAt": "2026-11-28T02:01:00Z",
+              "kept": 3, "pruned": [], "message": "ok"}
+    st = status.apply_job_report({}, status.parse_termination_message(
+        "backup", json.dumps(result), True, ""), "lincoln-backup-1", 2, NOW)
+    assert st["lastBackup"] == {"file": "lincoln-20261128T020000Z.dump", "bytes": 1048576,
+                                "sha256": "ab" * 32, "completedAt": "2026-11-28T02:01:00Z"}
+    assert conditions(st)["BackupsHealthy"] == ("True", "BackupSucceeded")
+    crashed = status.parse_termination_message("backup", "Traceback...\nOSError: disk full",
+                                               False, "exit 1")
+    assert crashed.outcome == "Failed" and crashed.message == "OSError: disk full"
+    failed = status.apply_job_report(st, crashed, "lincoln-backup-2", 2, LATER)
+    assert conditions(failed)["BackupsHealthy"] == ("False", "BackupFailed")
+    assert failed["lastBackup"] == st["lastBackup"]
+    # The job's verdict survives the next reconcile.
+    recomputed = status.compute_status(
+        district(backups={"databaseSecretRef": {"name": "db"}}), healthy(), failed, LATER)
+    assert conditions(recomputed)["BackupsHealthy"] == ("False", "BackupFailed")
