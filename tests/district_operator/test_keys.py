@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from district_operator import keys
+
 from tests.conftest import require_binary
 
 
@@ -52,7 +52,7 @@ def test_bad_keys_say_why(line: str, reason: str) -> None:
 
 def test_type_must_match_the_key_data(tmp_path: Path) -> None:
     blob = keygen(tmp_path, "ed25519").split()[1]
-    with pytest.raises(ValueError, match="mismatch|says ssh-rsa"):
+    with pytest.raises(ValueError, match=r"mismatch|says ssh-rsa"):
         keys.parse_authorized_key(f"ssh-rsa {blob}")
 
 

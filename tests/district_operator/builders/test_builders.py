@@ -6,7 +6,6 @@ import base64
 from typing import Any
 
 import pytest
-
 from district_operator import builders, names
 from district_operator.model import parse_district
 
