@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,5 +38,5 @@ def write_result(path: Path | None, result: dict[str, Any]) -> str:
         return line
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(line + "\n")
-    os.replace(tmp, path)
+    tmp.replace(path)
     return line

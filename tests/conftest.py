@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from district_operator.localcluster.postgres import (
     PostgresServer,
     PostgresUnavailable,

@@ -1,1 +1,1 @@
-"""Local servers for development and tests: a real Kubernetes control plane and a throwaway PostgreSQL."""
+"""Local servers for development and tests: a real control plane and a throwaway PostgreSQL."""

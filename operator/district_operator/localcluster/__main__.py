@@ -1,4 +1,4 @@
-"""`python -m district_operator.localcluster start|stop|env|status`: the local control plane for people."""
+"""`python -m district_operator.localcluster start|stop|env|status`: the control plane by hand."""
 
 from __future__ import annotations
 

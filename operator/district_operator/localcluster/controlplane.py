@@ -1,4 +1,4 @@
-"""A real local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager processes."""
+"""A real local Kubernetes control plane: etcd, kube-apiserver and kube-controller-manager."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def repo_root() -> Path | None:
 
 
 def binaries_dir() -> Path:
-    """Where the pinned binaries are: $DISTRICT_SFTP_K8S_BIN, or built (once, cached) by the script."""
+    """Where the pinned binaries are: $DISTRICT_SFTP_K8S_BIN, or built once by the script."""
     override = os.environ.get("DISTRICT_SFTP_K8S_BIN")
     if override:
         return Path(override)
@@ -81,7 +81,7 @@ class ControlPlane:
     def server(self) -> str:
         return f"https://127.0.0.1:{self.apiserver_port}"
 
-    def kubectl(self, *args: str, input: str | None = None,  # noqa: A002 - subprocess's name
+    def kubectl(self, *args: str, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this control plane."""
         return subprocess.run([str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig),

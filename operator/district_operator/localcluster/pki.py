@@ -1,4 +1,4 @@
-"""Certificates and keys for the local control plane: a CA, a serving cert, client certs, the SA key."""
+"""Certificates and keys for the local control plane: CA, serving and client certs, SA key."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from district_operator.localcluster.controlplane import ControlPlane, _alive
 from district_operator.localcluster.pki import generate_pki
 
