@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from sftpd.epochs import checkpoints
 from sftpd.epochs.processor import Processor, Summary, emit
 from sftpd.formats import registered_formats
 from sftpd.results import write_result
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         "unrecognized": summary.unrecognized, "pending": summary.pending,
         "message": _message(summary, outcome)}
     line = write_result(args.result_file, result)
-    emit("epochs.result", result=line)
+    emit("epochs.result", result=line, checkpoints=checkpoints.passed())
     return 1 if outcome == "Failed" else 0
 
 

@@ -63,13 +63,26 @@ def gather_loose_files(upload: Path, settle_seconds: float, now: float) -> Gathe
 
 
 def _finish(upload: Path, staging: Path) -> str | None:
-    """Move the listed files into staging and reveal it as an epoch; None if nothing was
-    listed yet (a crash before the list was durable), in which case staging is removed."""
+    """Move the listed files into staging and reveal it as an epoch.
+
+    Without a list, staging is either empty (a crash before the list was durable: remove it,
+    return None, gather afresh) or holds every file (a crash after the list was removed,
+    which happens only once all were moved: reveal it)."""
     listing = staging / GATHER_LIST
     if not listing.exists():
         (staging / (GATHER_LIST + WRITING_SUFFIX)).unlink(missing_ok=True)
-        staging.rmdir()
-        return None
+        if not any(staging.iterdir()):
+            staging.rmdir()
+            return None
+    else:
+        _move_listed(upload, staging, listing)
+    epoch = rename_with_suffix(staging, upload, staging.name[len(GATHER_PREFIX):])
+    fsync_dir(upload)
+    checkpoint("gather: epoch revealed")
+    return epoch.name
+
+
+def _move_listed(upload: Path, staging: Path, listing: Path) -> None:
     for name in listing.read_text(encoding="utf-8").splitlines():
         if (upload / name).exists() or (upload / name).is_symlink():
             try:
@@ -80,7 +93,3 @@ def _finish(upload: Path, staging: Path) -> str | None:
     fsync_dir(staging)
     listing.unlink()
     checkpoint("gather: list removed")
-    epoch = rename_with_suffix(staging, upload, staging.name[len(GATHER_PREFIX):])
-    fsync_dir(upload)
-    checkpoint("gather: epoch revealed")
-    return epoch.name

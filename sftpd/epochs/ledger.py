@@ -47,9 +47,17 @@ def ensure(conn: psycopg.Connection[Any]) -> None:
         conn.execute(_DDL)
 
 
-def try_lock(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-    return bool(row and row[0])
+def try_lock(conn: psycopg.Connection[Any], wait_seconds: int = 15) -> bool:
+    """Take the processors' session lock, waiting a little: a run killed a moment ago holds
+    it until its server backend notices the closed connection."""
+    conn.execute(f"SET lock_timeout = '{int(wait_seconds)}s'")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable:
+        return False
+    finally:
+        conn.execute("RESET lock_timeout")
+    return True
 
 
 def lookup(conn: psycopg.Connection[Any], name: str, digest: str) -> Entry | None:
