@@ -52,12 +52,19 @@ def district(name: str, patch: dict[str, Any] | None = None) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def api(cluster: Any) -> Iterator[Any]:
     """The cluster with the District CRD installed and this module's namespace."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+    ok(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    ok(cluster, "wait", "--for=condition=Established", "--timeout=60s",
                     "crd/districts.districtsftp.io")
-    cluster.kubectl("create", "namespace", NAMESPACE)
+    ok(cluster, "create", "namespace", NAMESPACE)
     yield cluster
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+    ok(cluster, "delete", "namespace", NAMESPACE, "--wait=false")
+
+
+def ok(api: Any, *args: str, input: str | None = None) -> Any:
+    """Run kubectl and fail with its error output when it fails."""
+    result = api.kubectl(*args, input=input, check=False)
+    assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
+    return result
 
 
 def object_name(prefix: str, request: pytest.FixtureRequest) -> str:
@@ -71,7 +78,7 @@ def create(api: Any, obj: dict[str, Any], *flags: str) -> Any:
 
 
 def get(api: Any, name: str) -> dict[str, Any]:
-    out = api.kubectl("get", "district", name, "-n", NAMESPACE, "-o", "json").stdout
+    out = ok(api, "get", "district", name, "-n", NAMESPACE, "-o", "json").stdout
     return json.loads(out)  # type: ignore[no-any-return]
 
 
@@ -81,19 +88,19 @@ def table(output: str) -> list[list[str]]:
 
 
 def test_the_crd_is_established_with_its_names(api: Any) -> None:
-    crd = json.loads(api.kubectl("get", "crd", "districts.districtsftp.io", "-o", "json").stdout)
+    crd = json.loads(ok(api, "get", "crd", "districts.districtsftp.io", "-o", "json").stdout)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert conditions["Established"] == "True"
     assert conditions["NamesAccepted"] == "True"
     assert crd["status"]["acceptedNames"]["shortNames"] == ["dist"]
     assert crd["status"]["acceptedNames"]["categories"] == ["districtsftp"]
-    resources = api.kubectl("api-resources", "--api-group=districtsftp.io", "-o", "wide").stdout
+    resources = ok(api, "api-resources", "--api-group=districtsftp.io", "-o", "wide").stdout
     assert re.search(r"^districts\s+dist\s+districtsftp.io/v1alpha1\s+true\s+District\s", resources,
                      re.MULTILINE), resources
 
 
 def test_the_minimal_example_applies_and_the_defaults_are_stored(api: Any) -> None:
-    api.kubectl("apply", "--validate=strict", "-n", NAMESPACE, "-f", str(MINIMAL_EXAMPLE))
+    ok(api, "apply", "--validate=strict", "-n", NAMESPACE, "-f", str(MINIMAL_EXAMPLE))
     assert get(api, "lincoln")["spec"] == {
         "authorizedKeys": [ED25519],
         "storage": {"size": "10Gi", "accessMode": "ReadWriteOnce"},
@@ -108,7 +115,7 @@ def test_the_minimal_example_applies_and_the_defaults_are_stored(api: Any) -> No
 
 
 def test_the_full_example_applies_with_every_field_kept(api: Any) -> None:
-    api.kubectl("apply", "--validate=strict", "-n", NAMESPACE, "-f", str(FULL_EXAMPLE))
+    ok(api, "apply", "--validate=strict", "-n", NAMESPACE, "-f", str(FULL_EXAMPLE))
     (written,) = [doc for doc in yaml.safe_load_all(FULL_EXAMPLE.read_text())
                   if doc["kind"] == "District"]
     # Equal, not a superset: a field the schema did not know would have been pruned.
@@ -116,7 +123,7 @@ def test_the_full_example_applies_with_every_field_kept(api: Any) -> None:
 
 
 def test_kubectl_get_shows_the_printer_columns(api: Any) -> None:
-    api.kubectl("apply", "-n", NAMESPACE, "-f", str(MINIMAL_EXAMPLE))
+    ok(api, "apply", "-n", NAMESPACE, "-f", str(MINIMAL_EXAMPLE))
     now = datetime.now(UTC).replace(microsecond=0)
     status = {"status": {
         "observedGeneration": 1,
@@ -128,26 +135,26 @@ def test_kubectl_get_shows_the_printer_columns(api: Any) -> None:
         "lastBackup": {"file": "lincoln-20261128T020000Z.dump", "bytes": 1048576,
                        "completedAt": (now - timedelta(hours=30)).isoformat()},
     }}
-    api.kubectl("patch", "district", "lincoln", "-n", NAMESPACE, "--subresource=status",
+    ok(api, "patch", "district", "lincoln", "-n", NAMESPACE, "--subresource=status",
                 "--type=merge", "-p", json.dumps(status))
 
-    rows = table(api.kubectl("get", "districts", "-n", NAMESPACE).stdout)
+    rows = table(ok(api, "get", "districts", "-n", NAMESPACE).stdout)
     assert rows[0] == ["NAME", "READY", "ENDPOINT", "LAST UPLOAD", "LAST BACKUP", "AGE"]
     lincoln = next(row for row in rows if row[0] == "lincoln")
     assert lincoln[1:5] == ["True", "198.51.100.7", "20m", "30h"]
 
-    wide = table(api.kubectl("get", "dist", "lincoln", "-n", NAMESPACE, "-o", "wide").stdout)
+    wide = table(ok(api, "get", "dist", "lincoln", "-n", NAMESPACE, "-o", "wide").stdout)
     assert wide[0] == ["NAME", "READY", "ENDPOINT", "LAST UPLOAD", "LAST BACKUP", "AGE",
                        "LOGIN", "PORT", "SUSPENDED"]
     assert wide[1][-2:] == ["22", "false"]
 
-    by_category = api.kubectl("get", "districtsftp", "-n", NAMESPACE, "-o", "name").stdout
+    by_category = ok(api, "get", "districtsftp", "-n", NAMESPACE, "-o", "name").stdout
     assert "district.districtsftp.io/lincoln" in by_category.split()
 
 
 def test_status_is_written_only_through_the_status_subresource(api: Any) -> None:
-    api.kubectl("create", "-f", "-", input=json.dumps(district("status-only")))
-    api.kubectl("patch", "district", "status-only", "-n", NAMESPACE, "--type=merge",
+    ok(api, "create", "-f", "-", input=json.dumps(district("status-only")))
+    ok(api, "patch", "district", "status-only", "-n", NAMESPACE, "--type=merge",
                 "-p", json.dumps({"status": {"knownHosts": "forged"}}))
     assert "status" not in get(api, "status-only")
 
@@ -288,6 +295,8 @@ INVALID = [
     pytest.param({"spec": {"storage": {"size": "lots"}}}, "spec.storage.size",
                  'storage.size "lots" is not a quantity: write a number with a unit',
                  id="size-not-a-quantity"),
+    pytest.param({"spec": {"storage": {"size": 10}}}, "spec.storage.size",
+                 "spec.storage.size in body must be of type string", id="size-without-unit"),
     pytest.param({"spec": {"storage": {"size": "0"}}}, "spec.storage.size",
                  "storage.size must be larger than zero", id="size-zero"),
     pytest.param({"spec": {"suspend": "no"}}, "spec.suspend",
@@ -347,7 +356,7 @@ def test_an_invalid_change_is_refused_and_the_district_kept(
         api: Any, request: pytest.FixtureRequest, before: dict[str, Any], change: dict[str, Any],
         field: str, message: str) -> None:
     name = object_name("change", request)
-    api.kubectl("create", "--validate=strict", "-f", "-", input=json.dumps(district(name, before)))
+    ok(api, "create", "--validate=strict", "-f", "-", input=json.dumps(district(name, before)))
     stored = get(api, name)
     result = api.kubectl("patch", "district", name, "-n", NAMESPACE, "--type=merge",
                          "-p", json.dumps(change), check=False)
@@ -394,8 +403,8 @@ def test_a_valid_district_is_accepted(api: Any, request: pytest.FixtureRequest,
 
 
 def test_storage_may_grow(api: Any) -> None:
-    api.kubectl("create", "-f", "-", input=json.dumps(district("grows")))
-    api.kubectl("patch", "district", "grows", "-n", NAMESPACE, "--type=merge",
+    ok(api, "create", "-f", "-", input=json.dumps(district("grows")))
+    ok(api, "patch", "district", "grows", "-n", NAMESPACE, "--type=merge",
                 "-p", json.dumps({"spec": {"storage": {"size": "10.5Gi"}}}))
     assert get(api, "grows")["spec"]["storage"]["size"] == "10.5Gi"
 
@@ -406,6 +415,6 @@ def test_kubectl_refuses_unknown_fields_by_default_and_warn_drops_them(api: Any)
     assert refused.returncode != 0
     assert 'unknown field "spec.colour"' in refused.stderr
 
-    dropped = api.kubectl("create", "--validate=warn", "-f", "-", input=typo)
+    dropped = ok(api, "create", "--validate=warn", "-f", "-", input=typo)
     assert 'unknown field "spec.colour"' in dropped.stderr
     assert "colour" not in get(api, "lenient")["spec"]
