@@ -1,0 +1,577 @@
+"""The kubelet's part on this machine: materialize a pod spec's volumes and run its container."""
+
+# What it stands in for, and what it does not (docs/architecture.md says the same):
+#
+# - Volumes as the kubelet lays them out: a Secret volume is a directory holding a timestamped
+#   data directory, a `..data` symlink to it and one symlink per key through `..data`, with
+#   `items`, `mode` and `defaultMode`; emptyDir is a fresh 0777 directory; a
+#   persistentVolumeClaim is a local directory the caller names. With `fsGroup` (and root) the
+#   volumes get the kubelet's group ownership and permission bits, with
+#   `fsGroupChangePolicy: OnRootMismatch` honoured for the claim.
+# - The container runs in a private mount namespace whose root is a read-only view of this
+#   machine with the volumes bind-mounted at their real mountPaths (readOnly honoured) and the
+#   termination message file at its real path, as runAsUser/runAsGroup with fsGroup as a
+#   supplementary group, no_new_privs when allowPrivilegeEscalation is false, all capabilities
+#   gone with the uid change. Env comes from value, secretKeyRef and fieldRef, with $(VAR)
+#   expansion; the image's entrypoint is the caller's (there is no image).
+# - Not stood in for: images and their file systems (the container sees this machine's
+#   programs), network namespaces (the container shares the host's network, so the caller maps
+#   ports through environment overrides), NetworkPolicy, resource limits, seccomp, PID
+#   namespaces, probes other than tcpSocket, restarts. Needs root (CI and the demo run as root).
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from district_operator import api
+
+FIELD_MANAGER = "kubelet-stand-in"
+NODE_NAME = "local-kubelet"
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+# What the kubelet keeps of a termination message, and of the logs when falling back to them.
+MAX_TERMINATION_BYTES = 4096
+FALLBACK_LOG_BYTES = 2048
+FALLBACK_LOG_LINES = 80
+# The kubelet's permission masks for fsGroup ownership (pkg/volume/volume_linux.go).
+READ_WRITE_MASK = 0o660
+READ_ONLY_MASK = 0o440
+EXEC_MASK = 0o110
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The data-plane image's ENTRYPOINT is `sftpd`; here it is this interpreter running the package.
+DATA_PLANE_ENTRYPOINT: tuple[str, ...] = (sys.executable, "-m", "sftpd")
+# Host directories a container runtime gives the container writable, never read-only.
+WRITABLE_SYSTEM_DIRS = frozenset({"dev", "proc", "sys"})
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+CLONE_NEWNS = 0x00020000
+PR_SET_NO_NEW_PRIVS = 38
+
+
+class PodSpecError(RuntimeError):
+    """The pod cannot start as specified (what the kubelet would report as an event)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def secret_data(kube: api.Kube, namespace: str, name: str) -> dict[str, bytes] | None:
+    secret = kube.get("Secret", namespace, name)
+    if secret is None:
+        return None
+    return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+
+# ---- volumes ------------------------------------------------------------------------------
+
+def write_secret_volume(directory: Path, data: Mapping[str, bytes], spec: Mapping[str, Any],
+                        volume: str) -> None:
+    """The kubelet's atomic-writer layout: files in a timestamped dir, links via `..data`."""
+    default_mode = int(spec.get("defaultMode", 0o644))
+    items = spec.get("items")
+    files: dict[str, tuple[bytes, int]] = {}
+    if items:
+        for item in items:
+            if item["key"] not in data:
+                if spec.get("optional"):
+                    continue
+                raise PodSpecError(f"volume {volume}: couldn't find key {item['key']} "
+                                   f"in Secret {spec.get('secretName')}")
+            files[item["path"]] = (data[item["key"]], int(item.get("mode", default_mode)))
+    else:
+        files = {key: (value, default_mode) for key, value in data.items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    payload = directory / stamp
+    payload.mkdir(mode=0o755)
+    for relative, (content, mode) in files.items():
+        target = payload / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        target.chmod(mode)
+    (directory / "..data").symlink_to(stamp)
+    for top in sorted({relative.split("/")[0] for relative in files}):
+        (directory / top).symlink_to(f"..data/{top}")
+
+
+def apply_fs_group(root: Path, group: int, read_only: bool) -> None:
+    """What the kubelet does to a volume for fsGroup: group ownership and group access bits."""
+    mask = READ_ONLY_MASK if read_only else READ_WRITE_MASK
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, -1, group)
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        extra = mask | (stat.S_ISGID | EXEC_MASK if stat.S_ISDIR(info.st_mode) else 0)
+        path.chmod(stat.S_IMODE(info.st_mode) | extra)
+
+
+def _owned_by_group(root: Path, group: int) -> bool:
+    info = root.stat()
+    return info.st_gid == group and bool(info.st_mode & stat.S_ISGID)
+
+
+# ---- env ----------------------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z0-9]+)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known names are replaced, $$ escapes, others stay."""
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+    return _REFERENCE.sub(replace, text)
+
+
+@dataclass
+class ContainerResult:
+    """How a container ended, as the kubelet reports it."""
+
+    exit_code: int
+    message: str
+    started_at: str
+    finished_at: str
+
+    @property
+    def reason(self) -> str:
+        return "Completed" if self.exit_code == 0 else "Error"
+
+
+@dataclass
+class LocalPod:
+    """One pod spec, materialized under `workdir`, its (single) container run as a process."""
+
+    kube: api.Kube
+    namespace: str
+    pod_spec: Mapping[str, Any]
+    workdir: Path
+    claims: Mapping[str, Path] = field(default_factory=dict)
+    entrypoint: Sequence[str] = DATA_PLANE_ENTRYPOINT
+    env_overrides: Mapping[str, str] = field(default_factory=dict)
+    pod_name: str = "local"
+    pod_uid: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    started_at: str = ""
+    volume_dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def container(self) -> Mapping[str, Any]:
+        containers = self.pod_spec.get("containers") or []
+        if len(containers) != 1:
+            raise PodSpecError(f"the stand-in runs exactly one container, not {len(containers)}")
+        return containers[0]  # type: ignore[no-any-return]
+
+    @property
+    def security(self) -> Mapping[str, Any]:
+        return self.pod_spec.get("securityContext") or {}
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "container.log"
+
+    @property
+    def termination_file(self) -> Path:
+        return self.workdir / "termination-log"
+
+    def materialize(self) -> None:
+        """Lay out every volume the pod declares, as the kubelet would before starting it."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        group = self.security.get("fsGroup")
+        as_root = os.geteuid() == 0
+        for volume in self.pod_spec.get("volumes") or []:
+            name = volume["name"]
+            if "secret" in volume:
+                spec = volume["secret"]
+                data = secret_data(self.kube, self.namespace, spec["secretName"])
+                if data is None and not spec.get("optional"):
+                    raise PodSpecError(f"volume {name}: Secret {spec['secretName']} not found")
+                target = self.workdir / "volumes" / name
+                write_secret_volume(target, data or {}, spec, name)
+                if group is not None and as_root:
+                    apply_fs_group(target, int(group), read_only=True)
+            elif "emptyDir" in volume:
+                target = self.workdir / "volumes" / name
+                target.mkdir(parents=True)
+                target.chmod(0o777)
+                if group is not None and as_root:
+                    apply_fs_group(target, int(group), read_only=False)
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if claim not in self.claims:
+                    raise PodSpecError(f"volume {name}: no local directory for claim {claim}")
+                target = self.claims[claim]
+                target.mkdir(parents=True, exist_ok=True)
+                policy = self.security.get("fsGroupChangePolicy", "Always")
+                if group is not None and as_root and not (
+                        policy == "OnRootMismatch" and _owned_by_group(target, int(group))):
+                    apply_fs_group(target, int(group), read_only=False)
+            else:
+                raise PodSpecError(f"volume {name}: this stand-in has no {sorted(volume)} volumes")
+            self.volume_dirs[name] = target
+
+    def environment(self) -> dict[str, str]:
+        """The container's environment: literal values, Secret keys and pod fields, expanded."""
+        fields = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace,
+                  "metadata.uid": self.pod_uid, "spec.nodeName": NODE_NAME,
+                  "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
+        env = {"PATH": CONTAINER_PATH, "HOSTNAME": self.pod_name, "HOME": "/"}
+        for item in self.container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = expand(str(item["value"]), env)
+                continue
+            source = item.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                data = secret_data(self.kube, self.namespace, ref["name"])
+                if data is None or ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise PodSpecError(f"env {name}: Secret {ref['name']} key {ref['key']} "
+                                       "not found (CreateContainerConfigError)")
+                env[name] = data[ref["key"]].decode()
+            elif "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                if path not in fields:
+                    raise PodSpecError(f"env {name}: fieldRef {path} is not stood in for")
+                env[name] = fields[path]
+            else:
+                raise PodSpecError(f"env {name}: this stand-in has no {sorted(source)}")
+        env.update(self.env_overrides)
+        return env
+
+    def argv(self, env: Mapping[str, str]) -> list[str]:
+        command = list(self.container.get("command") or self.entrypoint)
+        return [expand(part, env) for part in [*command, *(self.container.get("args") or [])]]
+
+    def mounts(self) -> list[dict[str, Any]]:
+        out = []
+        for mount in self.container.get("volumeMounts") or []:
+            source = self.volume_dirs[mount["name"]]
+            if mount.get("subPath"):
+                source = source / mount["subPath"]
+            out.append({"source": str(source), "target": mount["mountPath"],
+                        "readOnly": bool(mount.get("readOnly"))})
+        self.termination_file.write_bytes(b"")
+        self.termination_file.chmod(0o666)
+        out.append({"source": str(self.termination_file),
+                    "target": self.container.get("terminationMessagePath",
+                                                 DEFAULT_TERMINATION_PATH),
+                    "readOnly": False})
+        return out
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """Start the container's process in its own mount namespace and process group."""
+        if os.geteuid() != 0:
+            raise PodSpecError("the kubelet stand-in needs root for its mount namespace")
+        if not self.volume_dirs:
+            self.materialize()
+        env = self.environment()
+        pod_security = self.security
+        container_security = self.container.get("securityContext") or {}
+        user = container_security.get("runAsUser", pod_security.get("runAsUser", 0))
+        group = container_security.get("runAsGroup", pod_security.get("runAsGroup", 0))
+        groups = list(pod_security.get("supplementalGroups") or [])
+        if pod_security.get("fsGroup") is not None:
+            groups.insert(0, pod_security["fsGroup"])
+        if (container_security.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
+                and user == 0):
+            raise PodSpecError("container has runAsNonRoot and image will run as root")
+        rootfs = self.workdir / "rootfs"
+        rootfs.mkdir(exist_ok=True)
+        plan = {
+            "rootfs": str(rootfs), "mounts": self.mounts(), "argv": self.argv(env), "env": env,
+            "uid": int(user), "gid": int(group), "groups": [int(g) for g in groups],
+            "workingDir": self.container.get("workingDir") or "/",
+            "readOnlyRoot": bool(container_security.get("readOnlyRootFilesystem")),
+            "noNewPrivs": container_security.get("allowPrivilegeEscalation") is False,
+        }
+        plan_file = self.workdir / "plan.json"
+        plan_file.write_text(json.dumps(plan))
+        self.started_at = _now()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "district_operator.localcluster.kubelet", "enter",
+                 str(plan_file)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        return self.process
+
+    def wait(self, timeout: float | None = None) -> ContainerResult:
+        """Wait for the container to end; its result with the termination message."""
+        assert self.process is not None, "start() first"
+        code = self.process.wait(timeout)
+        return self._result(code)
+
+    def stop(self, grace: float | None = None) -> ContainerResult | None:
+        """SIGTERM, then SIGKILL after the pod's grace period, as the kubelet stops a pod."""
+        if self.process is None:
+            return None
+        if grace is None:
+            grace = float(self.pod_spec.get("terminationGracePeriodSeconds", 30))
+        if self.process.poll() is None:
+            with _suppress_gone():
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with _suppress_gone():
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        # Anything the container left behind in its group goes too.
+        with _suppress_gone():
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self._result(self.process.returncode)
+
+    def _result(self, code: int) -> ContainerResult:
+        message = self.termination_file.read_bytes()[:MAX_TERMINATION_BYTES].decode(
+            errors="replace")
+        policy = self.container.get("terminationMessagePolicy", "File")
+        if not message.strip() and code != 0 and policy == "FallbackToLogsOnError":
+            tail = self.log_path.read_bytes()[-FALLBACK_LOG_BYTES:].decode(errors="replace")
+            message = "\n".join(tail.splitlines()[-FALLBACK_LOG_LINES:])
+        # A signal's death is reported by the kubelet as 128 + the signal number.
+        exit_code = code if code >= 0 else 128 - code
+        return ContainerResult(exit_code=exit_code, message=message, started_at=self.started_at,
+                               finished_at=_now())
+
+    def wait_ready(self, port: int, timeout: float = 30) -> None:
+        """The tcpSocket readiness probe, on the local port the container port maps to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise PodSpecError(f"the container exited with {self.process.returncode} before "
+                                   f"it was ready:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready on port {port} after {timeout:.0f}s:\n"
+                                       f"{self.log_tail()}") from None
+                time.sleep(0.1)
+
+    def log_tail(self, size: int = 3000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[-size:].decode(errors="replace")
+
+
+class _suppress_gone:  # noqa: N801 - used like contextlib.suppress
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return isinstance(exc[1], ProcessLookupError | PermissionError)
+
+
+# ---- reporting to the API, as the kubelet (and the scheduler) would -----------------------
+
+def bind_pod(kube: api.Kube, namespace: str, pod_name: str) -> None:
+    """The scheduler's part: bind the pod to this stand-in's node name."""
+    kube.request("create", "POST", "Pod", api.path("Pod", namespace, pod_name, "binding"),
+                 body={"apiVersion": "v1", "kind": "Binding",
+                       "metadata": {"name": pod_name, "namespace": namespace},
+                       "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME}})
+
+
+def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
+    now = _now()
+    out = [{"type": kind, "status": "True", "lastTransitionTime": now}
+           for kind in ("PodScheduled", "Initialized")]
+    for kind in ("ContainersReady", "Ready"):
+        condition = {"type": kind, "status": "True" if ready else "False",
+                     "lastTransitionTime": now}
+        if reason:
+            condition["reason"] = reason
+        out.append(condition)
+    return out
+
+
+def _patch_status(kube: api.Kube, namespace: str, pod_name: str, status: Mapping[str, Any]
+                  ) -> dict[str, Any]:
+    return kube.request("patch", "PATCH", "Pod", api.path("Pod", namespace, pod_name, "status"),
+                        body={"status": dict(status)},
+                        content_type="application/merge-patch+json",
+                        query={"fieldManager": FIELD_MANAGER})
+
+
+def report_running(kube: api.Kube, namespace: str, pod_name: str, pod: LocalPod,
+                   ready: bool = True) -> dict[str, Any]:
+    """Pod status Running (and Ready once the probe passed), as the kubelet writes it."""
+    container = pod.container
+    return _patch_status(kube, namespace, pod_name, {
+        "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+        "startTime": pod.started_at, "conditions": _conditions(ready),
+        "containerStatuses": [{
+            "name": container["name"], "image": container.get("image", ""), "imageID": "",
+            "ready": ready, "started": True, "restartCount": 0,
+            "state": {"running": {"startedAt": pod.started_at}}}],
+    })
+
+
+def report_terminated(kube: api.Kube, namespace: str, pod_name: str, pod: LocalPod,
+                      result: ContainerResult) -> dict[str, Any]:
+    """Pod status Succeeded/Failed with the terminated container and its termination message."""
+    container = pod.container
+    terminated: dict[str, Any] = {"exitCode": result.exit_code, "reason": result.reason,
+                                  "startedAt": result.started_at,
+                                  "finishedAt": result.finished_at}
+    if result.message:
+        terminated["message"] = result.message
+    return _patch_status(kube, namespace, pod_name, {
+        "phase": "Succeeded" if result.exit_code == 0 else "Failed",
+        "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": result.started_at,
+        "conditions": _conditions(False, "PodCompleted"),
+        "containerStatuses": [{
+            "name": container["name"], "image": container.get("image", ""), "imageID": "",
+            "ready": False, "started": False, "restartCount": 0,
+            "state": {"terminated": terminated}}],
+    })
+
+
+# ---- inside the mount namespace -----------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    def encode(text: str | None) -> bytes | None:
+        return text.encode() if text is not None else None
+
+    if _libc.mount(encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags),
+                   encode(data)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount {source} -> {target}: {os.strerror(errno)}")
+
+
+def _read_only(target: str) -> None:
+    # A bind remount replaces the per-mount flags: keep nosuid/nodev/noexec as they were.
+    kept = os.statvfs(target).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+
+
+def _bind_entry(host: os.DirEntry[str], target: Path) -> None:
+    if host.is_symlink():
+        target.symlink_to(Path(host.path).readlink())
+    elif host.is_dir():
+        target.mkdir()
+        _mount(host.path, str(target), None, MS_BIND | MS_REC)
+    else:
+        target.touch()
+        _mount(host.path, str(target), None, MS_BIND)
+
+
+class _RootBuilder:
+    """A tmpfs root holding binds of the host's top-level entries; missing mount points are
+    made in tmpfs shadows of their parents, so nothing is ever created on the host."""
+
+    def __init__(self, rootfs: Path) -> None:
+        self.rootfs = rootfs
+        self.writable: set[Path] = {rootfs}
+        self.read_only_later: list[Path] = [rootfs]
+        _mount("tmpfs", str(rootfs), "tmpfs", 0, "mode=0755")
+        for entry in os.scandir("/"):
+            _bind_entry(entry, rootfs / entry.name)
+            if entry.is_dir() and not entry.is_symlink() \
+                    and entry.name not in WRITABLE_SYSTEM_DIRS:
+                self.read_only_later.append(rootfs / entry.name)
+
+    def _shadow(self, inside: Path) -> None:
+        host = Path("/") / inside.relative_to(self.rootfs)
+        _mount("tmpfs", str(inside), "tmpfs", 0, "mode=0755")
+        for entry in os.scandir(host):
+            _bind_entry(entry, inside / entry.name)
+        self.writable.add(inside)
+        if host.parts[1:2] and host.parts[1] not in WRITABLE_SYSTEM_DIRS:
+            self.read_only_later.append(inside)
+
+    def mount_point(self, path: str, is_file: bool) -> Path:
+        current = self.rootfs
+        parts = [p for p in Path(path).parts if p != "/"]
+        for index, part in enumerate(parts):
+            candidate = current / part
+            last = index == len(parts) - 1
+            if candidate.is_symlink():
+                # Mounting onto a link would follow it out of the container's root.
+                raise PodSpecError(f"mountPath {path}: {candidate} is a symbolic link")
+            if not candidate.exists() and not candidate.is_symlink():
+                if current not in self.writable:
+                    self._shadow(current)
+                if last and is_file:
+                    candidate.touch()
+                else:
+                    candidate.mkdir()
+                self.writable.add(candidate)
+            current = candidate
+        return current
+
+
+def enter(plan: Mapping[str, Any]) -> None:
+    """Build the container's view of the file system, drop privileges, exec its command."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    builder = _RootBuilder(Path(plan["rootfs"]))
+    # Parents before children, so a nested mountPath lands inside its parent's volume.
+    for mount in sorted(plan["mounts"], key=lambda m: len(Path(m["target"]).parts)):
+        source = Path(mount["source"])
+        target = builder.mount_point(mount["target"], is_file=not source.is_dir())
+        _mount(str(source), str(target), None, MS_BIND | MS_REC)
+        if mount["readOnly"]:
+            _read_only(str(target))
+    if plan["readOnlyRoot"]:
+        for path in builder.read_only_later:
+            _read_only(str(path))
+    os.chroot(plan["rootfs"])
+    os.chdir(plan["workingDir"])
+    os.setgroups(plan["groups"])
+    os.setgid(plan["gid"])
+    os.setuid(plan["uid"])
+    if plan["noNewPrivs"] and _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    os.umask(0o022)
+    argv = plan["argv"]
+    executable = shutil.which(argv[0], path=plan["env"].get("PATH")) or argv[0]
+    os.execve(executable, argv, plan["env"])  # noqa: S606 - the container's own argv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kubelet-stand-in", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("enter", help="(internal) become the container described by PLAN")
+    run.add_argument("plan", type=Path)
+    args = parser.parse_args(argv)
+    enter(json.loads(args.plan.read_text()))
+    return 127  # execve does not return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
