@@ -37,6 +37,13 @@ SERVICE_CIDR = "10.0.0.0/24"
 STATE_FILE = "state.json"
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl run whose message includes what kubectl printed on stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 class ControlPlaneUnavailable(RuntimeError):
     """The control plane's binaries are missing and cannot be built here."""
 
@@ -83,9 +90,13 @@ class ControlPlane:
 
     def kubectl(self, *args: str, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run the pinned kubectl against this control plane."""
-        return subprocess.run([str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig),
-                               *args], input=input, capture_output=True, text=True, check=check)
+        """Run the pinned kubectl against this control plane; errors carry kubectl's own words."""
+        result = subprocess.run([str(self.bin_dir / "kubectl"), "--kubeconfig",
+                                 str(self.kubeconfig), *args],
+                                input=input, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
+        return result
 
     def save(self) -> None:
         state = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
