@@ -170,12 +170,17 @@ def sweep_backups(root: Path, keep: int, dry_run: bool, sweep: Sweep) -> None:
     directory = root / tree.BACKUPS
     if not directory.is_dir():
         return
-    # The lock keeps this from pruning while a backup job is publishing a new one.
-    with locked(directory):
-        if dry_run:
-            names = [backup.name for backup in plan_prune(directory, keep)]
-        else:
-            names = prune(directory, keep)
+    # The lock keeps this from pruning while a backup job is publishing a new one. A running
+    # backup may take an hour and rotates the directory itself when done: skip, don't wait.
+    try:
+        with locked(directory, wait=False):
+            if dry_run:
+                names = [backup.name for backup in plan_prune(directory, keep)]
+            else:
+                names = prune(directory, keep)
+    except BlockingIOError:
+        log_event("retention-backups-skipped", reason="a backup is running and rotates them")
+        return
     for name in names:
         sweep.deleted.append(f"{tree.BACKUPS}/{name}")
         log_event("retention-backup-would-delete" if dry_run else "retention-backup-deleted",

@@ -98,16 +98,17 @@ def fsync_directory(directory: Path) -> None:
 
 
 @contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path, wait: bool = True) -> Iterator[None]:
     """Hold the backups directory exclusively (a flock on the directory itself).
 
     A backup and a retention sweep may be scheduled at the same time; with the lock, neither
     prunes while the other publishes, and stale temporaries can be removed safely. Locking the
-    directory rather than a lock file leaves nothing extra for the district to see.
+    directory rather than a lock file leaves nothing extra for the district to see. With
+    wait=False, BlockingIOError is raised at once when another process holds it.
     """
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)

@@ -211,6 +211,31 @@ def test_backups_beyond_keep_are_pruned_never_the_newest(tmp_path: Path) -> None
     assert check.returncode == 0
 
 
+def test_backups_are_left_to_a_running_backup_job(tmp_path: Path) -> None:
+    root = tmp_path / "volume"
+    backups = root / "downloads" / "backups"
+    backups.mkdir(parents=True)
+    for day in range(1, 4):
+        good_backup(backups, f"lincoln-2026112{day}T020000Z.dump")
+    # A backup job in another process holds the directory's lock while it dumps.
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from sftpd.backup.rotation import locked\n"
+         f"with locked(Path({str(backups)!r})):\n"
+         "    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, result, events = retention(root, tmp_path, "--processed-days", "30",
+                                         "--keep-backups", "1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 0 and result["deleted"] == []
+    assert len(list(backups.iterdir())) == 6
+    assert any(e["event"] == "retention-backups-skipped" for e in events)
+
+
 @pytest.mark.parametrize(("args", "complaint"), [
     (["--processed-days", "0"], "at least 1"),
     (["--processed-days", "30", "--keep-backups", "0"], "at least 1"),
