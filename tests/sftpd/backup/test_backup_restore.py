@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def test_rotation_keeps_newest_good_backups_and_leaves_other_files(
 
 
 def test_keep_zero_is_refused(tmp_path: Path, database_url: str, run_backup: Run) -> None:
-    proc = subprocess.run(["python", "-m", "sftpd", "backup", "--root", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "sftpd", "backup", "--root", str(tmp_path),
                            "--database-url", database_url, "--keep", "0"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
