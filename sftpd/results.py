@@ -29,11 +29,11 @@ def encode_result(result: dict[str, Any]) -> str:
 
 
 def write_result(path: Path | None, result: dict[str, Any]) -> str:
-    """Write the result line to path (atomically when it is a regular file) and return it."""
+    """Write the result line to path (atomically when it does not exist yet) and return it."""
     line = encode_result(result)
     if path is None:
         return line
-    if path.exists() and not path.is_file():
+    if path.exists():  # in a pod the kubelet made it: a bind mount in root-owned /dev
         path.write_text(line + "\n")
         return line
     tmp = path.with_name(path.name + ".tmp")
