@@ -35,8 +35,11 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 """
 
-_SQL_TYPES = {"text": "text", "enum": "text", "bool": "boolean", "date": "date",
-              "datetime": "timestamptz", "year": "integer", "list": "text[]"}
+# Identifiers compare bytewise (COLLATE "C"): keys, joins and sorts stay fast under any
+# database locale, and sourcedIds are opaque strings anyway.
+_SQL_TYPES = {"text": 'text COLLATE "C"', "enum": 'text COLLATE "C"', "bool": "boolean",
+              "date": "date", "datetime": "timestamptz", "year": "integer",
+              "list": 'text[] COLLATE "C"'}
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         ident = sql.Identifier(SCHEMA, snake(table))
         defs = [sql.SQL("{} {}").format(sql.Identifier(c.sql_name), sql.SQL(_SQL_TYPES[c.kind]))
                 for c in columns if c.name != "sourcedId"]
-        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (sourced_id text PRIMARY KEY, {})")
+        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} "
+                             "(sourced_id text COLLATE \"C\" PRIMARY KEY, {})")
                      .format(ident, sql.SQL(", ").join(defs)))
         conn.execute(sql.SQL("ALTER TABLE {} {}").format(ident, sql.SQL(", ").join(
             sql.SQL("ADD COLUMN IF NOT EXISTS ") + d for d in defs)))
@@ -81,18 +85,30 @@ def import_entries(conn: psycopg.Connection[Any], source: Source,
     conn.execute(_HELPERS)
     conn.execute("SET LOCAL timezone = 'UTC'")
     staged: list[Entry] = []
+    duplicates: list[Problem] = []
     for entry in entries:
         rows = _stage(conn, source, entry, outcome)
         if rows is None:
             continue
         outcome.files.append(FileCount(entry.table.file, entry.mode, rows=rows))
         staged.append(entry)
-        _check_values(conn, entry, outcome)
-        _check_duplicates(conn, entry, outcome)
+        _add(outcome, *_check_values(conn, entry, strict=False))
+        duplicates += _check_duplicates(conn, entry)
+    _add(outcome, duplicates, len(duplicates))
     if outcome.errors:
+        _recheck_strictly(conn, staged, outcome)
         return outcome
     for entry, count in zip(staged, outcome.files, strict=True):
-        _merge(conn, entry, count)
+        try:
+            with conn.transaction():
+                _merge(conn, entry, count)
+        except psycopg.errors.DataError as exc:
+            # A value passed the cheap shape checks but is not a real date (or year).
+            _recheck_strictly(conn, staged, outcome)
+            if not outcome.errors:
+                _add(outcome, [Problem(f"a value cannot be stored: {exc.diag.message_primary}",
+                                       entry.table.file)], 1)
+            return outcome
     _check_references(conn, staged, outcome)
     return outcome
 
@@ -104,12 +120,12 @@ def _add(outcome: ImportOutcome, found: list[Problem], total: int) -> None:
 
 def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
            outcome: ImportOutcome) -> int | None:
-    """COPY the file into a text staging table numbered by line; None when COPY rejects it."""
+    """COPY the file into a text staging table; its row count, or None when COPY rejects it."""
     cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.header) + 1)]
-    conn.execute(sql.SQL(
-        "CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (START 2 CACHE 10000), "
-        "{}) ON COMMIT DROP").format(entry.stage, sql.SQL(", ").join(
-            sql.SQL("{} text").format(c) for c in cols)))
+    # Rows keep file order in the fresh table, so a row's line is its rank by ctid (plus the
+    # header); it is computed only for rows that have a problem.
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+        entry.stage, sql.SQL(", ").join(sql.SQL('{} text COLLATE "C"').format(c) for c in cols)))
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
         entry.stage, sql.SQL(", ").join(cols))
     try:
@@ -126,21 +142,34 @@ def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
     return int(row[0]) if row else 0
 
 
+def _lines(conn: psycopg.Connection[Any], entry: Entry, ctids: list[str]) -> dict[str, int]:
+    """File line numbers of staged rows, by ctid."""
+    if not ctids:
+        return {}
+    return {str(c): int(n) for c, n in conn.execute(sql.SQL(
+        "SELECT ctid::text, n FROM (SELECT ctid, row_number() OVER (ORDER BY ctid) + 1 AS n "
+        "FROM {}) x WHERE ctid = ANY(%s::tid[])").format(entry.stage), (ctids,)).fetchall()}
+
+
 def _copy_line(exc: psycopg.Error) -> int | None:
     match = re.search(r"line (\d+)", exc.diag.context or "")
     return int(match.group(1)) if match else None
 
 
-def _value_checks(entry: Entry) -> list[sql.Composable]:
-    """One `CASE WHEN bad THEN message END` per rule, over the staging columns."""
-    checks: list[sql.Composable] = []
+def _value_checks(entry: Entry, strict: bool) -> list[tuple[sql.Composable, sql.Composable]]:
+    """One `CASE WHEN bad THEN message END` per rule, over the staging columns.
+
+    Dates, date-times and years get a cheap shape check here (LIKE, not a regular
+    expression); the typed merge then casts every value, and only when a cast fails are the
+    strict checks run (strict=True) to name every offending line."""
+    checks: list[tuple[sql.Composable, sql.Composable]] = []
     status = entry.staged(entry.table.column("status"))
     delta = entry.mode == "delta"
     active = (sql.SQL("coalesce({}, '') <> 'tobedeleted'").format(status) if delta
               else sql.SQL("true"))
 
     def rule(condition: sql.Composable, message: sql.Composable) -> None:
-        checks.append(sql.SQL("CASE WHEN {} THEN {} END").format(condition, message))
+        checks.append((condition, message))
 
     def shown(col: sql.Identifier) -> sql.Composable:
         return sql.SQL("quote_literal(left({}, 60))").format(col)
@@ -171,45 +200,78 @@ def _value_checks(entry: Entry) -> list[sql.Composable]:
                                                                                shown(col)))
         elif column.kind in ("date", "datetime"):
             shape = "YYYY-MM-DD" if column.kind == "date" else "an ISO 8601 date-time"
-            rule(sql.SQL("{} <> '' AND NOT pg_temp.{}({})").format(
-                col, sql.Identifier(f"is_{column.kind}"), col),
-                sql.SQL("{} || ' ' || {} || {}").format(label, shown(col), sql.Literal(
-                    f" is not a valid date (expected {shape})")))
+            bad = (sql.SQL("NOT pg_temp.{}({})").format(sql.Identifier(f"is_{column.kind}"), col)
+                   if strict else sql.SQL("{} NOT LIKE {}").format(col, sql.Literal(
+                       "____-__-__" if column.kind == "date" else "____-__-__%")))
+            rule(sql.SQL("{} <> '' AND {}").format(col, bad),
+                 sql.SQL("{} || ' ' || {} || {}").format(label, shown(col), sql.Literal(
+                     f" is not a valid date (expected {shape})")))
         elif column.kind == "year":
-            rule(sql.SQL("{} <> '' AND {} !~ '^\\d{{4}}$'").format(col, col),
+            bad = (sql.SQL("{} !~ '^\\d{{4}}$'") if strict
+                   else sql.SQL("{} NOT LIKE '____'")).format(col)
+            rule(sql.SQL("{} <> '' AND {}").format(col, bad),
                  sql.SQL("{} || ' ' || {} || ' is not a year (YYYY)'").format(label,
                                                                               shown(col)))
     return checks
 
 
-def _check_values(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome) -> None:
-    checks = _value_checks(entry)
-    body = sql.SQL("FROM {} CROSS JOIN LATERAL unnest(ARRAY[{}]) AS m(msg) "
-                   "WHERE msg IS NOT NULL").format(entry.stage, sql.SQL(", ").join(checks))
-    found = conn.execute(sql.SQL("SELECT line, msg {} ORDER BY line LIMIT {}").format(
-        body, sql.Literal(LISTED_PER_CHECK * 5))).fetchall()
+def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
+                      outcome: ImportOutcome) -> None:
+    """The epoch fails anyway: replace the cheap value findings with the strict ones, so every
+    bad date is named too, not only the badly shaped ones."""
+    kept = [p for p in outcome.errors if "appears more than once" in p.message
+            or p.message.startswith("cannot read the file")]
+    outcome.errors, outcome.error_count = [], len(kept)
+    for entry in staged:
+        _add(outcome, *_check_values(conn, entry, strict=True))
+    outcome.errors += kept
+
+
+def _check_values(conn: psycopg.Connection[Any], entry: Entry,
+                  strict: bool) -> tuple[list[Problem], int]:
+    checks = _value_checks(entry, strict)
+    # First find the bad rows with a plain filter (cheap: most files have none), then word
+    # the messages for those rows only.
+    limit = LISTED_PER_CHECK * 5
+    condition = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c, _ in checks)
+    bad = [str(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT ctid::text FROM {} WHERE {} ORDER BY ctid LIMIT {}").format(
+            entry.stage, condition, sql.Literal(limit))).fetchall()]
+    if not bad:
+        return [], 0
+    messages = sql.SQL(", ").join(sql.SQL("CASE WHEN {} THEN {} END").format(c, m)
+                                  for c, m in checks)
+    body = sql.SQL("FROM {} AS s CROSS JOIN LATERAL unnest(ARRAY[{}]) AS m(msg) "
+                   "WHERE msg IS NOT NULL").format(entry.stage, messages)
+    # The ctids go in as a literal: the checks hold LIKE patterns whose % is not a parameter.
+    found = conn.execute(sql.SQL("SELECT s.ctid::text, msg {} AND s.ctid = ANY({}::tid[]) "
+                                 "ORDER BY s.ctid").format(body, sql.Literal(bad))).fetchall()
     total = len(found)
-    if total == LISTED_PER_CHECK * 5:
+    if len(bad) == limit:
         row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
         total = int(row[0]) if row else total
-    _add(outcome, [Problem(msg, entry.table.file, int(line)) for line, msg in found], total)
+    lines = _lines(conn, entry, bad)
+    return [Problem(msg, entry.table.file, lines.get(str(ctid))) for ctid, msg in found], total
 
 
-def _check_duplicates(conn: psycopg.Connection[Any], entry: Entry,
-                      outcome: ImportOutcome) -> None:
+def _check_duplicates(conn: psycopg.Connection[Any], entry: Entry) -> list[Problem]:
     sid = entry.staged(entry.table.column("sourcedId"))
     dupes = [r[0] for r in conn.execute(sql.SQL(
         "SELECT {0} FROM {1} WHERE {0} <> '' GROUP BY {0} HAVING count(*) > 1 LIMIT {2}")
         .format(sid, entry.stage, sql.Literal(LISTED_PER_CHECK))).fetchall()]
     if not dupes:
-        return
-    rows = conn.execute(sql.SQL(
-        "SELECT line, {0}, min(line) OVER (PARTITION BY {0}) FROM {1} WHERE {0} = ANY(%s) "
-        "ORDER BY line").format(sid, entry.stage), (dupes,)).fetchall()
-    found = [Problem(f"sourcedId '{value}' appears more than once (first on line {first})",
-                     entry.table.file, int(line))
-             for line, value, first in rows if line != first]
-    _add(outcome, found, len(found))
+        return []
+    rows = conn.execute(sql.SQL("SELECT ctid::text, {0} FROM {1} WHERE {0} = ANY(%s)").format(
+        sid, entry.stage), (dupes,)).fetchall()
+    lines = _lines(conn, entry, [str(r[0]) for r in rows])
+    first: dict[str, int] = {}
+    found: list[Problem] = []
+    for line, value in sorted((lines[str(c)], str(v)) for c, v in rows):
+        if value in first:
+            found.append(Problem(f"sourcedId '{value}' appears more than once (first on line "
+                                 f"{first[value]})", entry.table.file, line))
+        first.setdefault(value, line)
+    return found
 
 
 def _converted(entry: Entry, column: Column) -> sql.Composable:
@@ -217,7 +279,9 @@ def _converted(entry: Entry, column: Column) -> sql.Composable:
     if column.kind == "bool":
         return sql.SQL("CASE {} WHEN 'true' THEN true WHEN 'false' THEN false END").format(col)
     if column.kind == "list":
-        return sql.SQL("CASE WHEN {0} <> '' THEN regexp_split_to_array({0}, '\\s*,\\s*') END"
+        # Elements are trimmed around the commas; the regular expression only when needed.
+        return sql.SQL("CASE WHEN {0} LIKE '% %' THEN regexp_split_to_array(btrim({0}), "
+                       "'\\s*,\\s*') WHEN {0} <> '' THEN string_to_array({0}, ',') END"
                        ).format(col)
     cast = {"date": "::date", "datetime": "::timestamptz", "year": "::integer"}.get(
         column.kind, "")
@@ -231,10 +295,19 @@ def _merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> Non
     if entry.mode == "bulk":
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.target)).fetchone()
         count.deleted = int(row[0]) if row else 0
+        # Replace the rows and build the primary key once, after the load: much faster than
+        # maintaining it row by row (duplicates were ruled out before).
+        key = sql.Identifier(f"{entry.table.sql_name}_pkey")
         conn.execute(sql.SQL("TRUNCATE {}").format(entry.target))
+        conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(entry.target, key))
         cur = conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
             entry.target, names, values, entry.stage))
         count.added = cur.rowcount
+        conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (sourced_id)").format(
+            entry.target, key))
+        # Fresh statistics: the reference checks right after (and the district's own queries)
+        # plan with them.
+        conn.execute(sql.SQL("ANALYZE {}").format(entry.target))
         return
     status = entry.staged(entry.table.column("status"))
     sid = entry.staged(entry.table.column("sourcedId"))
@@ -271,9 +344,10 @@ def _staged_lines(conn: psycopg.Connection[Any], entry: Entry | None,
     if entry is None or not sourced_ids:
         return {}
     sid = entry.staged(entry.table.column("sourcedId"))
-    return {str(s): int(line) for s, line in conn.execute(sql.SQL(
-        "SELECT {0}, line FROM {1} WHERE {0} = ANY(%s)").format(sid, entry.stage),
-        (sourced_ids,)).fetchall()}
+    rows = conn.execute(sql.SQL("SELECT {0}, ctid::text FROM {1} WHERE {0} = ANY(%s)").format(
+        sid, entry.stage), (sourced_ids,)).fetchall()
+    lines = _lines(conn, entry, [str(r[1]) for r in rows])
+    return {str(s): lines[str(c)] for s, c in rows}
 
 
 def _check_reference(conn: psycopg.Connection[Any], table: str, column: Column,

@@ -232,3 +232,22 @@ def test_nothing_to_do_and_bad_usage(root: Path, database_url: str) -> None:
     assert code == 1 and "--format needs --epoch" in result["message"]
     code, result = run_epochs(root, "postgresql://nobody@127.0.0.1:1/none")
     assert code == 1 and "the run stopped" in result["message"]
+
+
+def test_impossible_date_alone_is_found_by_the_typed_merge(root: Path,
+                                                           database_url: str) -> None:
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    enrollments = epoch / "enrollments.csv"
+    # Well shaped (passes the cheap checks), but there is no 31 June: only the cast finds it.
+    enrollments.write_text(enrollments.read_text().replace(
+        "e2,,,cl-alg-1,org-hs,u-s1,student,false,2026-08-15,",
+        "e2,,,cl-alg-1,org-hs,u-s1,student,false,2026-06-31,"))
+
+    code, _ = run_epochs(root, database_url)
+
+    assert code == 1
+    _, report = processing(root, "2026-09-01")
+    assert [(p["file"], p["line"], p["message"]) for p in report["problems"]] == [
+        ("enrollments.csv", 3,
+         "beginDate '2026-06-31' is not a valid date (expected YYYY-MM-DD)")]
+    assert counts(database_url) == {}
