@@ -33,6 +33,7 @@ import socket
 import stat
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,18 @@ EXEC_MASK = 0o110
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The data-plane image's ENTRYPOINT is `sftpd`; here it is this interpreter running the package.
 DATA_PLANE_ENTRYPOINT: tuple[str, ...] = (sys.executable, "-m", "sftpd")
+
+
+def interpreter_paths() -> tuple[str, ...]:
+    """What the entrypoint needs to read: the interpreter, its libraries, this checkout."""
+    import district_operator
+    import sftpd
+    paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
+             sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+             str(Path(sftpd.__file__).resolve().parents[1]),
+             str(Path(district_operator.__file__).resolve().parents[1])}
+    return tuple(sorted(paths))
+
 # Host directories a container runtime gives the container writable, never read-only.
 WRITABLE_SYSTEM_DIRS = frozenset({"dev", "proc", "sys"})
 
@@ -174,6 +187,8 @@ class LocalPod:
     claims: Mapping[str, Path] = field(default_factory=dict)
     entrypoint: Sequence[str] = DATA_PLANE_ENTRYPOINT
     env_overrides: Mapping[str, str] = field(default_factory=dict)
+    # Host paths the entrypoint reads (the image's files here): made reachable for runAsUser.
+    reachable: Sequence[str] = field(default_factory=interpreter_paths)
     pod_name: str = "local"
     pod_uid: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -311,6 +326,7 @@ class LocalPod:
             "workingDir": self.container.get("workingDir") or "/",
             "readOnlyRoot": bool(container_security.get("readOnlyRootFilesystem")),
             "noNewPrivs": container_security.get("allowPrivilegeEscalation") is False,
+            "reachable": list(self.reachable),
         }
         plan_file = self.workdir / "plan.json"
         plan_file.write_text(json.dumps(plan))
@@ -513,6 +529,18 @@ class _RootBuilder:
         if host.parts[1:2] and host.parts[1] not in WRITABLE_SYSTEM_DIRS:
             self.read_only_later.append(inside)
 
+    def make_reachable(self, path: str) -> None:
+        """Open directories on the way to `path` that others may not enter (such as /root),
+        by shadowing them; what is inside keeps its own permissions."""
+        current = self.rootfs
+        for part in [p for p in Path(path).parts if p != "/"]:
+            candidate = current / part
+            if candidate.is_symlink() or not candidate.is_dir():
+                return
+            if not candidate.stat().st_mode & stat.S_IXOTH and candidate not in self.writable:
+                self._shadow(candidate)
+            current = candidate
+
     def mount_point(self, path: str, is_file: bool) -> Path:
         current = self.rootfs
         parts = [p for p in Path(path).parts if p != "/"]
@@ -540,16 +568,21 @@ def enter(plan: Mapping[str, Any]) -> None:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     builder = _RootBuilder(Path(plan["rootfs"]))
+    for path in plan["reachable"]:
+        builder.make_reachable(path)
     # Parents before children, so a nested mountPath lands inside its parent's volume.
-    for mount in sorted(plan["mounts"], key=lambda m: len(Path(m["target"]).parts)):
-        source = Path(mount["source"])
-        target = builder.mount_point(mount["target"], is_file=not source.is_dir())
-        _mount(str(source), str(target), None, MS_BIND | MS_REC)
-        if mount["readOnly"]:
-            _read_only(str(target))
+    mounts = sorted(plan["mounts"], key=lambda m: len(Path(m["target"]).parts))
+    # Mount points first, while the root is writable; the root goes read-only before the
+    # volumes arrive, since a remount changes whatever is mounted on top at that path.
+    targets = [builder.mount_point(m["target"], is_file=not Path(m["source"]).is_dir())
+               for m in mounts]
     if plan["readOnlyRoot"]:
         for path in builder.read_only_later:
             _read_only(str(path))
+    for mount, target in zip(mounts, targets, strict=True):
+        _mount(mount["source"], str(target), None, MS_BIND | MS_REC)
+        if mount["readOnly"]:
+            _read_only(str(target))
     os.chroot(plan["rootfs"])
     os.chdir(plan["workingDir"])
     os.setgroups(plan["groups"])
