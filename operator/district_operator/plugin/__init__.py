@@ -1,0 +1,1 @@
+"""`kubectl district`: the plugin that sets up, verifies and looks after District accounts."""
