@@ -15,6 +15,8 @@ from sftpd.formats.oneroster.source import Source
 from sftpd.formats.oneroster.spec import Column, Table, all_tables, snake
 
 SCHEMA = "oneroster"
+TEMP_BUFFERS = "256MB"
+WORK_MEM = "256MB"
 # How many problems of one kind (one check on one file) are listed; all are counted.
 LISTED_PER_CHECK = 200
 _COPY_CHUNK = 1 << 20
@@ -83,9 +85,12 @@ def import_entries(conn: psycopg.Connection[Any], source: Source,
     outcome = ImportOutcome()
     ensure_schema(conn)
     conn.execute(_HELPERS)
+    # Staging lives in temporary tables (no WAL); let them and the checks' hash tables stay in
+    # memory. temp_buffers is per session and only takes effect before the first temp table.
+    conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
+    conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     conn.execute("SET LOCAL timezone = 'UTC'")
     staged: list[Entry] = []
-    duplicates: list[Problem] = []
     for entry in entries:
         rows = _stage(conn, source, entry, outcome)
         if rows is None:
@@ -93,8 +98,6 @@ def import_entries(conn: psycopg.Connection[Any], source: Source,
         outcome.files.append(FileCount(entry.table.file, entry.mode, rows=rows))
         staged.append(entry)
         _add(outcome, *_check_values(conn, entry, strict=False))
-        duplicates += _check_duplicates(conn, entry)
-    _add(outcome, duplicates, len(duplicates))
     if outcome.errors:
         _recheck_strictly(conn, staged, outcome)
         return outcome
@@ -102,8 +105,10 @@ def import_entries(conn: psycopg.Connection[Any], source: Source,
         try:
             with conn.transaction():
                 _merge(conn, entry, count)
-        except psycopg.errors.DataError as exc:
-            # A value passed the cheap shape checks but is not a real date (or year).
+        except (psycopg.errors.DataError, psycopg.errors.UniqueViolation,
+                psycopg.errors.CardinalityViolation) as exc:
+            # A value passed the cheap shape checks but is not a real date (or year), or a
+            # sourcedId repeats (the key or the upsert says so): name every such line.
             _recheck_strictly(conn, staged, outcome)
             if not outcome.errors:
                 _add(outcome, [Problem(f"a value cannot be stored: {exc.diag.message_primary}",
@@ -129,17 +134,16 @@ def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
         entry.stage, sql.SQL(", ").join(cols))
     try:
-        with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as copy, \
-                source.open(entry.table.file) as stream:
-            while chunk := stream.read(_COPY_CHUNK):
-                copy.write(chunk)
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(copy_sql) as copy, source.open(entry.table.file) as stream:
+                while chunk := stream.read(_COPY_CHUNK):
+                    copy.write(chunk)
+            return cur.rowcount
     except psycopg.errors.DataError as exc:
         line = _copy_line(exc)
         message = exc.diag.message_primary or str(exc)
         _add(outcome, [Problem(f"cannot read the file: {message}", entry.table.file, line)], 1)
         return None
-    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.stage)).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _lines(conn: psycopg.Connection[Any], entry: Entry, ctids: list[str]) -> dict[str, int]:
@@ -219,11 +223,13 @@ def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
                       outcome: ImportOutcome) -> None:
     """The epoch fails anyway: replace the cheap value findings with the strict ones, so every
     bad date is named too, not only the badly shaped ones."""
-    kept = [p for p in outcome.errors if "appears more than once" in p.message
-            or p.message.startswith("cannot read the file")]
+    kept = [p for p in outcome.errors if p.message.startswith("cannot read the file")]
     outcome.errors, outcome.error_count = [], len(kept)
+    duplicates: list[Problem] = []
     for entry in staged:
         _add(outcome, *_check_values(conn, entry, strict=True))
+        duplicates += _check_duplicates(conn, entry)
+    _add(outcome, duplicates, len(duplicates))
     outcome.errors += kept
 
 
@@ -305,9 +311,6 @@ def _merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> Non
         count.added = cur.rowcount
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (sourced_id)").format(
             entry.target, key))
-        # Fresh statistics: the reference checks right after (and the district's own queries)
-        # plan with them.
-        conn.execute(sql.SQL("ANALYZE {}").format(entry.target))
         return
     status = entry.staged(entry.table.column("status"))
     sid = entry.staged(entry.table.column("sourcedId"))
@@ -331,6 +334,10 @@ def _check_references(conn: psycopg.Connection[Any], staged: list[Entry],
                       outcome: ImportOutcome) -> None:
     """After the merge, every reference of a touched table (or into one) must resolve."""
     by_table = {e.table.name: e for e in staged}
+    # Tables just loaded have no statistics yet; a nested loop over a million rows would be the
+    # planner's guess. Every check is a scan anti-joined to a set of keys: hash it.
+    conn.execute("SET LOCAL enable_nestloop = off")
+    conn.execute("SET LOCAL enable_mergejoin = off")
     for table, columns in all_tables().items():
         for column in columns:
             if column.ref is None or (table not in by_table and column.ref not in by_table):

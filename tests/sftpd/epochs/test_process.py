@@ -251,3 +251,24 @@ def test_impossible_date_alone_is_found_by_the_typed_merge(root: Path,
         ("enrollments.csv", 3,
          "beginDate '2026-06-31' is not a valid date (expected YYYY-MM-DD)")]
     assert counts(database_url) == {}
+
+
+def test_repeated_sourced_ids_are_named_in_bulk_and_delta(root: Path,
+                                                          database_url: str) -> None:
+    bulk = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    with (bulk / "orgs.csv").open("a") as orgs:
+        orgs.write("org-hs,,,Lincoln High again,school,LHS2,org-d\n")
+    delta = put_epoch(root, "2026-09-02", "v1.1-delta")
+    with (delta / "enrollments.csv").open("a") as enrollments:
+        enrollments.write("e8,active,2026-09-01T09:00:00Z,cl-bio-2,org-hs,u-s4,student,,,\n")
+
+    code, _ = run_epochs(root, database_url)
+
+    assert code == 1
+    _, bulk_report = processing(root, "2026-09-01")
+    _, delta_report = processing(root, "2026-09-02")
+    assert [(p["file"], p["line"], p["message"]) for p in bulk_report["problems"]] == [
+        ("orgs.csv", 5, "sourcedId 'org-hs' appears more than once (first on line 3)")]
+    assert [(p["file"], p["line"], p["message"]) for p in delta_report["problems"]] == [
+        ("enrollments.csv", 4, "sourcedId 'e8' appears more than once (first on line 2)")]
+    assert counts(database_url) == {}
