@@ -1,4 +1,4 @@
-"""`python -m district_operator.demo` (`make demo`): the product on this machine, stopped by Ctrl-C."""
+"""`python -m district_operator.demo` (`make demo`): the product on this machine until Ctrl-C."""
 
 # Starts a real local control plane, installs the CRD, runs the operator, applies
 # examples/district.yaml with a freshly generated key, runs that District's SFTP server from
@@ -33,7 +33,7 @@ from district_operator.localcluster.ports import free_port
 from district_operator.localcluster.postgres import start_postgres
 
 NAMESPACE = "districts"
-DATABASE_SECRET = "demo-db"
+DATABASE_SECRET_NAME = "demo-db"  # noqa: S105 - a Secret's name, not a password
 
 
 def say(text: str) -> None:
@@ -88,8 +88,8 @@ def district_manifest(example: Path, public_key: str) -> dict[str, Any]:
     spec = district.setdefault("spec", {})
     spec["authorizedKeys"] = [public_key]
     # The demo has a database, so uploads are imported and backups exported as in production.
-    spec.setdefault("processing", {})["databaseSecretRef"] = {"name": DATABASE_SECRET}
-    spec.setdefault("backups", {})["databaseSecretRef"] = {"name": DATABASE_SECRET}
+    spec.setdefault("processing", {})["databaseSecretRef"] = {"name": DATABASE_SECRET_NAME}
+    spec.setdefault("backups", {})["databaseSecretRef"] = {"name": DATABASE_SECRET_NAME}
     return district
 
 
@@ -108,7 +108,7 @@ def run(stack: contextlib.ExitStack, base: Path, port: int, repo: Path) -> int:
     postgres = start_postgres(base / "postgres")
     stack.callback(postgres.stop)
     database_url = postgres.create_database("lincoln")
-    plane.kubectl("-n", NAMESPACE, "create", "secret", "generic", DATABASE_SECRET,
+    plane.kubectl("-n", NAMESPACE, "create", "secret", "generic", DATABASE_SECRET_NAME,
                   f"--from-literal=uri={database_url}")
 
     say("starting the operator")
