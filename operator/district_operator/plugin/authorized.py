@@ -160,6 +160,7 @@ def patch_document(district: District, key_lines: list[str], note: str) -> str:
     header = (f"# {note}\n"
               f"# kubectl patch district {district.name} -n {district.namespace} "
               "--type merge --patch-file FILE\n"
+              "#     or: kubectl apply -f FILE\n"
               "# or, in a GitOps repository: replace spec.authorizedKeys with this list\n")
     return header + yaml.safe_dump(document, sort_keys=False, width=100000)
 

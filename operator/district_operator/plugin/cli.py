@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -101,11 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(error)
     except api.ApiError as exc:
         return _report(_api_error(exc))
+    except BrokenPipeError:
+        # The reader (`| head`) has gone: stop quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
         return _report(PluginError(f"cannot reach the Kubernetes API server: {exc}",
                                    "check the cluster address in the kubeconfig and --context"))
-    except BrokenPipeError:
-        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_USAGE + 128
 

@@ -79,7 +79,9 @@ def connection_facts(district: District, status: Mapping[str, Any],
     heredoc = f"cat > {shlex.quote(known_hosts_file)} <<'EOF'\n{status['knownHosts'].rstrip()}\nEOF"
     lftp_setting = f'set sftp:connect-program "ssh -a -x -i {key} {ssh_options}"'
     winscp_key = identity + ".ppk"
-    winscp_hostkeys = ",".join(k.winscp_fingerprint for k in host_keys)
+    # WinSCP takes one expected fingerprint; it prefers Ed25519 host keys, as the server does.
+    winscp_hostkey = next((k for k in host_keys if k.key_type == "ssh-ed25519"),
+                          host_keys[0]).winscp_fingerprint
     return {
         "district": district.name,
         "namespace": district.namespace,
@@ -97,7 +99,7 @@ def connection_facts(district: District, status: Mapping[str, Any],
                      f"-u {district.login}, -p {port} sftp://{host}"),
             "winscpKeygen": f'winscp.com /keygen "{identity}" /output="{winscp_key}"',
             "winscp": (f'winscp.com /command "open sftp://{district.login}@{host}:{port}/ '
-                       f'-privatekey=""{winscp_key}"" -hostkey=""{winscp_hostkeys}""" '
+                       f'-privatekey=""{winscp_key}"" -hostkey=""{winscp_hostkey}""" '
                        '"ls /upload" "exit"'),
         },
     }

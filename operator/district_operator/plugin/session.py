@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,11 +52,13 @@ class Session:
     @classmethod
     def open(cls, args: argparse.Namespace) -> Session:
         configuration = k8s_client.Configuration()
+        kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
         try:
+            # KUBECONFIG is read here, not at import time, and may list several files.
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=args.kubeconfig, context=args.context,
+                config_file=kubeconfig, context=args.context,
                 client_configuration=configuration)
-            namespace = args.namespace or _context_namespace(args.kubeconfig, args.context)
+            namespace = args.namespace or _context_namespace(kubeconfig, args.context)
         except (k8s_config.ConfigException, OSError) as exc:
             raise PluginError(f"cannot load the kubeconfig: {exc}",
                               "set KUBECONFIG or pass --kubeconfig / --context") from None
@@ -106,6 +109,6 @@ def published(body: Mapping[str, Any], name: str, *fields: str) -> dict[str, Any
                     "controller: `kubectl get svc "
                     f"{names.service(name)}` shows whether it has one yet")
     raise PluginError(
-        f"District {name!r} has no {', '.join(missing)} in its status yet",
+        f"District {name!r} has no published {missing[0]} in its status yet",
         service_hint if "endpoint" in missing or "knownHosts" in missing else
         "wait for the operator to finish reconciling it (`kubectl district status`)")

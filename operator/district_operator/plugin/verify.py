@@ -149,6 +149,15 @@ class _HostKeyCheck(asyncssh.SSHClient):
         return self.matched
 
 
+def host_key_algorithms(host_keys: tuple[PublishedHostKey, ...]) -> list[str]:
+    """Ask for the published key types, in their order, as OpenSSH does for known hosts."""
+    algorithms: list[str] = []
+    for key in host_keys:
+        algorithms += (["rsa-sha2-512", "rsa-sha2-256"] if key.key_type == "ssh-rsa"
+                       else [key.key_type])
+    return algorithms
+
+
 def _fingerprint(key: asyncssh.SSHKey) -> str:
     return keys.parse_authorized_key(key.export_public_key("openssh").decode()).fingerprint
 
@@ -229,6 +238,7 @@ async def _login(target: Target, report: Report, identity: asyncssh.SSHKey,
         connection = await asyncio.wait_for(asyncssh.connect(
             sock=sock, host=target.host, port=target.port, username=target.district.login,
             client_factory=lambda: checker, known_hosts=([], [], []),
+            server_host_key_algs=host_key_algorithms(target.host_keys),
             client_keys=[identity], agent_path=None, config=None, password=None,
             preferred_auth="publickey", login_timeout=seconds), seconds)
     except (asyncssh.Error, OSError, TimeoutError) as exc:
@@ -260,6 +270,13 @@ def _handshake_failed(target: Target, report: Report, checker: _HostKeyCheck,
                     "or DNS name, or someone in between), or its host-keys Secret "
                     f"{names.host_keys_secret(target.district.name)} was replaced; do not "
                     "accept the new key until you know why")
+        return
+    if isinstance(exc, asyncssh.KeyExchangeFailed) and checker.presented is None:
+        report.fail(STEP_HOST_KEY, f"the server offers none of the published host key types "
+                                   f"({', '.join(k.key_type for k in target.host_keys)}): "
+                                   f"{detail}",
+                    "host key mismatch: this is not the District's server, or its host keys "
+                    "were replaced")
         return
     if checker.presented is None:
         report.fail(STEP_HOST_KEY, f"the server closed the connection before showing a host "
