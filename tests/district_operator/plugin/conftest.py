@@ -1,4 +1,4 @@
-"""Plugin fixtures: `kubectl-district` as a real process, client keys, the operator, a local sftpd."""
+"""Plugin fixtures: `kubectl-district` as a process, client keys, the operator, a local sftpd."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ NAMESPACE = "plugin-e2e"
 UNWATCHED = "plugin-unwatched"
 
 
-def plugin(*args: str, input: str | None = None, cwd: Path | None = None,  # noqa: A002
+def plugin(*args: str, input: str | None = None, cwd: Path | None = None,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed console script, as a user would."""
     return subprocess.run([require_binary("kubectl-district"), *args], input=input,

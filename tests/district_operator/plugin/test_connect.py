@@ -134,7 +134,7 @@ def test_verify_names_the_missing_key(lincoln: ServerProcess, namespace: str,
     assert any(line.strip().startswith("ok") and "host key matches" in line for line in lines)
     assert any(line.strip().startswith("FAIL") and "key accepted" in line for line in lines)
     assert f"key not installed: {fingerprint_of(stranger)}" in result.stdout
-    assert f"keys add lincoln --key" in result.stdout
+    assert "keys add lincoln --key" in result.stdout
 
 
 def test_verify_host_key_mismatch(lincoln: ServerProcess, kube: api.Kube, namespace: str,

@@ -1,4 +1,4 @@
-"""`kubectl district keygen` and `keys list|add|remove` against the real API server (no operator)."""
+"""`kubectl district keygen` and `keys list|add|remove` against the real API server."""
 
 from __future__ import annotations
 
