@@ -152,4 +152,5 @@ def test_sigkill_at_random_points_then_rerun(tmp_path: Path, database_url: str) 
         assert (rows, digest) == reference[:2], context
         assert ledger == [(n, o, True) for n, o, _ in reference[2]], context
         check_tree(root, expected, unrecognized, context)
+    print(f"{killed} runs were SIGKILLed, at {total} checkpoints")
     assert killed >= 50, f"only {killed} runs were actually killed"
