@@ -78,7 +78,8 @@ def content_digest(epoch: Path) -> str:
     total = hashlib.sha256()
     for path in sorted(p for p in _entries(epoch) if p != epoch):
         rel = path.relative_to(epoch)
-        if any(is_reserved(part) for part in rel.parts) or not path.is_file():
+        if (any(is_reserved(part) for part in rel.parts) or path.is_symlink()
+                or not path.is_file()):
             continue
         total.update(str(rel).encode() + b"\0")
         with path.open("rb") as data:

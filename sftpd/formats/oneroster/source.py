@@ -33,8 +33,9 @@ class Source:
     def names(self) -> list[str]:
         """File names of the set (without folders), as uploaded."""
         if self.folder is not None:
+            # Symlinks are never followed: they could point outside the district's tree.
             return sorted(p.name for p in self.folder.iterdir()
-                          if p.is_file() and not is_reserved(p.name))
+                          if p.is_file() and not p.is_symlink() and not is_reserved(p.name))
         return sorted(self.members)
 
     def has(self, name: str) -> bool:
@@ -60,12 +61,13 @@ class Source:
 
 def locate(epoch: Path) -> Source | None:
     """Find manifest.csv at the top of the epoch, in its only folder, or in its only zip."""
-    entries = [p for p in epoch.iterdir() if not is_reserved(p.name)]
-    if (epoch / MANIFEST).is_file():
+    entries = [p for p in epoch.iterdir() if not is_reserved(p.name) and not p.is_symlink()]
+    if (epoch / MANIFEST).is_file() and not (epoch / MANIFEST).is_symlink():
         return Source(epoch, folder=epoch)
     folders = [p for p in entries if p.is_dir()]
     files = [p for p in entries if p.is_file()]
-    if len(folders) == 1 and not files and (folders[0] / MANIFEST).is_file():
+    inner = folders[0] / MANIFEST if len(folders) == 1 else None
+    if inner is not None and not files and inner.is_file() and not inner.is_symlink():
         return Source(epoch, folder=folders[0])
     zips = [p for p in files if p.suffix.lower() == ".zip"]
     if len(zips) == 1 and not folders and len(files) == 1:

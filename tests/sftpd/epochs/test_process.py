@@ -272,3 +272,31 @@ def test_repeated_sourced_ids_are_named_in_bulk_and_delta(root: Path,
     assert [(p["file"], p["line"], p["message"]) for p in delta_report["problems"]] == [
         ("enrollments.csv", 4, "sourcedId 'e8' appears more than once (first on line 2)")]
     assert counts(database_url) == {}
+
+
+def test_symlink_out_of_the_tree_is_never_read(root: Path, database_url: str,
+                                               tmp_path: Path) -> None:
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    secret = tmp_path / "elsewhere.csv"
+    secret.write_text((epoch / "users.csv").read_text())
+    (epoch / "users.csv").unlink()
+    (epoch / "users.csv").symlink_to(secret)
+
+    code, _ = run_epochs(root, database_url)
+
+    assert code == 1
+    _, report = processing(root, "2026-09-01")
+    assert [p["message"] for p in report["problems"]] == [
+        "file.users is 'bulk' but users.csv is missing"]
+    assert counts(database_url) == {}
+
+
+def test_staff_epoch_still_waits_for_a_partial_file(root: Path, database_url: str) -> None:
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    (epoch / "users.csv").rename(epoch / "users.csv.filepart")
+    code, result = run_epochs(root, database_url, "--epoch", "2026-09-01", now=None)
+    assert code == 0 and result["pending"] == ["2026-09-01"] and result["processed"] == []
+    (epoch / "users.csv.filepart").rename(epoch / "users.csv")
+    # Staff do not wait for the quiet time.
+    code, result = run_epochs(root, database_url, "--epoch", "2026-09-01", now=None)
+    assert code == 0 and [p["rows"] for p in result["processed"]] == [28]
