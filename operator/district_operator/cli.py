@@ -12,6 +12,7 @@ import kopf
 from district_operator import api, config, handlers, metrics
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
+from district_operator.resync import Resyncer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler)
     metrics.serve(settings.metrics_port)
+    resyncer = Resyncer(kube, settings.namespaces, settings.resync_seconds,
+                        lambda body: handlers.resync_district(reconciler, body), settings.workers)
+    resyncer.start()
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     try:
@@ -45,6 +49,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
             liveness_endpoint=liveness,
         )
     finally:
+        resyncer.stop()
         notifier.close()
         kube.close()
     return 0

@@ -55,6 +55,11 @@ def job_finished_unrecorded(body: Mapping[str, Any], **_: Any) -> bool:
                for c in conditions)
 
 
+def resync_district(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
+    """The periodic resync's reconcile (see resync.py), measured like the handlers."""
+    _measured("resync", lambda: reconciler.reconcile(body))
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
              reconciler: Reconciler) -> None:
     """Register every handler for one operator instance (no module-level global state)."""
@@ -92,14 +97,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     def district_changed(body: kopf.Body, reason: str, **_: Any) -> None:
         reconcile_body(str(reason), body)
 
-    @kopf.timer(*DISTRICTS, registry=registry, interval=config.resync_seconds,
-                initial_delay=config.resync_seconds, id="resync")
-    def district_resync(body: kopf.Body, **_: Any) -> None:
-        reconcile_body("resync", body)
-
-    @kopf.on.delete(*DISTRICTS, registry=registry, optional=True, id="forget")
-    def district_deleted(body: kopf.Body, **_: Any) -> None:
+    @kopf.on.event(*DISTRICTS, registry=registry, id="forget")
+    def district_gone(type: str | None, body: kopf.Body, **_: Any) -> None:
         # Children go with the garbage collector (owner references); only memory is freed here.
+        # (No on.delete handler and no kopf timer: either would put a finalizer on Districts.)
+        if type != "DELETED":
+            return
         meta = body.get("metadata", {})
         reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
         diffbase.forget(meta.get("uid", ""))

@@ -209,7 +209,12 @@ class Reconciler:
         desired = status.compute_status(district, observed, previous, self.clock())
         patch = status.status_patch(previous, desired)
         if patch:
-            self.kube.patch_district_status(district.namespace, district.name, patch)
+            try:
+                self.kube.patch_district_status(district.namespace, district.name, patch)
+            except api.NotFoundError:
+                # Deleted while we worked: the garbage collector takes what we just applied.
+                log.info("district %s/%s is gone", district.namespace, district.name)
+                return desired
             self._emit_transitions(body, previous, desired)
         self._statuses[district.uid] = desired
         return desired

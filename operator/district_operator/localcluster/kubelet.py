@@ -55,8 +55,12 @@ READ_WRITE_MASK = 0o660
 READ_ONLY_MASK = 0o440
 EXEC_MASK = 0o110
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# The data-plane image's ENTRYPOINT is `sftpd`; here it is this interpreter running the package.
+# The data-plane image (Dockerfile): ENTRYPOINT ["sftpd"], here this interpreter running the
+# package; its WORKDIR and ENV, which a container starts with.
 DATA_PLANE_ENTRYPOINT: tuple[str, ...] = (sys.executable, "-m", "sftpd")
+IMAGE_ENTRYPOINT: tuple[str, ...] = ("sftpd",)
+IMAGE_WORKDIR = "/tmp"
+IMAGE_ENV: Mapping[str, str] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def interpreter_paths() -> tuple[str, ...]:
@@ -255,7 +259,7 @@ class LocalPod:
         fields = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace,
                   "metadata.uid": self.pod_uid, "spec.nodeName": NODE_NAME,
                   "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
-        env = {"PATH": CONTAINER_PATH, "HOSTNAME": self.pod_name, "HOME": "/"}
+        env = {"PATH": CONTAINER_PATH, **IMAGE_ENV, "HOSTNAME": self.pod_name, "HOME": "/"}
         for item in self.container.get("env") or []:
             name = item["name"]
             if "value" in item:
@@ -323,7 +327,7 @@ class LocalPod:
         plan = {
             "rootfs": str(rootfs), "mounts": self.mounts(), "argv": self.argv(env), "env": env,
             "uid": int(user), "gid": int(group), "groups": [int(g) for g in groups],
-            "workingDir": self.container.get("workingDir") or "/",
+            "workingDir": self.container.get("workingDir") or IMAGE_WORKDIR,
             "readOnlyRoot": bool(container_security.get("readOnlyRootFilesystem")),
             "noNewPrivs": container_security.get("allowPrivilegeEscalation") is False,
             "reachable": list(self.reachable),

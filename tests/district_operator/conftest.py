@@ -1,0 +1,142 @@
+"""Cluster fixtures for operator tests: the CRD, namespaces, and the operator as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from district_operator import api, names
+from district_operator.localcluster.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "district.yaml"
+TEST_IMAGE = "registry.invalid/district-sftp:test"
+RESYNC_SECONDS = 3.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2,
+             what: str = "condition") -> Any:
+    """Poll until predicate() is truthy and return its value, or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class OperatorProcess:
+    """`district-operator run` as a child process, with its metrics endpoint for counting."""
+
+    def __init__(self, namespace: str, log_path: Path, *extra: str) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log_path
+        args = [sys.executable, "-m", "district_operator.cli", "run", "--namespace", namespace,
+                "--image", TEST_IMAGE, "--resync-seconds", str(RESYNC_SECONDS),
+                "--metrics-port", str(self.metrics_port), "--health-port", "0", *extra]
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for(self._metrics_up, timeout=30, what="the operator's metrics endpoint")
+
+    def _metrics_up(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"the operator exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            match = re.match(r"^(district_operator_\w+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+            if match:
+                values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+        return values
+
+    def total(self, metric: str) -> float:
+        return sum(v for k, v in self.metrics().items()
+                   if k == metric or k.startswith(metric + "{"))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Any) -> Any:
+    """The cluster with the District CRD from crds/ installed."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    f"crd/{names.PLURAL}.{names.GROUP}")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def kube(crd: Any) -> Iterator[api.Kube]:
+    client = api.Kube()
+    yield client
+    client.close()
+
+
+def make_namespace(cluster: Any, name: str) -> str:
+    cluster.kubectl("create", "namespace", name)
+    return name
+
+
+def district_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": names.API_VERSION, "kind": names.KIND,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def apply_yaml(cluster: Any, obj: dict[str, Any], check: bool = True
+               ) -> subprocess.CompletedProcess[str]:
+    return cluster.kubectl("apply", "-f", "-", input=json.dumps(obj), check=check)
+
+
+def settled(kube: api.Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    """The District once the operator has reconciled its current generation."""
+    body = kube.get(names.KIND, namespace, name)
+    if body and (body.get("status") or {}).get("observedGeneration") == \
+            body["metadata"]["generation"]:
+        return body
+    return None
+
+
+def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == kind)
