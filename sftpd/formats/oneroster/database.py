@@ -339,28 +339,11 @@ def _check_references(conn: psycopg.Connection[Any], staged: list[Entry],
     conn.execute("SET LOCAL enable_nestloop = off")
     conn.execute("SET LOCAL enable_mergejoin = off")
     for table, columns in all_tables().items():
-        touched = [c for c in columns if c.ref is not None
-                   and (table in by_table or c.ref in by_table)]
-        for column in _possibly_broken(conn, table, touched):
+        for column in columns:
+            if column.ref is None or (table not in by_table and column.ref not in by_table):
+                continue
             _check_reference(conn, table, column, by_table.get(table),
-                             by_table.get(column.ref or ""), outcome)
-
-
-def _possibly_broken(conn: psycopg.Connection[Any], table: str,
-                     columns: list[Column]) -> list[Column]:
-    """Screen a table's single-valued references in one scan (a hashed key set per column);
-    list columns are always checked in detail."""
-    single = [c for c in columns if c.kind != "list"]
-    suspects = [c for c in columns if c.kind == "list"]
-    if not single:
-        return suspects
-    tests = sql.SQL(", ").join(
-        sql.SQL("coalesce(bool_or(r.{0} <> '' AND r.{0} NOT IN (SELECT sourced_id FROM {1})), "
-                "false)").format(sql.Identifier(c.sql_name),
-                                 sql.Identifier(SCHEMA, snake(c.ref or ""))) for c in single)
-    row = conn.execute(sql.SQL("SELECT {} FROM {} r").format(
-        tests, sql.Identifier(SCHEMA, snake(table)))).fetchone()
-    return [c for c, bad in zip(single, row or (), strict=True) if bad] + suspects
+                             by_table.get(column.ref), outcome)
 
 
 def _staged_lines(conn: psycopg.Connection[Any], entry: Entry | None,
