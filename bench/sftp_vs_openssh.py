@@ -2,17 +2,25 @@
 
 Prints, side by side: upload and download throughput with the OpenSSH sftp client, sessions per
 second (connect, auth, list, close) serially and 16 at a time, and server memory per idle session.
+Every rate is measured --repeat times, the two servers taking turns; the table shows the best run
+and the spread (worst-best), since a shared machine's load moves every figure.
 
-    python bench/sftp_vs_openssh.py                 # 1 GiB transfers, 500 idle sessions
-    python bench/sftp_vs_openssh.py --size-mib 64 --sessions 100 --idle 100   # quick run
+Besides wall-clock rates it prints the CPU time each side used, taken from a cpuacct cgroup per
+server (forked sshd processes included) and one for the OpenSSH clients: that figure does not
+move with the machine's load, and the client's CPU per session bounds any server's sessions/s.
+Sessions/s is also measured with an in-process asyncssh client, which starts no processes.
 
-Needs root (sshd's ChrootDirectory, a dedicated user) and /usr/sbin/sshd.
+    python bench/sftp_vs_openssh.py                 # 1 GiB transfers, 500 idle sessions, 2 runs
+    python bench/sftp_vs_openssh.py --size-mib 64 --sessions 100 --idle 100 --repeat 1  # quick
+
+Needs root (sshd's ChrootDirectory, a dedicated user, cgroups) and /usr/sbin/sshd.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -22,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -50,6 +59,54 @@ def wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+class CpuGroup:
+    """A cgroup that adds up the CPU time of every process put in it, and of their forks."""
+
+    def __init__(self, name: str) -> None:
+        self.path: Path | None = None
+        self.v2 = False
+        candidates = [(Path("/sys/fs/cgroup/cpuacct"), False), (Path("/sys/fs/cgroup"), True),
+                      (Path("/sys/fs/cgroup/unified"), True)]
+        for base, v2 in candidates:
+            usage = "cpu.stat" if v2 else "cpuacct.usage"
+            if (base / usage).exists() or (v2 and (base / "cgroup.controllers").exists()):
+                try:
+                    path = base / f"{name}-{os.getpid()}"
+                    path.mkdir(exist_ok=True)
+                except OSError:
+                    continue
+                if (path / usage).exists():
+                    self.path, self.v2 = path, v2
+                    return
+
+    @property
+    def procs(self) -> str | None:
+        return str(self.path / "cgroup.procs") if self.path else None
+
+    def add(self, pid: int) -> None:
+        if self.path:
+            (self.path / "cgroup.procs").write_text(str(pid))
+
+    def seconds(self) -> float:
+        """CPU seconds used so far by the group (NaN when cgroups are not available)."""
+        if self.path is None:
+            return float("nan")
+        if self.v2:
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec"):
+                    return int(line.split()[1]) / 1e6
+        return int((self.path / "cpuacct.usage").read_text()) / 1e9
+
+    def remove(self) -> None:
+        if self.path:
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                # Stragglers (none once the servers are stopped) go back to the root group.
+                with contextlib.suppress(OSError):
+                    (self.path.parent / "cgroup.procs").write_text(pid)
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+
 @dataclass
 class Target:
     name: str
@@ -57,6 +114,11 @@ class Target:
     user: str
     upload_dir: str  # as the client sees it
     proc: subprocess.Popen[bytes]
+    cpu: CpuGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cpu = CpuGroup(f"sftpbench-server-{self.proc.pid}")
+        self.cpu.add(self.proc.pid)
 
     def pids(self) -> list[int]:
         """The server process and every descendant (sshd forks per connection)."""
@@ -96,10 +158,24 @@ def ssh_opts(key: Path) -> list[str]:
             "-o", f"KexAlgorithms={KEX}", "-o", "HostKeyAlgorithms=ssh-ed25519", "-c", CIPHER]
 
 
+CLIENTS = CpuGroup("sftpbench-clients")
+
+
 def sftp_batch(target: Target, key: Path, batch: str) -> None:
-    subprocess.run(["sftp", *ssh_opts(key), "-P", str(target.port), "-b", "-",
-                    f"{target.user}@127.0.0.1"], input=batch.encode(), check=True,
+    command = ["sftp", *ssh_opts(key), "-P", str(target.port), "-b", "-",
+               f"{target.user}@127.0.0.1"]
+    if CLIENTS.procs:
+        # Join the clients' cgroup before exec, so sftp and the ssh it forks are counted.
+        command = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', CLIENTS.procs, *command]
+    subprocess.run(command, input=batch.encode(), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def cpu_during(groups: list[CpuGroup], work: Callable[[], float]) -> tuple[float, list[float]]:
+    """Run work(); return its result and the CPU seconds each group used meanwhile."""
+    before = [g.seconds() for g in groups]
+    result = work()
+    return result, [g.seconds() - b for g, b in zip(groups, before, strict=True)]
 
 
 def start_sftpd(work: Path, host_key: Path, client_key: Path) -> Target:
@@ -171,26 +247,60 @@ Match User {USER}
     return Target("OpenSSH internal-sftp", port, USER, "/upload", proc)
 
 
-def throughput(target: Target, key: Path, source: Path, size: int) -> tuple[float, float]:
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def throughput(target: Target, key: Path, source: Path, size: int) -> dict[str, float]:
+    """MiB/s up and down, and the server's CPU milliseconds per MiB each way."""
     remote = f"{target.upload_dir}/bench.bin"
-    start = time.perf_counter()
-    sftp_batch(target, key, f"put {source} {remote}\n")
-    up = size / (time.perf_counter() - start)
     sink = source.with_name("download.bin")
-    start = time.perf_counter()
-    sftp_batch(target, key, f"get {remote} {sink}\nrm {remote}\n")
-    down = size / (time.perf_counter() - start)
+    mib = size / 2**20
+    up, (up_cpu,) = cpu_during([target.cpu], lambda: timed(
+        lambda: sftp_batch(target, key, f"put {source} {remote}\n")))
+    down, (down_cpu,) = cpu_during([target.cpu], lambda: timed(
+        lambda: sftp_batch(target, key, f"get {remote} {sink}\n")))
+    sftp_batch(target, key, f"rm {remote}\n")
     sink.unlink()
-    return up, down
+    return {"up": mib / up, "down": mib / down,
+            "up_cpu": 1000 * up_cpu / mib, "down_cpu": 1000 * down_cpu / mib}
 
 
-def sessions_per_second(target: Target, key: Path, count: int, parallel: int) -> float:
+def sessions_per_second(target: Target, key: Path, count: int,
+                        parallel: int) -> tuple[float, float, float]:
+    """OpenSSH sftp sessions/s, and CPU milliseconds per session of the server and the client."""
     def one(_: int) -> None:
         sftp_batch(target, key, "ls /\n")
 
+    def run() -> float:
+        with ThreadPoolExecutor(parallel) as pool:
+            return timed(lambda: list(pool.map(one, range(count))))
+
+    elapsed, (server_cpu, client_cpu) = cpu_during([target.cpu, CLIENTS], run)
+    return count / elapsed, 1000 * server_cpu / count, 1000 * client_cpu / count
+
+
+def connect_options(target: Target, key: asyncssh.SSHKey) -> dict[str, object]:
+    return {"host": "127.0.0.1", "port": target.port, "username": target.user,
+            "client_keys": [key], "known_hosts": None, "agent_path": None, "config": [],
+            "encryption_algs": [CIPHER], "kex_algs": [KEX],
+            "server_host_key_algs": ["ssh-ed25519"]}
+
+
+async def asyncssh_sessions(target: Target, key: Path, count: int, parallel: int) -> float:
+    """Sessions/s (connect, auth, list /, close) from an in-process asyncssh client."""
+    options = connect_options(target, asyncssh.read_private_key(str(key)))
+    gate = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        async with gate, asyncssh.connect(**options) as conn, \
+                conn.start_sftp_client() as sftp:
+            await sftp.listdir("/")
+
     start = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(one, range(count)))
+    await asyncio.gather(*(one() for _ in range(count)))
     return count / (time.perf_counter() - start)
 
 
@@ -204,10 +314,7 @@ async def idle_memory(target: Target, key: Path, sessions: int) -> tuple[float, 
 
     async def open_one() -> None:
         async with sem:
-            conn = await asyncssh.connect("127.0.0.1", target.port, username=target.user,
-                                          client_keys=[client_key], known_hosts=None,
-                                          agent_path=None, encryption_algs=[CIPHER],
-                                          kex_algs=[KEX])
+            conn = await asyncssh.connect(**connect_options(target, client_key))
             conns.append(conn)
             clients.append(await conn.start_sftp_client())
 
@@ -220,12 +327,47 @@ async def idle_memory(target: Target, key: Path, sessions: int) -> tuple[float, 
     return (after[0] - before[0]) / sessions, (after[1] - before[1]) / sessions
 
 
+ROWS: list[tuple[str, str, str, bool]] = [
+    # label, key, format, higher is better
+    ("upload MiB/s (sftp put)", "up", "{:.1f}", True),
+    ("download MiB/s (sftp get)", "down", "{:.1f}", True),
+    ("sessions/s serial (OpenSSH sftp)", "serial", "{:.1f}", True),
+    ("sessions/s 16 at a time (OpenSSH sftp)", "parallel", "{:.1f}", True),
+    ("sessions/s serial (asyncssh client)", "py_serial", "{:.1f}", True),
+    ("sessions/s 16 at a time (asyncssh client)", "py_parallel", "{:.1f}", True),
+    ("server CPU ms per MiB up", "up_cpu", "{:.2f}", False),
+    ("server CPU ms per MiB down", "down_cpu", "{:.2f}", False),
+    ("server CPU ms per session (serial)", "serial_cpu", "{:.2f}", False),
+    ("server CPU ms per session (16 at a time)", "parallel_cpu", "{:.2f}", False),
+    ("OpenSSH client CPU ms per session (serial)", "client_cpu", "{:.2f}", False),
+    ("KiB RSS per idle session", "rss", "{:.1f}", False),
+    ("KiB PSS per idle session", "pss", "{:.1f}", False),
+]
+
+
+def measure(target: Target, key: Path, source: Path, size: int,
+            args: argparse.Namespace) -> dict[str, float]:
+    row = throughput(target, key, source, size)
+    row["serial"], row["serial_cpu"], row["client_cpu"] = sessions_per_second(
+        target, key, args.sessions // 4, 1)
+    row["parallel"], row["parallel_cpu"], _ = sessions_per_second(target, key, args.sessions, 16)
+    row["py_serial"] = asyncio.run(asyncssh_sessions(target, key, args.sessions // 4, 1))
+    row["py_parallel"] = asyncio.run(asyncssh_sessions(target, key, args.sessions, 16))
+    return row
+
+
+def best(values: list[float], higher: bool) -> float:
+    return max(values) if higher else min(values)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="transfer size (MiB)")
-    parser.add_argument("--sessions", type=int, default=200, help="sessions per rate test")
+    parser.add_argument("--sessions", type=int, default=200,
+                        help="sessions per 16-at-a-time rate test (a quarter of it serially)")
     parser.add_argument("--idle", type=int, default=500, help="idle sessions for memory")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of every rate measurement")
     args = parser.parse_args()
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists() or not shutil.which("sftp"):
         print("needs root, /usr/sbin/sshd and the OpenSSH sftp client", file=sys.stderr)
@@ -243,37 +385,53 @@ def main() -> int:
         for _ in range(args.size_mib):
             f.write(chunk)
     size = args.size_mib * 1024 * 1024
+    load_before = os.getloadavg()
     targets = [start_sftpd(work, host_key, key), start_openssh(work, host_key, key)]
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+    memory: dict[str, dict[str, float]] = {}
     try:
         for t in targets:
             sftp_batch(t, key, "ls /\n")  # warm up
             # Memory first, on a server that has not yet grown (and kept) buffers elsewhere.
             rss, pss = asyncio.run(idle_memory(t, key, args.idle))
-            up, down = throughput(t, key, source, size)
-            serial = sessions_per_second(t, key, args.sessions // 4, 1)
-            parallel = sessions_per_second(t, key, args.sessions, 16)
-            results[t.name] = {"up": up / 2**20, "down": down / 2**20, "serial": serial,
-                               "parallel": parallel, "rss": rss, "pss": pss}
+            memory[t.name] = {"rss": rss, "pss": pss}
+        for _ in range(args.repeat):
+            for t in targets:  # taking turns, so a burst of load hits both
+                runs[t.name].append(measure(t, key, source, size, args))
     finally:
         for t in targets:
             t.proc.send_signal(signal.SIGTERM)
             t.proc.wait(30)
+            t.cpu.remove()
+        CLIENTS.remove()
         shutil.rmtree(work, ignore_errors=True)
-    ours, ref = results[targets[0].name], results[targets[1].name]
-    rows = [("upload MiB/s (sftp put)", "up", "{:.1f}"),
-            ("download MiB/s (sftp get)", "down", "{:.1f}"),
-            ("sessions/s serial", "serial", "{:.1f}"),
-            ("sessions/s 16 at a time", "parallel", "{:.1f}"),
-            (f"KiB RSS per idle session ({args.idle})", "rss", "{:.1f}"),
-            (f"KiB PSS per idle session ({args.idle})", "pss", "{:.1f}")]
+    load_after = os.getloadavg()
+
+    def cell(name: str, key: str, fmt: str, higher: bool) -> tuple[float, str, str]:
+        if key in memory[name]:
+            return memory[name][key], fmt.format(memory[name][key]), ""
+        values = [r[key] for r in runs[name]]
+        top = best(values, higher)
+        spread = f"{fmt.format(min(values))}-{fmt.format(max(values))}" if len(values) > 1 else ""
+        return top, fmt.format(top), spread
+
+    ours, ref = targets[0].name, targets[1].name
     print(f"\n{args.size_mib} MiB transfers, cipher {CIPHER}, kex {KEX}, ed25519 host key, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'':38s} {'sftpd':>12s} {'OpenSSH':>12s} {'ratio':>8s}")
-    for label, field, fmt in rows:
-        ratio = ours[field] / ref[field] if ref[field] else float("nan")
-        print(f"{label:38s} {fmt.format(ours[field]):>12s} {fmt.format(ref[field]):>12s} "
-              f"{ratio:>7.2f}x")
+          f"{os.cpu_count()} CPUs, best of {args.repeat} run(s) (spread in brackets), "
+          f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"{'':42s} {'sftpd':>22s} {'OpenSSH':>22s} {'ratio':>7s}")
+    for label, key_name, fmt, higher in ROWS:
+        a, a_text, a_spread = cell(ours, key_name, fmt, higher)
+        b, b_text, b_spread = cell(ref, key_name, fmt, higher)
+        ratio = a / b if b else float("nan")
+        a_text += f" [{a_spread}]" if a_spread else ""
+        b_text += f" [{b_spread}]" if b_spread else ""
+        print(f"{label:42s} {a_text:>22s} {b_text:>22s} {ratio:>6.2f}x")
+    client = min(r["client_cpu"] for r in runs[ours] + runs[ref])
+    if client == client:  # not NaN
+        print(f"\nThe OpenSSH sftp+ssh client alone uses {client:.1f} ms CPU per session: with "
+              f"{os.cpu_count()} CPUs no server can exceed {1000 / client:.0f} sessions/s serially "
+              f"or {1000 * (os.cpu_count() or 1) / client:.0f} sessions/s in parallel with it.")
     return 0
 
 
