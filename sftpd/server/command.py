@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -115,10 +116,25 @@ async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
     return 0
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when it is installed, asyncio's own otherwise.
+
+    uvloop's transports and loop are C: per packet they cost less than asyncio's Python ones,
+    which shows in bulk transfers (see docs/sftpd.md, benchmark figures). The server behaves the
+    same on either loop.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def run(args: argparse.Namespace) -> int:
     audit = AuditLog()
     try:
-        return asyncio.run(serve(args, audit))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(serve(args, audit))
     except (ValueError, OSError) as exc:
         audit.event("startup_failed", error=str(exc))
         print(f"sftpd serve: {exc}", file=sys.stderr)
