@@ -142,14 +142,15 @@ def run(stack: contextlib.ExitStack, base: Path, port: int, repo: Path) -> int:
     def ready() -> dict[str, Any] | None:
         body = kube.get(names.KIND, NAMESPACE, name) or {}
         status = body.get("status") or {}
-        return status if status.get("knownHosts") and status.get("endpoint") else None
-    status = node.wait_until(ready, 90, "the District's status to show its host keys")
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                       for c in status.get("conditions") or [])
+        return status if is_ready and status.get("knownHosts") else None
+    status = node.wait_until(ready, 120, f"District {name} to be Ready with its host keys")
     known_hosts = base / "known_hosts"
     known_hosts.write_text(local_known_hosts(status["knownHosts"], status["endpoint"], port))
 
     command = shlex.join(["sftp", "-i", str(key), "-P", str(port),
                           "-o", f"UserKnownHostsFile={known_hosts}", f"{login}@127.0.0.1"])
-    time.sleep(2)  # let the operator record the server as available before showing the table
     table = plane.kubectl("-n", NAMESPACE, "get", "districts", check=False).stdout
     print(f"\nDistrict {name} is served. Log in with:\n\n    {command}\n\n"
           f"$ kubectl get districts -n {NAMESPACE}\n{table}\n"
