@@ -25,6 +25,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -92,7 +93,8 @@ def secret_data(kube: api.Kube, namespace: str, name: str) -> dict[str, bytes] |
 
 def write_secret_volume(directory: Path, data: Mapping[str, bytes], spec: Mapping[str, Any],
                         volume: str) -> None:
-    """The kubelet's atomic-writer layout: files in a timestamped dir, links via `..data`."""
+    """The kubelet's atomic-writer layout: files in a timestamped dir, links via `..data`;
+    on an existing volume, the kubelet's update: a new dir, `..data` swapped, the old removed."""
     default_mode = int(spec.get("defaultMode", 0o644))
     items = spec.get("items")
     files: dict[str, tuple[bytes, int]] = {}
@@ -115,9 +117,20 @@ def write_secret_volume(directory: Path, data: Mapping[str, bytes], spec: Mappin
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         target.chmod(mode)
-    (directory / "..data").symlink_to(stamp)
-    for top in sorted({relative.split("/")[0] for relative in files}):
-        (directory / top).symlink_to(f"..data/{top}")
+    data_link = directory / "..data"
+    previous = str(data_link.readlink()) if data_link.is_symlink() else None
+    # The swap a running container sees as one change: a new link renamed over `..data`.
+    (directory / "..data_tmp").symlink_to(stamp)
+    (directory / "..data_tmp").replace(data_link)
+    tops = {relative.split("/")[0] for relative in files}
+    for entry in directory.iterdir():
+        if not entry.name.startswith("..") and entry.name not in tops:
+            entry.unlink()
+    for top in sorted(tops):
+        if not (directory / top).is_symlink():
+            (directory / top).symlink_to(f"..data/{top}")
+    if previous is not None:
+        shutil.rmtree(directory / previous)
 
 
 def apply_fs_group(root: Path, group: int, read_only: bool) -> None:
@@ -183,6 +196,7 @@ class LocalPod:
     process: subprocess.Popen[bytes] | None = None
     started_at: str = ""
     volume_dirs: dict[str, Path] = field(default_factory=dict)
+    secret_contents: dict[str, Mapping[str, bytes]] = field(default_factory=dict)
 
     @property
     def container(self) -> Mapping[str, Any]:
@@ -211,14 +225,8 @@ class LocalPod:
         for volume in self.pod_spec.get("volumes") or []:
             name = volume["name"]
             if "secret" in volume:
-                spec = volume["secret"]
-                data = secret_data(self.kube, self.namespace, spec["secretName"])
-                if data is None and not spec.get("optional"):
-                    raise PodSpecError(f"volume {name}: Secret {spec['secretName']} not found")
                 target = self.workdir / "volumes" / name
-                write_secret_volume(target, data or {}, spec, name)
-                if group is not None and as_root:
-                    apply_fs_group(target, int(group), read_only=True)
+                self._write_secret(volume, target)
             elif "emptyDir" in volume:
                 target = self.workdir / "volumes" / name
                 target.mkdir(parents=True)
@@ -238,6 +246,27 @@ class LocalPod:
             else:
                 raise PodSpecError(f"volume {name}: this stand-in has no {sorted(volume)} volumes")
             self.volume_dirs[name] = target
+
+    def _write_secret(self, volume: Mapping[str, Any], target: Path) -> bool:
+        spec = volume["secret"]
+        data = secret_data(self.kube, self.namespace, spec["secretName"])
+        if data is None and not spec.get("optional"):
+            raise PodSpecError(f"volume {volume['name']}: Secret {spec['secretName']} not found")
+        if self.secret_contents.get(volume["name"]) == (data or {}):
+            return False
+        write_secret_volume(target, data or {}, spec, volume["name"])
+        group = self.security.get("fsGroup")
+        if group is not None and os.geteuid() == 0:
+            apply_fs_group(target, int(group), read_only=True)
+        self.secret_contents[volume["name"]] = data or {}
+        return True
+
+    def sync_secrets(self) -> list[str]:
+        """The kubelet's periodic sync: Secret volumes whose Secret changed are swapped in
+        place, under the running container; returns the volumes that changed."""
+        return [volume["name"] for volume in self.pod_spec.get("volumes") or []
+                if "secret" in volume
+                and self._write_secret(volume, self.volume_dirs[volume["name"]])]
 
     def environment(self) -> dict[str, str]:
         """The container's environment: literal values, Secret keys and pod fields, expanded."""

@@ -31,6 +31,18 @@ def test_secret_volume_has_the_kubelets_layout(tmp_path: Path) -> None:
     assert (directory / "a").read_bytes() == b"A"
 
 
+def test_secret_update_swaps_data_link_and_drops_removed_keys(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    kubelet.write_secret_volume(directory, {"a": b"1", "gone": b"x"}, {}, "keys")
+    before = os.readlink(directory / "..data")
+    kubelet.write_secret_volume(directory, {"a": b"2", "new": b"y"}, {}, "keys")
+    after = os.readlink(directory / "..data")
+    assert after != before and not (directory / before).exists()
+    assert (directory / "a").read_bytes() == b"2" and (directory / "new").read_bytes() == b"y"
+    assert not (directory / "gone").exists() and not (directory / "gone").is_symlink()
+    assert sorted(p.name for p in directory.iterdir()) == sorted([after, "..data", "a", "new"])
+
+
 def test_secret_items_choose_keys_paths_and_modes(tmp_path: Path) -> None:
     spec = {"secretName": "s", "defaultMode": 0o644,
             "items": [{"key": "a", "path": "sub/one", "mode": 0o600}]}
