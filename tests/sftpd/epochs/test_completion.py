@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -57,6 +59,29 @@ def test_file_held_open_by_a_live_sftp_session_is_not_processed(
     code, result = run_epochs(root, database_url)
     assert code == 0 and [p["name"] for p in result["processed"]] == ["2026-09-01"]
     assert counts(database_url)["enrollments"] == 7
+
+
+def test_file_locked_by_another_writer_process_is_not_processed(root: Path,
+                                                                database_url: str) -> None:
+    """The same contract without the server: another process holds the write lock the way
+    `sftpd serve` does (sftpd.uploads.hold_write_lock on its open file)."""
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    (epoch / "_COMPLETE").touch()
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys; from sftpd.uploads import hold_write_lock; "
+         "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); hold_write_lock(fd); "
+         "print('locked', flush=True); sys.stdin.read()", str(epoch / "users.csv")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "locked\n"
+        code, result = run_epochs(root, database_url)
+        assert code == 0 and result["pending"] == ["2026-09-01"] and result["processed"] == []
+        assert counts(database_url) == {}
+    finally:
+        writer.communicate("", timeout=10)
+    code, result = run_epochs(root, database_url)
+    assert [p["name"] for p in result["processed"]] == ["2026-09-01"]
 
 
 @pytest.mark.parametrize("suffix", [".filepart", ".part"])
