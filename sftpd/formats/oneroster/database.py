@@ -241,7 +241,8 @@ def _check_values(conn: psycopg.Connection[Any], entry: Entry,
     limit = LISTED_PER_CHECK * 5
     condition = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c, _ in checks)
     bad = [str(r[0]) for r in conn.execute(sql.SQL(
-        "SELECT ctid::text FROM {} WHERE {} ORDER BY ctid LIMIT {}").format(
+        # (named `at`: a column named ctid would make ORDER BY sort the text, not the tid)
+        "SELECT ctid::text AS at FROM {} WHERE {} ORDER BY ctid LIMIT {}").format(
             entry.stage, condition, sql.Literal(limit))).fetchall()]
     if not bad:
         return [], 0

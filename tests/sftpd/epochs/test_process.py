@@ -300,3 +300,19 @@ def test_staff_epoch_still_waits_for_a_partial_file(root: Path, database_url: st
     # Staff do not wait for the quiet time.
     code, result = run_epochs(root, database_url, "--epoch", "2026-09-01", now=None)
     assert code == 0 and [p["rows"] for p in result["processed"]] == [28]
+
+
+def test_thousands_of_errors_are_all_counted_and_the_first_listed(root: Path,
+                                                                 database_url: str) -> None:
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    with (epoch / "enrollments.csv").open("a") as enrollments:
+        for n in range(1500):
+            enrollments.write(f"x{n},,,cl-alg-1,org-hs,u-s1,pupil,,,\n")
+
+    code, result = run_epochs(root, database_url)
+
+    assert code == 1 and result["processed"][0]["errors"] == 1500
+    log, report = processing(root, "2026-09-01")
+    assert report["errors"] == 1500 and len(report["problems"]) == 1000
+    assert report["problems"][0]["line"] == 9 and report["problems"][-1]["line"] == 1008
+    assert "... and 500 more of the same kinds" in log
