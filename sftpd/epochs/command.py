@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the one-line JSON result")
     parser.add_argument("--formats", default=_env("formats", known),
                         help=f"formats processed automatically (default {known})")
+    parser.add_argument("--lock-wait-seconds", type=int,
+                        default=int(_env("lock-wait-seconds", "15") or 15),
+                        help="how long to wait for another run to finish (default 15)")
     parser.add_argument("--epoch", default=_env("epoch"),
                         help="staff: process only this epoch now, without waiting to settle")
     parser.add_argument("--format", dest="format_name", default=_env("format"),
@@ -123,7 +126,7 @@ def _process(args: argparse.Namespace, formats: dict[str, Any], now: float | Non
                              application_name="sftpd process-epochs") as conn:
             from sftpd.epochs import ledger
 
-            if not ledger.try_lock(conn):
+            if not ledger.try_lock(conn, args.lock_wait_seconds):
                 emit("epochs.busy")
                 return Summary(problems=["another process-epochs run holds the lock"])
             processor = Processor(args.root, conn, formats, enabled, args.settle_seconds, now)

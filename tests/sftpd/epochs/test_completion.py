@@ -160,3 +160,16 @@ def test_loose_file_with_a_temporary_name_is_not_gathered(root: Path,
                               now=_iso(time.time() + timedelta(days=1).total_seconds()))
     assert result["pending"] == ["upload/ (loose files)"]
     assert sorted(p.name for p in upload.iterdir()) == ["notes.txt", "users.csv.filepart"]
+
+
+def test_loose_files_with_a_marker_are_gathered_without_waiting(root: Path,
+                                                               database_url: str) -> None:
+    upload = root / tree.UPLOAD
+    for path in sorted((DATA / "v1.1-bulk").iterdir()):
+        (upload / path.name).write_bytes(path.read_bytes())
+    (upload / "_COMPLETE").touch()
+    code, result = run_epochs(root, database_url, now=None)
+    assert code == 0 and len(result["processed"]) == 1
+    name = result["processed"][0]["name"]
+    assert (root / tree.UPLOAD_PROCESSED / name / "_COMPLETE").exists()
+    assert list(upload.iterdir()) == [] and counts(database_url)["users"] == 6

@@ -5,7 +5,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import psycopg
+
 from sftpd import tree
+from sftpd.epochs import ledger
 from tests.sftpd.epochs.conftest import (
     DATA,
     counts,
@@ -316,3 +319,15 @@ def test_thousands_of_errors_are_all_counted_and_the_first_listed(root: Path,
     assert report["errors"] == 1500 and len(report["problems"]) == 1000
     assert report["problems"][0]["line"] == 9 and report["problems"][-1]["line"] == 1008
     assert "... and 500 more of the same kinds" in log
+
+
+def test_a_second_run_waits_for_the_first_and_touches_nothing(root: Path,
+                                                              database_url: str) -> None:
+    epoch = put_epoch(root, "2026-09-01", "v1.1-bulk")
+    with psycopg.connect(database_url, autocommit=True) as other_run:
+        assert ledger.try_lock(other_run)
+        code, result = run_epochs(root, database_url, "--lock-wait-seconds", "1")
+        assert code == 1 and "another process-epochs run holds the lock" in result["message"]
+        assert epoch.is_dir() and counts(database_url) == {}
+    code, result = run_epochs(root, database_url)
+    assert code == 0 and [p["name"] for p in result["processed"]] == ["2026-09-01"]
