@@ -17,11 +17,14 @@ def planted(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
     """Links inside the root that lead out of it, and a directory outside worth protecting."""
     outside = tmp_path_factory.mktemp("outside")
     (outside / "secret.txt").write_text("staff only\n")
+    # Links that lead out of the root point at canaries of the test's own, never at the host's
+    # /etc/passwd: a regression must fail this test, not wreck the machine running it.
+    (outside / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
     root = server.root
     (root / "downloads/backups/lincoln.dump").write_bytes(b"PGDMP" * 100)
     (root / "downloads/escape").symlink_to("/etc")
     (root / "downloads/pdfs/up").symlink_to("../../..")
-    (root / "upload/evil.csv").symlink_to("/etc/passwd")
+    (root / "upload/evil.csv").symlink_to(outside / "passwd")
     (root / "upload/outlink").symlink_to(outside)
     (root / "upload/2026-11-28T0200Z").mkdir(exist_ok=True)
     (root / "upload/2026-11-28T0200Z/users.csv").write_text("sourcedId\n1\n")
