@@ -203,6 +203,23 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
         # Processed today, kept for processedDays: nothing to delete yet.
         assert json.loads(retention.result.message)["deleted"] == []
 
+        # A key added to the District reaches the running server the way the kubelet updates
+        # a Secret volume (a `..data` swap): the second key logs in, with no restart.
+        second = tmp_path / "second_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(second)],
+                       check=True)
+        assert sftp(second, server.port, known_hosts, "ls /\n").returncode != 0
+        keys = [*district["spec"]["authorizedKeys"], second.with_suffix(".pub").read_text()]
+        cluster.kubectl("-n", namespace, "patch", names.KIND.lower(), DISTRICT, "--type=merge",
+                        "-p", json.dumps({"spec": {"authorizedKeys": [k.strip() for k in keys]}}))
+        node.wait_until(lambda: server.pod.sync_secrets(), 60,
+                        "the authorized-keys Secret to change")
+        pid = server.pod.process.pid if server.pod.process else None
+        listed = sftp(second, server.port, known_hosts, "ls /\n")
+        assert listed.returncode == 0, listed.stderr
+        assert server.pod.process is not None and server.pod.process.pid == pid
+        assert server.pod.process.poll() is None
+
         # The termination messages flow back: the Job controller completes each Job from its
         # Pod's status, the operator reads the message and records it on the District.
         def recorded() -> dict[str, Any] | None:

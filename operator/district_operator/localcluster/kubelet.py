@@ -61,14 +61,19 @@ IMAGE_WORKDIR = "/tmp"
 IMAGE_ENV: Mapping[str, str] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def interpreter_paths() -> tuple[str, ...]:
-    """What the entrypoint needs to read: the interpreter, its libraries, this checkout."""
+def checkout_paths() -> tuple[str, ...]:
+    """Where this process imports both planes from: the image's contents, here."""
     import district_operator
     import sftpd
+    return tuple(dict.fromkeys(str(Path(str(module.__file__)).resolve().parents[1])
+                               for module in (sftpd, district_operator)))
+
+
+def interpreter_paths() -> tuple[str, ...]:
+    """What the entrypoint needs to read: the interpreter, its libraries, this checkout."""
     paths = {sys.prefix, sys.base_prefix, str(Path(sys.executable).resolve().parent),
              sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-             str(Path(sftpd.__file__).resolve().parents[1]),
-             str(Path(district_operator.__file__).resolve().parents[1])}
+             *checkout_paths()}
     return tuple(sorted(paths))
 
 
@@ -273,7 +278,10 @@ class LocalPod:
         fields = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace,
                   "metadata.uid": self.pod_uid, "spec.nodeName": NODE_NAME,
                   "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
-        env = {"PATH": CONTAINER_PATH, **IMAGE_ENV, "HOSTNAME": self.pod_name, "HOME": "/"}
+        # The container imports the planes from the same checkout as this process, as an image
+        # built from it would hold them.
+        env = {"PATH": CONTAINER_PATH, **IMAGE_ENV, "PYTHONPATH": os.pathsep.join(checkout_paths()),
+               "HOSTNAME": self.pod_name, "HOME": "/"}
         for item in self.container.get("env") or []:
             name = item["name"]
             if "value" in item:
