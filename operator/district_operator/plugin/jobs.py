@@ -224,8 +224,10 @@ def job_result(job_kind: str, job: Mapping[str, Any],
 
 def _print_report(report: status.JobReport, job_name: str, district: District) -> None:
     result = report.result
-    print(f"Job {job_name}: {report.outcome}" + (f": {report.message}" if report.message
-                                                  else ""))
+    # The jobs' own messages usually start with the outcome already.
+    said = report.message if report.message.startswith(report.outcome) else \
+        f"{report.outcome}: {report.message}".rstrip(": ")
+    print(f"Job {job_name}: {said}")
     if report.job == names.JOB_EPOCHS:
         processed = result.get("processed") or []
         if processed:

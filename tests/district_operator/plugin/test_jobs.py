@@ -145,7 +145,7 @@ def test_failed_job_reports_the_failure(crd: Any, kube: api.Kube, namespace: str
     end_pod(crd, kube, namespace, run.job, failed, 1, done)
     code, out, err = run.finish()
     assert code == 1
-    assert "Failed: Failed: 0 processed; no epoch old-dump in /upload" in out
+    assert f"Job {run.job}: Failed: 0 processed; no epoch old-dump in /upload" in out
     assert "(attempt 2 of 2)" in err
     assert f"kubectl logs job/{run.job}" in err
 
