@@ -198,8 +198,12 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         self._log("open", path=handle.path, mode="write")
         return handle
 
+    # Reads and writes on an open handle need no path checks: the handle was checked when it
+    # was opened, and the descriptor is bound to that file whatever happens to its name since.
+
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         assert isinstance(file_obj, OpenFile)
+        self._touch()  # a long transfer is activity, not an idle session
         data = os.pread(file_obj.fd, size, offset)
         file_obj.bytes_read += len(data)
         BYTES_OUT.inc(len(data))
@@ -211,6 +215,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             raise _denied("write", "File not open for writing")
         if file_obj.failed:
             raise asyncssh.SFTPFailure("Upload already failed; file removed")
+        self._touch()
         view = memoryview(data)
         written = 0
         try:

@@ -129,6 +129,23 @@ async def test_limits(limited_server: ServerProcess, keys: Keys) -> None:
     assert any(e["reason"] == "too_many_sessions" for e in srv.events("connection_refused"))
 
 
+async def test_slow_transfer_is_not_idle(limited_server: ServerProcess, keys: Keys) -> None:
+    """Reads and writes count as activity: a transfer longer than the idle timeout survives."""
+    chunk = os.urandom(4096)
+    async with connect(limited_server, keys) as conn, conn.start_sftp_client() as sftp:
+        await sftp.mkdir("/upload/slow")
+        async with sftp.open("/upload/slow/trickle.bin", "wb") as f:
+            for _ in range(8):  # 8 x 0.3 s: well over the 1.5 s idle timeout, no path operation
+                await f.write(chunk)
+                await asyncio.sleep(0.3)
+        async with sftp.open("/upload/slow/trickle.bin", "rb") as f:
+            for _ in range(8):
+                assert await f.read(len(chunk)) == chunk
+                await asyncio.sleep(0.3)
+    assert (limited_server.root / "upload/slow/trickle.bin").read_bytes() == chunk * 8
+    assert limited_server.events("idle_timeout") == []
+
+
 async def test_sigterm_is_graceful(limited_server: ServerProcess, keys: Keys) -> None:
     conn = await connect(limited_server, keys)
     sftp = await conn.start_sftp_client()
