@@ -140,6 +140,8 @@ class SFTPDistrictServer:
             public_key_auth=True, password_auth=False, kbdint_auth=False,
             host_based_auth=False, gss_auth=False, gss_kex=False,
             allow_pty=False, x11_forwarding=False, agent_forwarding=False,
+            # No shell, so no line editing: SFTP data then skips the editor's write wrapper.
+            line_editor=False,
             sftp_factory=self._sftp_factory, allow_scp=True,
             login_timeout=s.login_grace_seconds,
             keepalive_interval=60, keepalive_count_max=3,
