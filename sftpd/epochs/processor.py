@@ -202,6 +202,8 @@ class Processor:
 
     def _import(self, epoch: Path, digest: str, fmt: Format, description: str,
                 note: str) -> dict[str, Any]:
+        """Validate and import in one transaction with the ledger row; a failure is recorded
+        in a transaction of its own that touches nothing else."""
         def build(outcome: str, files: list[FileCount], errors: list[Problem], count: int,
                   warnings: list[Problem]) -> dict[str, Any]:
             return report.build(epoch=epoch.name, digest=digest, outcome=outcome,
@@ -209,36 +211,36 @@ class Processor:
                                 processed_at=self.when, files=files, errors=errors,
                                 error_count=count, warnings=warnings, note=note)
 
+        result: dict[str, Any] | None = None
         try:
             validation = fmt.validate(epoch)
             checkpoint("validated")
             description = validation.description or description
             if validation.errors:
-                failed = build("Failed", [], validation.errors, len(validation.errors),
+                result = build("Failed", [], validation.errors, len(validation.errors),
                                validation.warnings)
             else:
-                failed = None
                 with self.conn.transaction():
                     outcome = fmt.import_(self.conn, epoch, validation)
                     checkpoint("imported, not committed")
                     warnings = validation.warnings + outcome.warnings
                     if outcome.errors:
-                        failed = build("Failed", outcome.files, outcome.errors,
+                        result = build("Failed", outcome.files, outcome.errors,
                                        outcome.error_count, warnings)
-                        raise psycopg.Rollback()
-                    succeeded = build("Succeeded", outcome.files, [], 0, warnings)
-                    ledger.record(self.conn, epoch.name, digest, succeeded, self.when)
+                        raise psycopg.Rollback()  # leaves the with block, rolled back
+                    result = build("Succeeded", outcome.files, [], 0, warnings)
+                    ledger.record(self.conn, epoch.name, digest, result, self.when)
                     checkpoint("ledger written, not committed")
-                if failed is None:
-                    emit("epoch.imported", epoch=epoch.name, rows=succeeded["rows"])
-                    return succeeded
         except _DATA_FAILURES as exc:
-            failed = build("Failed", [], [Problem(f"import failed: {exc}")], 1, [])
-        assert failed is not None
+            result = build("Failed", [], [Problem(f"import failed: {exc}")], 1, [])
+        assert result is not None
+        if result["outcome"] == "Succeeded":
+            emit("epoch.imported", epoch=epoch.name, rows=result["rows"])
+            return result
         with self.conn.transaction():
-            ledger.record(self.conn, epoch.name, digest, failed, self.when)
-        emit("epoch.failed", epoch=epoch.name, errors=failed["errors"])
-        return failed
+            ledger.record(self.conn, epoch.name, digest, result, self.when)
+        emit("epoch.failed", epoch=epoch.name, errors=result["errors"])
+        return result
 
     def _finish(self, epoch: Path, digest: str, result: dict[str, Any]) -> None:
         """Write the logs into the epoch, move it, record the move (all idempotent)."""
