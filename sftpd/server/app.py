@@ -22,6 +22,7 @@ from sftpd.server.audit import (
     SESSIONS_TOTAL,
     AuditLog,
 )
+from sftpd.server.batching import batch_writes
 from sftpd.server.filesystem import DistrictSFTPServer
 from sftpd.server.keys import AuthorizedKeys
 
@@ -207,6 +208,7 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        batch_writes(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self.fields = {"source": self.address, "port": peer[1]}

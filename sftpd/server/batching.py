@@ -1,0 +1,59 @@
+"""Socket writes of one SSH connection gathered into one write per event-loop turn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, cast
+
+import asyncssh
+
+
+class WriteBatcher:
+    """Collects what an asyncssh connection sends during one loop turn and writes it at once.
+
+    asyncssh hands every SSH packet to the transport on its own, and precedes each one with an
+    SSH_MSG_IGNORE packet (its traffic-analysis countermeasure), so a download of 32 KiB channel
+    packets costs two send() calls per packet, and a session's handshake about 35. OpenSSH
+    instead writes its whole output buffer once per poll() turn. Gathering the packets queued in
+    one turn and writing them together does the same: the bytes and their order are unchanged,
+    only the number of system calls drops. The write happens before anything scheduled after the
+    first packet of the turn, including asyncssh's own deferred abort of a closing transport,
+    so a final disconnect message still goes out.
+    """
+
+    __slots__ = ("_conn", "_loop", "_pending", "_transport")
+
+    def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._transport: asyncio.WriteTransport | None = None
+
+    def send(self, data: bytes) -> None:
+        transport = self._conn._transport
+        if transport is None:
+            return  # asyncssh drops what is sent once it has let go of its transport; so do we
+        if not self._pending:
+            # asyncio's or uvloop's (which does not subclass asyncio's classes).
+            self._transport = cast(asyncio.WriteTransport, transport)
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        transport, self._transport = self._transport, None
+        pending, self._pending = self._pending, []
+        if transport is not None and not transport.is_closing():
+            # A peer that is gone is asyncssh's to notice, through connection_lost.
+            with contextlib.suppress(ConnectionError):
+                transport.writelines(pending)
+
+
+def batch_writes(conn: asyncssh.SSHServerConnection) -> bool:
+    """Route conn's packet writes through a WriteBatcher; False (nothing changed) if this
+    asyncssh does not send through the one private method this relies on."""
+    if not callable(getattr(conn, "_send", None)) or not hasattr(conn, "_transport"):
+        return False
+    batcher = WriteBatcher(conn, asyncio.get_running_loop())
+    conn._send = batcher.send  # type: ignore[method-assign]
+    return True
