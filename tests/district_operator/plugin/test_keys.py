@@ -20,6 +20,8 @@ from tests.district_operator.plugin.conftest import (
 )
 
 pytestmark = pytest.mark.cluster
+# The Districts here live where no operator writes their status: every resourceVersion change
+# seen is the plugin's own.
 
 
 def spec_keys(kube: api.Kube, namespace: str, name: str) -> list[str]:
@@ -54,57 +56,57 @@ def test_keygen_writes_a_pair_that_ssh_and_the_district_accept(tmp_path: Path) -
     assert key.read_bytes() == before
 
 
-def test_keys_add_list_remove(crd: Any, kube: api.Kube, namespace: str,
+def test_keys_add_list_remove(crd: Any, kube: api.Kube, unwatched: str,
                               client_keys: list[Path]) -> None:
     first, second, third = client_keys[:3]
-    create_district(crd, namespace, "adams", authorizedKeys=[public_line(first)])
+    create_district(crd, unwatched, "adams", authorizedKeys=[public_line(first)])
 
-    added = plugin("keys", "add", "adams", "-n", namespace, "--key", f"{second}.pub")
+    added = plugin("keys", "add", "adams", "-n", unwatched, "--key", f"{second}.pub")
     assert added.returncode == 0, added.stderr
     assert f"added {fingerprint_of(second)}" in added.stdout
-    piped = plugin("-n", namespace, "keys", "add", "adams", "--key", "-",
+    piped = plugin("-n", unwatched, "keys", "add", "adams", "--key", "-",
                    input=Path(f"{third}.pub").read_text())
     assert piped.returncode == 0, piped.stderr
-    assert spec_keys(kube, namespace, "adams") == [public_line(k) for k in (first, second, third)]
-    body = kube.get(names.KIND, namespace, "adams")
+    assert spec_keys(kube, unwatched, "adams") == [public_line(k) for k in (first, second, third)]
+    body = kube.get(names.KIND, unwatched, "adams")
     assert body is not None
     assert any(f["manager"] == "kubectl-district" for f in body["metadata"]["managedFields"])
 
-    unchanged = version(kube, namespace, "adams")
-    repeat = plugin("keys", "add", "adams", "-n", namespace, "--key", f"{second}.pub")
+    unchanged = version(kube, unwatched, "adams")
+    repeat = plugin("keys", "add", "adams", "-n", unwatched, "--key", f"{second}.pub")
     assert repeat.returncode == 0 and "already installed" in repeat.stdout
-    assert version(kube, namespace, "adams") == unchanged
+    assert version(kube, unwatched, "adams") == unchanged
 
-    listed = plugin("keys", "list", "adams", "-n", namespace)
+    listed = plugin("keys", "list", "adams", "-n", unwatched)
     assert listed.returncode == 0, listed.stderr
     for n, key in enumerate((first, second, third)):
         assert f"spec.authorizedKeys[{n}]" in listed.stdout
         assert fingerprint_of(key) in listed.stdout
-    as_json = json.loads(plugin("keys", "list", "adams", "-n", namespace, "-o", "json").stdout)
+    as_json = json.loads(plugin("keys", "list", "adams", "-n", unwatched, "-o", "json").stdout)
     assert [e["fingerprint"] for e in as_json] == [fingerprint_of(k)
                                                    for k in (first, second, third)]
 
-    removed = plugin("keys", "remove", "adams", fingerprint_of(second), "-n", namespace)
+    removed = plugin("keys", "remove", "adams", fingerprint_of(second), "-n", unwatched)
     assert removed.returncode == 0, removed.stderr
-    assert spec_keys(kube, namespace, "adams") == [public_line(first), public_line(third)]
+    assert spec_keys(kube, unwatched, "adams") == [public_line(first), public_line(third)]
 
-    unknown = plugin("keys", "remove", "adams", fingerprint_of(second), "-n", namespace)
+    unknown = plugin("keys", "remove", "adams", fingerprint_of(second), "-n", unwatched)
     assert unknown.returncode == 1
     assert f"no key with fingerprint {fingerprint_of(second)}" in unknown.stderr
-    plugin("keys", "remove", "adams", fingerprint_of(third), "-n", namespace)
-    last = plugin("keys", "remove", "adams", fingerprint_of(first), "-n", namespace)
+    plugin("keys", "remove", "adams", fingerprint_of(third), "-n", unwatched)
+    last = plugin("keys", "remove", "adams", fingerprint_of(first), "-n", unwatched)
     assert last.returncode == 2 and "last key" in last.stderr
-    assert spec_keys(kube, namespace, "adams") == [public_line(first)]
+    assert spec_keys(kube, unwatched, "adams") == [public_line(first)]
 
-    missing = plugin("keys", "list", "nobody", "-n", namespace)
+    missing = plugin("keys", "list", "nobody", "-n", unwatched)
     assert missing.returncode == 1
-    assert f"District 'nobody' not found in namespace '{namespace}'" in missing.stderr
+    assert f"District 'nobody' not found in namespace '{unwatched}'" in missing.stderr
 
 
 def test_malformed_key_input_is_refused_and_nothing_changes(
-        crd: Any, kube: api.Kube, namespace: str, client_keys: list[Path],
+        crd: Any, kube: api.Kube, unwatched: str, client_keys: list[Path],
         tmp_path: Path) -> None:
-    create_district(crd, namespace, "buchanan", authorizedKeys=[public_line(client_keys[0])])
+    create_district(crd, unwatched, "buchanan", authorizedKeys=[public_line(client_keys[0])])
     weak = ssh_keygen(tmp_path / "weak", "rsa", 1024)
     good = public_line(client_keys[1])
     cases = {
@@ -116,42 +118,42 @@ def test_malformed_key_input_is_refused_and_nothing_changes(
         "second line bad": (f"{good}\nssh-ed25519\n", "line 2"),
         "empty": ("\n# only a comment\n", "no public key found"),
     }
-    before = version(kube, namespace, "buchanan")
+    before = version(kube, unwatched, "buchanan")
     for what, (text, message) in cases.items():
-        result = plugin("keys", "add", "buchanan", "-n", namespace, "--key", "-", input=text)
+        result = plugin("keys", "add", "buchanan", "-n", unwatched, "--key", "-", input=text)
         assert result.returncode == 2, what
         assert message in result.stderr, (what, result.stderr)
         assert "Traceback" not in result.stderr
-    assert version(kube, namespace, "buchanan") == before
+    assert version(kube, unwatched, "buchanan") == before
 
 
 @pytest.mark.parametrize("how", ["patch", "apply"])
-def test_print_patch_applies_cleanly_with_kubectl(crd: Any, kube: api.Kube, namespace: str,
+def test_print_patch_applies_cleanly_with_kubectl(crd: Any, kube: api.Kube, unwatched: str,
                                                   client_keys: list[Path], tmp_path: Path,
                                                   how: str) -> None:
     name = f"carter-{how}"
     first, second = client_keys[:2]
-    create_district(crd, namespace, name, authorizedKeys=[public_line(first)])
-    before = version(kube, namespace, name)
+    create_district(crd, unwatched, name, authorizedKeys=[public_line(first)])
+    before = version(kube, unwatched, name)
 
-    printed = plugin("keys", "add", name, "-n", namespace, "--key", f"{second}.pub",
+    printed = plugin("keys", "add", name, "-n", unwatched, "--key", f"{second}.pub",
                      "--print-patch")
     assert printed.returncode == 0, printed.stderr
-    assert version(kube, namespace, name) == before, "--print-patch must not write"
+    assert version(kube, unwatched, name) == before, "--print-patch must not write"
     document = yaml.safe_load(printed.stdout)
     assert document["spec"] == {"authorizedKeys": [public_line(first), public_line(second)]}
     if how == "patch":
-        crd.kubectl("-n", namespace, "patch", "district", name, "--type", "merge",
+        crd.kubectl("-n", unwatched, "patch", "district", name, "--type", "merge",
                     "-p", printed.stdout)
     else:
         patch_file = tmp_path / "keys.yaml"
         patch_file.write_text(printed.stdout)
         crd.kubectl("apply", "-f", str(patch_file))
-    assert spec_keys(kube, namespace, name) == [public_line(first), public_line(second)]
+    assert spec_keys(kube, unwatched, name) == [public_line(first), public_line(second)]
 
-    removal = plugin("keys", "remove", name, fingerprint_of(first), "-n", namespace,
+    removal = plugin("keys", "remove", name, fingerprint_of(first), "-n", unwatched,
                      "--print-patch")
     assert removal.returncode == 0, removal.stderr
-    crd.kubectl("-n", namespace, "patch", "district", name, "--type", "merge",
+    crd.kubectl("-n", unwatched, "patch", "district", name, "--type", "merge",
                 "-p", removal.stdout)
-    assert spec_keys(kube, namespace, name) == [public_line(second)]
+    assert spec_keys(kube, unwatched, name) == [public_line(second)]
