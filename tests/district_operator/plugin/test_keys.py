@@ -57,7 +57,7 @@ def test_keygen_writes_a_pair_that_ssh_and_the_district_accept(tmp_path: Path) -
 
 
 def test_keys_add_list_remove(crd: Any, kube: api.Kube, unwatched: str,
-                              client_keys: list[Path]) -> None:
+                              client_keys: list[Path], tmp_path: Path) -> None:
     first, second, third = client_keys[:3]
     create_district(crd, unwatched, "adams", authorizedKeys=[public_line(first)])
 
@@ -97,6 +97,18 @@ def test_keys_add_list_remove(crd: Any, kube: api.Kube, unwatched: str,
     last = plugin("keys", "remove", "adams", fingerprint_of(first), "-n", unwatched)
     assert last.returncode == 2 and "last key" in last.stderr
     assert spec_keys(kube, unwatched, "adams") == [public_line(first)]
+
+    # The namespace may come from a kubeconfig context instead of -n.
+    config = tmp_path / "kubeconfig"
+    config.write_text(Path(crd.kubeconfig).read_text())
+    current = crd.kubectl("--kubeconfig", str(config), "config", "view", "--minify", "-o",
+                          "jsonpath={.contexts[0].context.cluster} {.contexts[0].context.user}"
+                          ).stdout.split()
+    crd.kubectl("--kubeconfig", str(config), "config", "set-context", "keys-admin",
+                f"--cluster={current[0]}", f"--user={current[1]}", f"--namespace={unwatched}")
+    by_context = plugin("--kubeconfig", str(config), "--context", "keys-admin",
+                        "keys", "list", "adams")
+    assert by_context.returncode == 0 and fingerprint_of(first) in by_context.stdout
 
     missing = plugin("keys", "list", "nobody", "-n", unwatched)
     assert missing.returncode == 1
