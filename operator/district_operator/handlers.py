@@ -108,11 +108,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         diffbase.forget(meta.get("uid", ""))
         progress.forget(meta.get("uid", ""))
 
-    def reconcile_owner(kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
-        if event_type is None:
-            return  # initial listing: each District's own resume covers its children
-        if event_type != "DELETED" and reconciler.is_known_version(kind, body):
-            return  # the event of our own write or read
+    def worth_a_look(kind: str) -> Callable[..., bool]:
+        # Runs in kopf's event loop before any thread is taken or any log line written: most
+        # child events are the echo of our own writes.
+        def check(type: str | None, body: kopf.Body, **_: Any) -> bool:
+            if type is None:
+                return False  # initial listing: each District's own resume covers its children
+            return type == "DELETED" or not reconciler.is_known_version(kind, body)
+        return check
+
+    def reconcile_owner(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
+        if reconciler.check_child(kind, event_type, body):
+            return
         meta = body.get("metadata", {})
         owner = (meta.get("labels") or {}).get(names.LABEL_DISTRICT)
         if not owner:
@@ -123,15 +130,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         reconcile_body(f"child-{kind}", district)
 
     for kind, group, version, plural in CHILD_RESOURCES:
-        def child_changed(type: str | None, body: kopf.Body, _kind: str = kind,
-                          **_: Any) -> None:
+        def child_changed(type: str, body: kopf.Body, _kind: str = kind, **_: Any) -> None:
             try:
                 reconcile_owner(_kind, type, body)
             except api.ApiError as exc:
                 log.warning("reconcile after %s change failed: %s", _kind, exc)
 
         kopf.on.event(group, version, plural, registry=registry, labels=MANAGED,
-                      id=f"child-{plural}")(child_changed)
+                      when=worth_a_look(kind), id=f"child-{plural}")(child_changed)
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=MANAGED,
                    when=job_finished_unrecorded, id="job-finished")

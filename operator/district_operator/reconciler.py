@@ -29,6 +29,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# The children whose state feeds the status; only the fields the status reads are remembered.
+STATUS_CHILDREN = ("PersistentVolumeClaim", "Deployment", "Service")
+
+
+def _trim(kind: str, body: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    spec, state = body.get("spec") or {}, body.get("status") or {}
+    if kind == "PersistentVolumeClaim":
+        return {"spec": {"resources": spec.get("resources") or {}},
+                "status": {k: state[k] for k in ("phase", "capacity") if k in state}}
+    if kind == "Deployment":
+        return {"status": {"availableReplicas": state.get("availableReplicas", 0)}}
+    return {"spec": {"type": spec.get("type")},
+            "status": {"loadBalancer": state.get("loadBalancer") or {}}}
+
+
+def _stub_body(district: District) -> dict[str, Any]:
+    """Enough of a District for an Event's involvedObject."""
+    return {"metadata": {"name": district.name, "namespace": district.namespace,
+                         "uid": district.uid}}
+
+
 class Reconciler:
     """Turns Districts into their children; safe to call from many threads at once."""
 
@@ -45,6 +68,11 @@ class Reconciler:
         # The status we last wrote per District uid: we are its only writer, and a watch event
         # or a GET may still show an older one.
         self._statuses: dict[str, dict[str, Any]] = {}
+        # The last District seen and what its last reconcile observed, so that a child's watch
+        # event is checked against that one child without reading everything again.
+        self._districts: dict[tuple[str, str], District] = {}
+        self._observed: dict[str, status.Observed] = {}
+        self._applied_secrets: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._locks_guard:
@@ -54,6 +82,9 @@ class Reconciler:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
         self._statuses.pop(uid, None)
+        self._observed.pop(uid, None)
+        self._districts.pop((namespace, name), None)
+        self._applied_secrets.pop((namespace, names.authorized_keys_secret(name)), None)
 
     def _remember(self, obj: Mapping[str, Any] | None) -> None:
         if obj:
@@ -96,9 +127,15 @@ class Reconciler:
         self._remember(secret)
         return files
 
-    def _secret_value(self, namespace: str, ref: SecretKeyRef, what: str
+    def _secret_value(self, namespace: str, ref: SecretKeyRef, what: str,
+                      cache: dict[str, dict[str, Any] | None] | None = None
                       ) -> tuple[str | None, status.SecretProblem | None]:
-        secret = self.kube.get("Secret", namespace, ref.name)
+        if cache is not None and ref.name in cache:
+            secret = cache[ref.name]
+        else:
+            secret = self.kube.get("Secret", namespace, ref.name)
+            if cache is not None:
+                cache[ref.name] = secret
         if secret is None:
             return None, status.SecretProblem(
                 f"{what}SecretNotFound",
@@ -124,15 +161,16 @@ class Reconciler:
                             for n, line in enumerate(text.splitlines(), start=1)]
         return keys.check_keys(sources), problem
 
-    def _database_problem(self, district: District, ref: SecretKeyRef | None,
-                          needed_for: str) -> status.SecretProblem | None:
+    def _database_problem(self, district: District, ref: SecretKeyRef | None, needed_for: str,
+                          cache: dict[str, dict[str, Any] | None]
+                          ) -> status.SecretProblem | None:
         if ref is None:
             if needed_for == "processing" and district.processing.formats:
                 return status.SecretProblem(
                     "NoDatabase", "spec.processing.databaseSecretRef is not set: recognized "
                                   "uploads cannot be imported")
             return None
-        value, problem = self._secret_value(district.namespace, ref, "Database")
+        value, problem = self._secret_value(district.namespace, ref, "Database", cache)
         if problem is not None:
             problem = status.SecretProblem(problem.reason, problem.message.replace(
                 "for database", f"for {needed_for}"))
@@ -158,30 +196,85 @@ class Reconciler:
             if observed.key_check.rejected:
                 log.info("district %s/%s: %d bad key(s) left out", district.namespace,
                          district.name, len(observed.key_check.rejected))
+            secrets: dict[str, dict[str, Any] | None] = {}  # processing and backups share one
             observed.processing_database = self._database_problem(
-                district, district.processing.database, "processing")
+                district, district.processing.database, "processing", secrets)
             observed.backups_database = self._database_problem(
-                district, district.backups.database, "backups")
+                district, district.backups.database, "backups", secrets)
             children = builders.desired_children(district, self.inputs,
                                                  observed.key_check.authorized_keys_file())
             for manifest in children:
                 live = self._converge(manifest, fresh, observed)
-                kind = manifest["kind"]
-                if kind == "PersistentVolumeClaim":
-                    observed.pvc = live
-                elif kind == "Deployment":
-                    observed.deployment = live
-                elif kind == "Service":
-                    observed.service = live
+                self._observe(observed, manifest["kind"], live)
             if not fresh:
                 self._remove_disabled_jobs(district)
+            self._districts[district.key] = district
+            self._observed[district.uid] = observed
             return self._write_status(body, district, observed, previous)
+
+    @staticmethod
+    def _observe(observed: status.Observed, kind: str, live: Mapping[str, Any] | None) -> None:
+        if kind == "PersistentVolumeClaim":
+            observed.pvc = _trim(kind, live)
+        elif kind == "Deployment":
+            observed.deployment = _trim(kind, live)
+        elif kind == "Service":
+            observed.service = _trim(kind, live)
+
+    def check_child(self, kind: str, event_type: str, body: Mapping[str, Any]) -> bool:
+        """Handle a child's watch event cheaply; False when a full reconcile is needed instead.
+
+        Except for Secrets (whose content comes from other objects), a child's desired state is
+        a pure function of its District, so the event's object is compared with a fresh build
+        of that one child: an echo of our own write costs no request at all.
+        """
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), (meta.get("labels") or {}).get(names.LABEL_DISTRICT, ""))
+        district = self._districts.get(key)
+        if district is None or event_type == "DELETED":
+            return False
+        with self._lock(key):
+            if kind == "Secret":
+                return self._secret_unchanged(district, body)
+            wanted = next((m for m in builders.desired_children(district, self.inputs, "")
+                           if m["kind"] == kind and m["metadata"]["name"] == meta.get("name")),
+                          None)
+            observed = self._observed.get(district.uid)
+            if wanted is None or observed is None:
+                return False
+            observed.apply_errors.pop(kind, None)
+            live: Mapping[str, Any] | None = body
+            stamped = drift.with_hash(wanted)
+            if drift.needs_apply(stamped, body):
+                try:
+                    live = self.kube.apply(stamped)
+                except api.ApiError as exc:
+                    if exc.status >= 500 or exc.status == 429:
+                        raise
+                    observed.apply_errors[kind] = exc.message
+                self._remember(live)
+            if kind in STATUS_CHILDREN:
+                self._observe(observed, kind, live)
+                previous = self._statuses.get(district.uid)
+                if previous is not None:
+                    self._write_status(_stub_body(district), district, observed, previous)
+            return True
+
+    def _secret_unchanged(self, district: District, body: Mapping[str, Any]) -> bool:
+        name = body.get("metadata", {}).get("name")
+        if name == names.host_keys_secret(district.name):
+            data = body.get("data") or {}
+            return all(data.get(f) for f in names.HOST_KEY_FILES.values())
+        applied = self._applied_secrets.get((district.namespace, str(name)))
+        return applied is not None and not drift.needs_apply(applied, body)
 
     def _converge(self, manifest: Mapping[str, Any], fresh: bool,
                   observed: status.Observed) -> dict[str, Any] | None:
         stamped = drift.with_hash(manifest)
         meta = stamped["metadata"]
         live = None if fresh else self.kube.get(stamped["kind"], meta["namespace"], meta["name"])
+        if stamped["kind"] == "Secret":
+            self._applied_secrets[(meta["namespace"], meta["name"])] = stamped
         if drift.needs_apply(stamped, live):
             try:
                 live = self.kube.apply(stamped)

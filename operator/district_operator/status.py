@@ -112,10 +112,10 @@ def _server_condition(district: District, observed: Observed) -> Condition:
     status = deployment.get("status") or {}
     if int(status.get("availableReplicas") or 0) >= 1:
         return Condition(SERVER_READY, "True", "Available", "the SFTP server accepts connections")
-    detail = next((c.get("message", "") for c in status.get("conditions") or []
-                   if c.get("type") == "Available" and c.get("message")), "")
+    # A fixed message: the Deployment's own wording changes with every controller update, and
+    # each change would be one more status write.
     return Condition(SERVER_READY, "False", "Unavailable",
-                     "the SFTP server is not ready yet" + (f": {detail}" if detail else ""))
+                     "the SFTP server is not ready yet (see its Deployment and pod)")
 
 
 def _job_condition(kind: str, problem: SecretProblem | None, configured: bool,
@@ -332,8 +332,10 @@ def transitions(previous: Sequence[Mapping[str, Any]],
         old = before.get(c["type"])
         if old is None or old.get("status") != c["status"] or old.get("reason") != c["reason"]:
             change = Transition(c["type"], c["status"], c["reason"], c["message"])
-            # A new District starts with every condition: only the bad news is worth an Event.
-            if old is None and not change.warning:
+            # A new District starts with every condition: only bad news a person can act on is
+            # worth an Event (a volume or a pod still coming up is not).
+            if old is None and (not change.warning or change.type in (STORAGE_READY,
+                                                                       SERVER_READY)):
                 continue
             changed.append(change)
     return changed
