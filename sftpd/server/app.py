@@ -22,7 +22,7 @@ from sftpd.server.audit import (
     SESSIONS_TOTAL,
     AuditLog,
 )
-from sftpd.server.batching import batch_writes
+from sftpd.server.batching import batch_writes, cut_channel_writes
 from sftpd.server.filesystem import DistrictSFTPServer
 from sftpd.server.keys import AuthorizedKeys
 
@@ -156,6 +156,7 @@ class SFTPDistrictServer:
         owner = chan.get_connection().get_owner()
         assert isinstance(owner, _Connection)
         owner.touch()
+        cut_channel_writes(chan)
         return DistrictSFTPServer(chan, self.root, self.audit, owner.fields, owner.touch)
 
     async def _reap_idle(self) -> None:
