@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 
 from sftpd.formats import ImportOutcome, Problem, Recognition, Validation
-from sftpd.formats.oneroster.database import Entry, import_entries
+from sftpd.formats.oneroster import bulkload
+from sftpd.formats.oneroster.database import Entry, import_staged, prepare
 from sftpd.formats.oneroster.source import (
     MANIFEST,
     Source,
@@ -116,7 +117,12 @@ class OneRosterFormat:
         plan = validation.plan
         if not isinstance(plan, Plan):
             raise TypeError("import_ needs the Validation that validate() returned")
-        return import_entries(conn, plan.source, plan.entries)
+        prepare(conn)
+        if bulkload.applies(plan.entries):
+            outcome = bulkload.import_bulk(conn, plan.source, plan.entries)
+            if outcome is not None:
+                return outcome
+        return import_staged(conn, plan.source, plan.entries)
 
 
 def _header(source: Source, name: str, result: Validation) -> list[str] | None:

@@ -19,7 +19,7 @@ TEMP_BUFFERS = "256MB"
 WORK_MEM = "256MB"
 # How many problems of one kind (one check on one file) are listed; all are counted.
 LISTED_PER_CHECK = 200
-_COPY_CHUNK = 1 << 20
+COPY_CHUNK = 1 << 20
 
 _HELPERS = r"""
 CREATE OR REPLACE FUNCTION pg_temp.is_date(x text) RETURNS boolean
@@ -75,24 +75,37 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} "
                              "(sourced_id text COLLATE \"C\" PRIMARY KEY, {})")
                      .format(ident, sql.SQL(", ").join(defs)))
-        conn.execute(sql.SQL("ALTER TABLE {} {}").format(ident, sql.SQL(", ").join(
-            sql.SQL("ADD COLUMN IF NOT EXISTS ") + d for d in defs)))
+        # ALTER TABLE locks the table exclusively even when it adds nothing: only when needed.
+        present = {r[0] for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped", (f"{SCHEMA}.{snake(table)}",)).fetchall()}
+        missing = [d for c, d in zip([c for c in columns if c.name != "sourcedId"], defs,
+                                     strict=True) if c.sql_name not in present]
+        if missing:
+            conn.execute(sql.SQL("ALTER TABLE {} {}").format(ident, sql.SQL(", ").join(
+                sql.SQL("ADD COLUMN IF NOT EXISTS ") + d for d in missing)))
 
 
-def import_entries(conn: psycopg.Connection[Any], source: Source,
-                   entries: list[Entry]) -> ImportOutcome:
-    """Stage, check and merge every entry inside the caller's transaction."""
-    outcome = ImportOutcome()
+def prepare(conn: psycopg.Connection[Any]) -> None:
+    """The district's tables and this transaction's settings, before any import."""
     ensure_schema(conn)
     conn.execute(_HELPERS)
     # Staging lives in temporary tables (no WAL); let them and the checks' hash tables stay in
     # memory. temp_buffers is per session and only takes effect before the first temp table.
     conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
     conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
+    # Primary keys are built after each bulk load: sort a million keys in memory.
+    conn.execute(f"SET LOCAL maintenance_work_mem = '{WORK_MEM}'")
     conn.execute("SET LOCAL timezone = 'UTC'")
+
+
+def import_staged(conn: psycopg.Connection[Any], source: Source,
+                  entries: list[Entry]) -> ImportOutcome:
+    """Stage, check and merge every entry inside the caller's transaction (after prepare)."""
+    outcome = ImportOutcome()
     staged: list[Entry] = []
     for entry in entries:
-        rows = _stage(conn, source, entry, outcome)
+        rows = stage(conn, source, entry, outcome)
         if rows is None:
             continue
         outcome.files.append(FileCount(entry.table.file, entry.mode, rows=rows))
@@ -104,7 +117,7 @@ def import_entries(conn: psycopg.Connection[Any], source: Source,
     for entry, count in zip(staged, outcome.files, strict=True):
         try:
             with conn.transaction():
-                _merge(conn, entry, count)
+                merge(conn, entry, count)
         except (psycopg.errors.DataError, psycopg.errors.UniqueViolation,
                 psycopg.errors.CardinalityViolation) as exc:
             # A value passed the cheap shape checks but is not a real date (or year), or a
@@ -123,7 +136,7 @@ def _add(outcome: ImportOutcome, found: list[Problem], total: int) -> None:
     outcome.error_count += total
 
 
-def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
+def stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
            outcome: ImportOutcome) -> int | None:
     """COPY the file into a text staging table; its row count, or None when COPY rejects it."""
     cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.header) + 1)]
@@ -136,7 +149,7 @@ def _stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, source.open(entry.table.file) as stream:
-                while chunk := stream.read(_COPY_CHUNK):
+                while chunk := stream.read(COPY_CHUNK):
                     copy.write(chunk)
             return cur.rowcount
     except psycopg.errors.DataError as exc:
@@ -160,7 +173,7 @@ def _copy_line(exc: psycopg.Error) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _value_checks(entry: Entry, strict: bool) -> list[tuple[sql.Composable, sql.Composable]]:
+def value_checks(entry: Entry, strict: bool) -> list[tuple[sql.Composable, sql.Composable]]:
     """One `CASE WHEN bad THEN message END` per rule, over the staging columns.
 
     Dates, date-times and years get a cheap shape check here (LIKE, not a regular
@@ -235,7 +248,7 @@ def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
 
 def _check_values(conn: psycopg.Connection[Any], entry: Entry,
                   strict: bool) -> tuple[list[Problem], int]:
-    checks = _value_checks(entry, strict)
+    checks = value_checks(entry, strict)
     # First find the bad rows with a plain filter (cheap: most files have none), then word
     # the messages for those rows only.
     limit = LISTED_PER_CHECK * 5
@@ -281,7 +294,7 @@ def _check_duplicates(conn: psycopg.Connection[Any], entry: Entry) -> list[Probl
     return found
 
 
-def _converted(entry: Entry, column: Column) -> sql.Composable:
+def converted(entry: Entry, column: Column) -> sql.Composable:
     col = entry.staged(column)
     if column.kind == "bool":
         return sql.SQL("CASE {} WHEN 'true' THEN true WHEN 'false' THEN false END").format(col)
@@ -295,10 +308,10 @@ def _converted(entry: Entry, column: Column) -> sql.Composable:
     return sql.SQL("NULLIF({}, ''){}").format(col, sql.SQL(cast))
 
 
-def _merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> None:
+def merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> None:
     columns = entry.table.columns
     names = sql.SQL(", ").join(sql.Identifier(c.sql_name) for c in columns)
-    values = sql.SQL(", ").join(_converted(entry, c) for c in columns)
+    values = sql.SQL(", ").join(converted(entry, c) for c in columns)
     if entry.mode == "bulk":
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.target)).fetchone()
         count.deleted = int(row[0]) if row else 0
