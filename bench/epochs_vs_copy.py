@@ -7,6 +7,12 @@ localcluster). Both sides run against the same server: the raw side COPYs each C
 plain table of text columns (no keys, no checks); the sftpd side is the whole command (recognize,
 digest, header checks, COPY into staging, value/duplicate/reference checks, merge into the
 typed tables with primary keys, ledger, processing.log, move).
+
+Besides wall-clock time it prints the CPU seconds the server spent on each side (every process
+of the throwaway server, backends that exited included; not available with --database-url):
+on a shared machine the wall clock follows the neighbours' load, the CPU work does not.
+Autovacuum is turned off on the throwaway server so that the cleanup after one run does not
+land in the next one's figures. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from psycopg import sql
 
 from sftpd import tree
 from sftpd.formats.oneroster.spec import tables_for
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 FILES = ("academicSessions", "orgs", "courses", "classes", "users", "enrollments")
 
@@ -77,11 +85,49 @@ def generate(folder: Path, enrollments: int) -> dict[str, int]:
     return counts
 
 
-def raw_copy(url: str, folder: Path) -> float:
-    """COPY every CSV into a fresh plain table of text columns; seconds taken."""
+def server_cpu(data_dir: Path | None) -> float | None:
+    """CPU seconds used so far by the server's processes: the postmaster, its live children,
+    and (through the postmaster's cutime/cstime) the children it has already reaped."""
+    if data_dir is None:
+        return None
+    time.sleep(0.5)  # let backends of closed connections exit and be reaped
+
+    def fields(pid: int | str) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    ticks = sum(int(f) for f in fields(postmaster)[11:15])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = fields(entry.name)
+        except OSError:
+            continue
+        if int(stat[1]) == postmaster:
+            ticks += sum(int(f) for f in stat[11:15])
+    return ticks / TICK
+
+
+def row(label: str, times: list[float], cpus: list[float | None], rows: int) -> str:
+    best = min(times)
+    cpu = (f"{min(c for c in cpus if c is not None):>9.2f}" if all(c is not None for c in cpus)
+           else f"{'n/a':>9}")
+    return (f"{label:<26}{best:>7.2f}{' '.join(f'{t:.2f}' for t in times):>24}"
+            f"{rows / best:>11,.0f}{cpu}")
+
+
+def spent(before: float | None, data_dir: Path | None) -> float | None:
+    after = server_cpu(data_dir)
+    return None if before is None or after is None else after - before
+
+
+def raw_copy(url: str, folder: Path, data_dir: Path | None) -> tuple[float, float | None]:
+    """COPY every CSV into a fresh plain table of text columns; seconds taken, server CPU."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS rawcopy CASCADE")
         conn.execute("CREATE SCHEMA rawcopy")
+        cpu = server_cpu(data_dir)
         start = time.perf_counter()
         with conn.transaction():
             for name in FILES:
@@ -95,11 +141,14 @@ def raw_copy(url: str, folder: Path) -> float:
                         (folder / f"{name}.csv").open("rb") as data:
                     while chunk := data.read(1 << 20):
                         copy.write(chunk)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+    return elapsed, spent(cpu, data_dir)
 
 
-def sftpd_import(url: str, folder: Path, work: Path) -> float:
-    """`sftpd process-epochs` on a tree holding the set as one epoch; seconds taken."""
+def sftpd_import(url: str, folder: Path, work: Path,
+                 data_dir: Path | None) -> tuple[float, float | None]:
+    """`sftpd process-epochs` on a tree holding the set as one epoch; seconds taken, server
+    CPU."""
     root = work / "district"
     shutil.rmtree(root, ignore_errors=True)
     tree.ensure_tree(root)
@@ -108,6 +157,7 @@ def sftpd_import(url: str, folder: Path, work: Path) -> float:
         conn.execute("DROP SCHEMA IF EXISTS oneroster CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sftpd CASCADE")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cpu = server_cpu(data_dir)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "sftpd", "process-epochs", "--root", str(root),
                            "--database-url", url, "--now", "2100-01-01T00:00:00Z",
@@ -116,7 +166,7 @@ def sftpd_import(url: str, folder: Path, work: Path) -> float:
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"process-epochs failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return elapsed
+    return elapsed, spent(cpu, data_dir)
 
 
 def main() -> None:
@@ -136,26 +186,35 @@ def main() -> None:
 
             server = start_postgres(work / "postgres")
             url = server.create_database("bench")
+        data_dir = None
+        if server is not None:
+            data_dir = server.data_dir
+            server.psql("ALTER SYSTEM SET autovacuum = off")
+            server.psql("SELECT pg_reload_conf()")
         folder = work / "set"
         counts = generate(folder, args.enrollments)
         rows = sum(counts.values())
         size = sum(p.stat().st_size for p in folder.iterdir())
         print(f"set: {rows:,} rows ({', '.join(f'{k} {v:,}' for k, v in counts.items())}), "
               f"{size / 1e6:.1f} MB")
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         # Interleaved, best of N: on a shared machine the load drifts; pairing the runs keeps
         # both sides under the same conditions.
-        raws: list[float] = []
-        ours: list[float] = []
+        raws: list[tuple[float, float | None]] = []
+        ours: list[tuple[float, float | None]] = []
         for _ in range(args.repeat):
-            raws.append(raw_copy(url, folder))
-            ours.append(sftpd_import(url, folder, work))
-        raw, our = min(raws), min(ours)
-        print(f"{'':<28}{'best s':>8}{'all runs (s)':>28}{'rows/s':>12}")
-        print(f"{'raw COPY (plain tables)':<28}{raw:>8.2f}"
-              f"{' '.join(f'{t:.2f}' for t in raws):>28}{rows / raw:>12,.0f}")
-        print(f"{'sftpd process-epochs':<28}{our:>8.2f}"
-              f"{' '.join(f'{t:.2f}' for t in ours):>28}{rows / our:>12,.0f}")
+            raws.append(raw_copy(url, folder, data_dir))
+            ours.append(sftpd_import(url, folder, work, data_dir))
+        print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"{'':<26}{'best s':>7}{'all runs (s)':>24}{'rows/s':>11}{'server CPU s':>13}")
+        print(row("raw COPY (plain tables)", [w for w, _ in raws], [c for _, c in raws], rows))
+        print(row("sftpd process-epochs", [w for w, _ in ours], [c for _, c in ours], rows))
+        raw, our = min(w for w, _ in raws), min(w for w, _ in ours)
         print(f"throughput ratio (sftpd / raw COPY): {raw / our:.2f}x (target >= 0.70x)")
+        if data_dir is not None:
+            raw_cpu = min(c for _, c in raws if c is not None)
+            our_cpu = min(c for _, c in ours if c is not None)
+            print(f"server CPU ratio (raw COPY / sftpd): {raw_cpu / our_cpu:.2f}x")
     finally:
         if server is not None:
             server.stop()
