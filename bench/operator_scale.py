@@ -85,6 +85,11 @@ def raw_apply(kube: api.Kube, bodies: list[dict[str, Any]], workers: int,
     return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -125,6 +130,7 @@ def run_operator(kube: api.Kube, namespace: str, count: int, workers: int,
                 time.sleep(0.25)
             elapsed = time.monotonic() - started
             counts = request_counts(metrics_port)
+            counts["cpu seconds"] = round(cpu_seconds(process.pid))
             time.sleep(2)  # the follow-up watch events (controllers' status updates) settle
             return elapsed, peak_rss_mb(process.pid), counts
         finally:

@@ -87,6 +87,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
         settings.batching.worker_limit = max(config.workers * 4, 64)
+        # One line per handler run is noise at scale (and costs real CPU); failures still log.
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     def reconcile_body(trigger: str, body: Mapping[str, Any]) -> None:
         _measured(trigger, lambda: reconciler.reconcile(body))
@@ -97,7 +100,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     def district_changed(body: kopf.Body, reason: str, **_: Any) -> None:
         reconcile_body(str(reason), body)
 
-    @kopf.on.event(*DISTRICTS, registry=registry, id="forget")
+    @kopf.on.event(*DISTRICTS, registry=registry, id="forget",
+                   when=lambda type, **_: type == "DELETED")
     def district_gone(type: str | None, body: kopf.Body, **_: Any) -> None:
         # Children go with the garbage collector (owner references); only memory is freed here.
         # (No on.delete handler and no kopf timer: either would put a finalizer on Districts.)

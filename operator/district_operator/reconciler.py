@@ -230,10 +230,14 @@ class Reconciler:
         """
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), (meta.get("labels") or {}).get(names.LABEL_DISTRICT, ""))
-        district = self._districts.get(key)
-        if district is None or event_type == "DELETED":
+        if event_type == "DELETED":
             return False
+        # Under the lock: a reconcile of this District in progress finishes first, and then its
+        # result is what the event is compared with.
         with self._lock(key):
+            district = self._districts.get(key)
+            if district is None:
+                return False
             if kind == "Secret":
                 return self._secret_unchanged(district, body)
             wanted = next((m for m in builders.desired_children(district, self.inputs, "")

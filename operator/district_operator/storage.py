@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
+
+from district_operator import names
 
 # Our reconcile is level-based and idempotent, so losing this memory on restart only means every
 # District is reconciled once more at start-up (kopf sees it as new), which we want anyway.
@@ -20,6 +24,27 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
     def __init__(self) -> None:
         super().__init__()
         self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+              ) -> kopf.BodyEssence:
+        """What a change of means: a District's spec, labels and annotations.
+
+        kopf calls this on every watch event of every watched kind and, by default, deep-copies
+        the whole object (managedFields included) to then throw most of it away; children have no
+        change handlers here, so for them nothing is copied at all.
+        """
+        if body.get("kind") != names.KIND:
+            return kopf.BodyEssence()
+        metadata = body.get("metadata", {})
+        essence: dict[str, Any] = {"spec": copy.deepcopy(dict(body.get("spec") or {}))}
+        labels = dict(metadata.get("labels") or {})
+        annotations = {k: v for k, v in (metadata.get("annotations") or {}).items()
+                       if not k.startswith("kopf.zalando.org/")
+                       and k != "kubectl.kubernetes.io/last-applied-configuration"}
+        if labels or annotations:
+            essence["metadata"] = {k: v for k, v in (("labels", labels),
+                                                     ("annotations", annotations)) if v}
+        return cast(kopf.BodyEssence, essence)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return self._essences.get(_uid(body))
