@@ -168,9 +168,6 @@ def ssh_opts(key: Path) -> list[str]:
             "-o", f"KexAlgorithms={KEX}", "-o", "HostKeyAlgorithms=ssh-ed25519", "-c", CIPHER]
 
 
-CLIENTS = CpuGroup("sftpbench-clients")
-
-
 def sftp_batch(target: Target, key: Path, batch: str) -> None:
     subprocess.run(["sftp", *ssh_opts(key), "-P", str(target.port), "-b", "-",
                     f"{target.user}@127.0.0.1"], input=batch.encode(), check=True,
@@ -274,8 +271,8 @@ def throughput(target: Target, key: Path, source: Path, size: int) -> dict[str, 
             "up_cpu": 1000 * up_cpu / mib, "down_cpu": 1000 * down_cpu / mib}
 
 
-def sessions_per_second(target: Target, key: Path, count: int,
-                        parallel: int) -> tuple[float, float, float]:
+def sessions_per_second(target: Target, key: Path, count: int, parallel: int,
+                        clients: CpuGroup) -> tuple[float, float, float]:
     """OpenSSH sftp sessions/s, and CPU milliseconds per session of the server and the client."""
     def one(_: int) -> None:
         sftp_batch(target, key, "ls /\n")
@@ -285,8 +282,8 @@ def sessions_per_second(target: Target, key: Path, count: int,
             return timed(lambda: list(pool.map(one, range(count))))
 
     # The clients' group counts sftp, the ssh it starts, and this process starting them.
-    with CLIENTS.joined():
-        elapsed, (server_cpu, client_cpu) = cpu_during([target.cpu, CLIENTS], run)
+    with clients.joined():
+        elapsed, (server_cpu, client_cpu) = cpu_during([target.cpu, clients], run)
     return count / elapsed, 1000 * server_cpu / count, 1000 * client_cpu / count
 
 
@@ -353,12 +350,13 @@ ROWS: list[tuple[str, str, str, bool]] = [
 ]
 
 
-def measure(target: Target, key: Path, source: Path, size: int,
-            args: argparse.Namespace) -> dict[str, float]:
+def measure(target: Target, key: Path, source: Path, size: int, args: argparse.Namespace,
+            clients: CpuGroup) -> dict[str, float]:
     row = throughput(target, key, source, size)
     row["serial"], row["serial_cpu"], row["client_cpu"] = sessions_per_second(
-        target, key, args.sessions // 4, 1)
-    row["parallel"], row["parallel_cpu"], _ = sessions_per_second(target, key, args.sessions, 16)
+        target, key, args.sessions // 4, 1, clients)
+    row["parallel"], row["parallel_cpu"], _ = sessions_per_second(
+        target, key, args.sessions, 16, clients)
     row["py_serial"] = asyncio.run(asyncssh_sessions(target, key, args.sessions // 4, 1))
     row["py_parallel"] = asyncio.run(asyncssh_sessions(target, key, args.sessions, 16))
     return row
@@ -394,6 +392,7 @@ def main() -> int:
             f.write(chunk)
     size = args.size_mib * 1024 * 1024
     load_before = os.getloadavg()
+    clients = CpuGroup("sftpbench-clients")
     targets = [start_sftpd(work, host_key, key), start_openssh(work, host_key, key)]
     runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
     memory: dict[str, dict[str, float]] = {}
@@ -405,13 +404,13 @@ def main() -> int:
             memory[t.name] = {"rss": rss, "pss": pss}
         for _ in range(args.repeat):
             for t in targets:  # taking turns, so a burst of load hits both
-                runs[t.name].append(measure(t, key, source, size, args))
+                runs[t.name].append(measure(t, key, source, size, args, clients))
     finally:
         for t in targets:
             t.proc.send_signal(signal.SIGTERM)
             t.proc.wait(30)
             t.cpu.remove()
-        CLIENTS.remove()
+        clients.remove()
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
