@@ -67,7 +67,8 @@ def import_bulk(conn: psycopg.Connection[Any], source: Source,
             if not sibling.clean():
                 raise _Doubt
     except (_Doubt, psycopg.errors.DataError, psycopg.errors.IntegrityError,
-            psycopg.errors.CardinalityViolation):
+            psycopg.errors.ObjectNotInPrerequisiteState):
+        # (the last: COPY FREEZE refused; the staged path does not need it)
         return None
     finally:
         sibling.stop()
