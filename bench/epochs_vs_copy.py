@@ -111,10 +111,10 @@ def server_cpu(data_dir: Path | None) -> float | None:
 
 def row(label: str, times: list[float], cpus: list[float | None], rows: int) -> str:
     best = min(times)
-    cpu = (f"{min(c for c in cpus if c is not None):>9.2f}" if all(c is not None for c in cpus)
-           else f"{'n/a':>9}")
-    return (f"{label:<26}{best:>7.2f}{' '.join(f'{t:.2f}' for t in times):>24}"
-            f"{rows / best:>11,.0f}{cpu}")
+    cpu = (f"{min(c for c in cpus if c is not None):.2f}" if all(c is not None for c in cpus)
+           else "n/a")
+    runs = " ".join(f"{t:.2f}" for t in times)
+    return f"{label:<26}{best:>7.2f}  {runs:<32}{rows / best:>11,.0f}{cpu:>13}"
 
 
 def spent(before: float | None, data_dir: Path | None) -> float | None:
@@ -206,7 +206,7 @@ def main() -> None:
             raws.append(raw_copy(url, folder, data_dir))
             ours.append(sftpd_import(url, folder, work, data_dir))
         print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"{'':<26}{'best s':>7}{'all runs (s)':>24}{'rows/s':>11}{'server CPU s':>13}")
+        print(f"{'':<26}{'best s':>7}  {'all runs (s)':<32}{'rows/s':>11}{'server CPU s':>13}")
         print(row("raw COPY (plain tables)", [w for w, _ in raws], [c for _, c in raws], rows))
         print(row("sftpd process-epochs", [w for w, _ in ours], [c for _, c in ours], rows))
         raw, our = min(w for w, _ in raws), min(w for w, _ in ours)

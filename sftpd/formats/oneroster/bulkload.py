@@ -11,6 +11,7 @@ that this set does not replace (committed, so exactly what they will be after th
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any
 
@@ -56,7 +57,16 @@ def import_bulk(conn: psycopg.Connection[Any], source: Source,
                 entries: list[Entry]) -> ImportOutcome | None:
     """Load an all-bulk set; None when it must go through the staged path instead (the
     caller's transaction is then as it was)."""
-    sibling = _SiblingCheck(conn, source, entries)
+    # The reference checks are shared: whichever session is free takes the next one (the import
+    # session on the loaded tables, the sibling on its staged copy), so neither waits long for
+    # the other. Bigger files come later in the specification's order: take them first.
+    checks: queue.SimpleQueue[tuple[str, Column]] = queue.SimpleQueue()
+    by_table = {e.table.name: e for e in entries}
+    for table, columns in reversed(all_tables().items()):
+        for column in columns:
+            if column.ref is not None and (table in by_table or column.ref in by_table):
+                checks.put((table, column))
+    sibling = _SiblingCheck(conn, source, entries, checks)
     if not sibling.start():
         return None
     outcome = ImportOutcome()
@@ -64,6 +74,11 @@ def import_bulk(conn: psycopg.Connection[Any], source: Source,
         with conn.transaction():
             for entry in entries:
                 outcome.files.append(_load(conn, source, entry))
+            conn.execute("SET LOCAL enable_nestloop = off")
+            conn.execute("SET LOCAL enable_mergejoin = off")
+            while not sibling.failed.is_set() and (check := _next(checks)) is not None:
+                if _dangling_loaded(conn, *check):
+                    raise _Doubt
             if not sibling.clean():
                 raise _Doubt
     except (_Doubt, psycopg.errors.DataError, psycopg.errors.IntegrityError,
@@ -108,15 +123,36 @@ def _load(conn: psycopg.Connection[Any], source: Source, entry: Entry) -> FileCo
     return count
 
 
+def _next(checks: queue.SimpleQueue[tuple[str, Column]]) -> tuple[str, Column] | None:
+    try:
+        return checks.get_nowait()
+    except queue.Empty:
+        return None
+
+
+def _dangling_loaded(conn: psycopg.Connection[Any], table: str, column: Column) -> bool:
+    """The same question as _dangling, asked of the tables as this transaction has them."""
+    assert column.ref is not None
+    col = sql.Identifier(column.sql_name)
+    return conn.execute(sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM (SELECT {} AS v FROM {}) x WHERE x.v <> '' AND NOT EXISTS "
+        "(SELECT 1 FROM {} f WHERE f.sourced_id = x.v))").format(
+        sql.SQL("unnest({})").format(col) if column.kind == "list" else col,
+        sql.Identifier(SCHEMA, snake(table)), sql.Identifier(SCHEMA, snake(column.ref)))
+    ).fetchone() == (True,)
+
+
 class _SiblingCheck:
     """A second session that stages the set and checks its values and references."""
 
-    def __init__(self, conn: psycopg.Connection[Any], source: Source,
-                 entries: list[Entry]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], source: Source, entries: list[Entry],
+                 checks: queue.SimpleQueue[tuple[str, Column]]) -> None:
         self.origin = conn
         self.source = source
         self.entries = entries
+        self.checks = checks
         self.verdict = False
+        self.failed = threading.Event()
         self.session: psycopg.Connection[Any] | None = None
         self.thread = threading.Thread(target=self._run, name="oneroster-check", daemon=True)
 
@@ -145,13 +181,15 @@ class _SiblingCheck:
     def _run(self) -> None:
         assert self.session is not None
         try:
-            self.verdict = _all_in_order(self.session, self.source, self.entries)
+            self.verdict = _all_in_order(self.session, self.source, self.entries, self.checks)
         except psycopg.Error:
             self.verdict = False
+        if not self.verdict:
+            self.failed.set()
 
 
-def _all_in_order(session: psycopg.Connection[Any], source: Source,
-                  entries: list[Entry]) -> bool:
+def _all_in_order(session: psycopg.Connection[Any], source: Source, entries: list[Entry],
+                  checks: queue.SimpleQueue[tuple[str, Column]]) -> bool:
     session.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
     with session.transaction():
         session.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
@@ -169,12 +207,9 @@ def _all_in_order(session: psycopg.Connection[Any], source: Source,
         session.execute("SET LOCAL enable_nestloop = off")
         session.execute("SET LOCAL enable_mergejoin = off")
         by_table = {e.table.name: e for e in entries}
-        for table, columns in all_tables().items():
-            for column in columns:
-                if column.ref is None or (table not in by_table and column.ref not in by_table):
-                    continue
-                if _dangling(session, table, column, by_table):
-                    return False
+        while (check := _next(checks)) is not None:
+            if _dangling(session, *check, by_table):
+                return False
     return True
 
 
