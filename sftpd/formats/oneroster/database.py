@@ -137,8 +137,9 @@ def _add(outcome: ImportOutcome, found: list[Problem], total: int) -> None:
 
 
 def stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
-           outcome: ImportOutcome) -> int | None:
-    """COPY the file into a text staging table; its row count, or None when COPY rejects it."""
+           outcome: ImportOutcome, where: sql.Composable | None = None) -> int | None:
+    """COPY the file into a text staging table; its row count, or None when COPY rejects it.
+    With `where`, only the rows that satisfy it are kept (and counted)."""
     cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.header) + 1)]
     # Rows keep file order in the fresh table, so a row's line is its rank by ctid (plus the
     # header); it is computed only for rows that have a problem.
@@ -146,6 +147,8 @@ def stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
         entry.stage, sql.SQL(", ").join(sql.SQL('{} text COLLATE "C"').format(c) for c in cols)))
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
         entry.stage, sql.SQL(", ").join(cols))
+    if where is not None:
+        copy_sql = sql.SQL("{} WHERE {}").format(copy_sql, where)
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, source.open(entry.table.file) as stream:
