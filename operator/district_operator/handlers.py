@@ -86,6 +86,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             settings.peering.name = config.peering
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
+        # Cap kopf's per-object worker tasks: unlimited, a burst of 1,000 new Districts (9,000
+        # child events) peaked at 337 MB instead of 216 MB (bench/operator_scale.py).
         settings.batching.worker_limit = max(config.workers * 4, 64)
         # One line per handler run is noise at scale (and costs real CPU); failures still log.
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
