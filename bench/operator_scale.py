@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from district_operator import api, builders, drift, keys, names
-from district_operator.localcluster import controlplane
 from district_operator.localcluster.controlplane import ControlPlane
 from district_operator.localcluster.ports import free_port
 from district_operator.model import parse_district
@@ -147,7 +146,6 @@ def main() -> int:
     args = parser.parse_args()
     # Three namespaces of N Services each: the default /24 of Service addresses holds only 254.
     # A /16 keeps 10.0.0.1 (in the API server's certificate) as the first address.
-    controlplane.SERVICE_CIDR = "10.0.0.0/16"
     rows = []
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as tmp:
         for count in args.sizes:

@@ -21,8 +21,9 @@ from district_operator.localcluster.pki import ControlPlanePKI, generate_pki
 from district_operator.localcluster.ports import free_port, wait_for_port
 
 # The workload controllers the product's tests rely on: garbage collection for owner references,
-# Deployments and CronJobs for the district's pods, namespaces for clean teardown, and the
-# service-account controller so the ServiceAccount admission plugin stays on, as in a real cluster.
+# Deployments and CronJobs for the district's pods, namespaces for clean teardown, the
+# service-account controller so the ServiceAccount admission plugin stays on, as in a real cluster,
+# and PVC protection so a deleted claim goes once no pod uses it.
 CONTROLLERS = (
     "garbage-collector-controller",
     "deployment-controller",
@@ -32,8 +33,10 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "persistentvolume-expander-controller",
+    "persistentvolumeclaim-protection-controller",
 )
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for thousands of Services: the scale benchmark gives every District one.
+SERVICE_CIDR = "10.0.0.0/16"
 STATE_FILE = "state.json"
 
 
