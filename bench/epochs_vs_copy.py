@@ -4,9 +4,11 @@
 
 Without --database-url a throwaway PostgreSQL server is started (district_operator's
 localcluster). Both sides run against the same server: the raw side COPYs each CSV into a
-plain table of text columns (no keys, no checks); the sftpd side is the whole command (recognize,
-digest, header checks, COPY into staging, value/duplicate/reference checks, merge into the
-typed tables with primary keys, ledger, processing.log, move).
+plain table of text columns (no keys, no checks; one session); the sftpd side is the whole
+command (process start, recognize, digest, header checks, the load into the typed tables with
+primary keys, value/duplicate/reference checks, ledger, processing.log, move). The set is all
+bulk, so the import takes the bulk fast path (docs/epochs.md): typed COPY straight into the
+tables while a second session checks the values.
 
 Besides wall-clock time it prints the CPU seconds the server spent on each side (every process
 of the throwaway server, backends that exited included; not available with --database-url):
