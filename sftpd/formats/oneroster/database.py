@@ -137,7 +137,7 @@ def _add(outcome: ImportOutcome, found: list[Problem], total: int) -> None:
 
 
 def stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
-           outcome: ImportOutcome, where: sql.Composable | None = None) -> int | None:
+          outcome: ImportOutcome, where: sql.Composable | None = None) -> int | None:
     """COPY the file into a text staging table; its row count, or None when COPY rejects it.
     With `where`, only the rows that satisfy it are kept (and counted)."""
     cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.header) + 1)]
@@ -297,7 +297,7 @@ def _check_duplicates(conn: psycopg.Connection[Any], entry: Entry) -> list[Probl
     return found
 
 
-def converted(entry: Entry, column: Column) -> sql.Composable:
+def _converted(entry: Entry, column: Column) -> sql.Composable:
     col = entry.staged(column)
     if column.kind == "bool":
         return sql.SQL("CASE {} WHEN 'true' THEN true WHEN 'false' THEN false END").format(col)
@@ -314,7 +314,7 @@ def converted(entry: Entry, column: Column) -> sql.Composable:
 def merge(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> None:
     columns = entry.table.columns
     names = sql.SQL(", ").join(sql.Identifier(c.sql_name) for c in columns)
-    values = sql.SQL(", ").join(converted(entry, c) for c in columns)
+    values = sql.SQL(", ").join(_converted(entry, c) for c in columns)
     if entry.mode == "bulk":
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.target)).fetchone()
         count.deleted = int(row[0]) if row else 0
