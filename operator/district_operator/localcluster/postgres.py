@@ -12,6 +12,13 @@ from pathlib import Path
 from district_operator.localcluster.ports import free_port
 
 
+class PsqlError(subprocess.CalledProcessError):
+    """A failed psql run whose message includes what the server said."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 class PostgresUnavailable(RuntimeError):
     """PostgreSQL's server programs are not installed on this machine."""
 
@@ -58,7 +65,9 @@ class PostgresServer:
         out = subprocess.run(
             [str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
              "-d", self.database_url(database), "-c", sql],
-            check=True, capture_output=True, text=True)
+            check=False, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise PsqlError(out.returncode, out.args, out.stdout, out.stderr)
         return out.stdout.strip()
 
     def create_database(self, name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -82,13 +83,15 @@ def _table_rows(url: str, table: str) -> list[tuple[Any, ...]]:
         return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
 
 
+_DATABASES = itertools.count()
+
+
 @pytest.fixture
 def new_database(postgres: PostgresServer) -> Callable[[str], str]:
     """Create a database with a unique name; return its URL."""
-    counter = iter(range(1_000_000))
-
     def create(prefix: str) -> str:
-        return postgres.create_database(f"{prefix}_{next(counter)}_{id(counter) % 100000}")
+        # One counter for the whole session: an object's id() is reused once it is freed.
+        return postgres.create_database(f"{prefix}_{next(_DATABASES)}")
 
     return create
 
