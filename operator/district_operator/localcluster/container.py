@@ -122,6 +122,24 @@ class _RootBuilder:
         return current
 
 
+def _expose_image_files(rootfs: Path, image_paths: Sequence[str],
+                        volume_targets: Sequence[str]) -> None:
+    """Bind the stand-ins for the image's files (interpreter, checkout) back on top of a volume
+    that hides them: in a real image they live apart from the pod's volumes (/opt, /app), here
+    they may sit under /tmp, where the pod mounts an emptyDir."""
+    for path in image_paths:
+        if not any(Path(path).is_relative_to(t) for t in volume_targets):
+            continue
+        inside = rootfs / Path(path).relative_to("/")
+        if Path(path).is_dir():
+            inside.mkdir(parents=True, exist_ok=True)
+        else:
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            inside.touch()
+        _mount(path, str(inside), None, MS_BIND | MS_REC)
+        _read_only(str(inside))
+
+
 def enter(plan: Mapping[str, Any]) -> None:
     """Build the container's view of the file system, drop privileges, exec its command."""
     if _libc.unshare(CLONE_NEWNS) != 0:
@@ -143,6 +161,8 @@ def enter(plan: Mapping[str, Any]) -> None:
         _mount(mount["source"], str(target), None, MS_BIND | MS_REC)
         if mount["readOnly"]:
             _read_only(str(target))
+    _expose_image_files(Path(plan["rootfs"]), plan["reachable"],
+                        [m["target"] for m in mounts])
     os.chroot(plan["rootfs"])
     os.chdir(plan["workingDir"])
     os.setgroups(plan["groups"])

@@ -163,3 +163,24 @@ def test_stand_in_matches_the_images_dockerfile() -> None:
     for key, value in kubelet.IMAGE_ENV.items():
         assert re.search(rf"\b{key}={value}\b", final), f"{key}={value} not in the image's ENV"
     assert kubelet.DATA_PLANE_ENTRYPOINT[-1] == kubelet.IMAGE_ENTRYPOINT[0]
+
+
+def test_image_files_under_a_volume_stay_visible(tmp_path: Path) -> None:
+    """The stand-ins for the image's files (interpreter, checkout) may live under /tmp, where
+    the pod mounts an emptyDir: they are bound back on top, read-only, and the rest of /tmp
+    stays the pod's own."""
+    if os.geteuid() != 0:
+        missing("root, for the kubelet stand-in's mount namespace")
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "marker").write_text("from the image\n")
+    (tmp_path / "host-only").write_text("not for the pod\n")
+    assert str(image).startswith("/tmp/"), "pytest's temporary directory is expected in /tmp"
+    script = (f"cat {image}/marker; touch {image}/x 2>/dev/null && echo wrote || echo refused; "
+              f"test -e {tmp_path}/host-only && echo leaked || echo hidden")
+    pod = kubelet.LocalPod(kube=None, namespace="n", pod_spec=pod_spec(script),  # type: ignore[arg-type]
+                           workdir=tmp_path / "pod", claims={"claim": tmp_path / "claim"},
+                           reachable=[*kubelet.interpreter_paths(), str(image)])
+    pod.start()
+    assert pod.wait(60).exit_code == 0, pod.log_path.read_text()
+    assert pod.log_path.read_text().splitlines() == ["from the image", "refused", "hidden"]
