@@ -6,7 +6,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-import asyncssh
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -79,19 +79,25 @@ def parse_authorized_key(line: str) -> AuthorizedKey:
     if len(fields) < 2:
         raise ValueError("the base64 key data is missing")
     try:
-        key = asyncssh.import_public_key(f"{fields[0]} {fields[1]}")
-    except (asyncssh.KeyImportError, ValueError) as exc:
+        blob = base64.b64decode(fields[1], validate=True)
+    except ValueError:
+        raise ValueError("the key data is damaged: not base64") from None
+    # The key data names its own type (an SSH string); read it to say what a mismatch is.
+    length = int.from_bytes(blob[:4], "big")
+    data_type = blob[4:4 + length].decode("ascii", errors="replace")
+    if len(blob) < 4 + length or not data_type:
+        raise ValueError("the key data is damaged: too short")
+    if data_type != key_type:
+        raise ValueError(f"the line says {key_type} but the key data is {data_type[:40]}")
+    # cryptography rather than asyncssh: the operator would carry asyncssh (15 MB) for this only.
+    try:
+        key = serialization.load_ssh_public_key(f"{key_type} {fields[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"the key data is damaged: {exc}") from None
-    if key.get_algorithm() != key_type:
-        raise ValueError(f"the line says {key_type} but the key data is "
-                         f"{key.get_algorithm()}")
-    if key_type == "ssh-rsa":
-        bits = serialization.load_ssh_public_key(f"{fields[0]} {fields[1]}".encode()).key_size  # type: ignore[union-attr]
-        if bits < MIN_RSA_BITS:
-            raise ValueError(f"RSA key of {bits} bits is too weak: use at least "
-                             f"{MIN_RSA_BITS} bits, or better an ssh-ed25519 key")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"RSA key of {key.key_size} bits is too weak: use at least "
+                         f"{MIN_RSA_BITS} bits, or better an ssh-ed25519 key")
     normalized = " ".join(fields[:2] + ([fields[2].strip()] if len(fields) > 2 else []))
-    blob = base64.b64decode(fields[1])
     return AuthorizedKey(key_type=key_type, line=normalized, fingerprint=fingerprint(blob))
 
 
