@@ -366,18 +366,8 @@ class Reconciler:
         pods = self.kube.list("Pod", meta["namespace"],
                               f"{names.LABEL_JOB_NAME}={meta['name']}")
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
-        message, fallback = None, "the job failed without a result"
-        for pod in reversed(pods):
-            for container in (pod.get("status") or {}).get("containerStatuses") or []:
-                terminated = (container.get("state") or {}).get("terminated") or {}
-                if terminated:
-                    message = terminated.get("message")
-                    fallback = (f"container {container.get('name')} ended "
-                                f"{terminated.get('reason', '')} with exit code "
-                                f"{terminated.get('exitCode')}")
-                    break
-            if message is not None:
-                break
+        message, ended = status.last_termination(pods)
+        fallback = ended or "the job failed without a result"
         succeeded = any(c.get("type") == "Complete" and c.get("status") == "True"
                         for c in (job_body.get("status") or {}).get("conditions") or [])
         return status.parse_termination_message(job_kind, message, succeeded, fallback)

@@ -241,6 +241,24 @@ class JobReport:
     result: Mapping[str, Any]
 
 
+def last_termination(pods: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """From a Job's pods, oldest first: the newest termination message, and how that pod's
+    container ended (the newest ended container's, when no pod left a message)."""
+    ended: str | None = None
+    for pod in reversed(pods):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if not terminated:
+                continue
+            how = (f"container {container.get('name')} ended {terminated.get('reason', '')} "
+                   f"with exit code {terminated.get('exitCode')}")
+            ended = ended or how
+            if terminated.get("message") is not None:
+                return terminated["message"], how
+            break
+    return None, ended
+
+
 def parse_termination_message(job: str, message: str | None, succeeded: bool,
                               fallback: str) -> JobReport:
     """Read a job's one-line JSON result; anything else is a failure described by `fallback`."""

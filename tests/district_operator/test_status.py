@@ -149,3 +149,22 @@ def test_backup_result_and_failure_without_a_result() -> None:
     recomputed = status.compute_status(
         district(backups={"databaseSecretRef": {"name": "db"}}), healthy(), failed, LATER)
     assert conditions(recomputed)["BackupsHealthy"] == ("False", "BackupFailed")
+
+
+def _pod(*containers: dict[str, object]) -> dict[str, object]:
+    return {"status": {"containerStatuses": list(containers)}}
+
+
+def test_last_termination_prefers_the_newest_pod_with_a_message() -> None:
+    from district_operator.status import last_termination
+
+    old = _pod({"name": "job", "state": {"terminated": {
+        "exitCode": 0, "reason": "Completed", "message": '{"outcome":"Succeeded"}'}}})
+    new = _pod({"name": "job", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}})
+    running = _pod({"name": "job", "state": {"running": {}}})
+    assert last_termination([old, new, running]) == (
+        '{"outcome":"Succeeded"}', "container job ended Completed with exit code 0")
+    assert last_termination([new, running]) == (
+        None, "container job ended Error with exit code 1")
+    assert last_termination([running]) == (None, None)
+    assert last_termination([]) == (None, None)

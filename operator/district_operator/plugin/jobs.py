@@ -200,18 +200,8 @@ def follow(session: Session, job_name: str, timeout: float | None,
 def job_result(job_kind: str, job: Mapping[str, Any],
                pods: Sequence[Mapping[str, Any]]) -> status.JobReport:
     """The last pod's termination message, read the way the operator reads it."""
-    message, fallback = None, "the job ended without a result"
-    for pod in reversed(pods):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if terminated:
-                message = terminated.get("message")
-                fallback = (f"container {container.get('name')} ended "
-                            f"{terminated.get('reason', '')} with exit code "
-                            f"{terminated.get('exitCode')}")
-                break
-        if message is not None:
-            break
+    message, ended = status.last_termination(pods)
+    fallback = ended or "the job ended without a result"
     if message is None:
         reason = next((c.get("message") for c in (job.get("status") or {}).get("conditions")
                        or [] if c.get("type") == "Failed" and c.get("message")), None)
