@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from district_operator import names
+from district_operator.localcluster.node import wait_until
 from district_operator.localcluster.ports import free_port
 
 from tests.charts.conftest import (
@@ -54,14 +55,10 @@ DISTRICT_CRD = f"{names.PLURAL}.{names.GROUP}"
 
 
 def wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
+    try:
+        return wait_until(predicate, timeout, what, interval=0.3)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass

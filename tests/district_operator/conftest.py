@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from district_operator import api, names
+from district_operator.localcluster.node import wait_until
 from district_operator.localcluster.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,14 +27,10 @@ RESYNC_SECONDS = 3.0
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2,
              what: str = "condition") -> Any:
     """Poll until predicate() is truthy and return its value, or fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_until(predicate, timeout, what, interval=interval)
+    except TimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 class OperatorProcess:
