@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sftpd.server.audit import (
 from sftpd.server.batching import batch_writes, cut_channel_writes
 from sftpd.server.filesystem import DistrictSFTPServer
 from sftpd.server.keys import AuthorizedKeys
+from sftpd.server.quickack import ack_promptly
 
 # Post-quantum hybrids first; the classical curve25519 exchanges stay for clients that have no
 # hybrid yet (paramiko, libssh2/curl, OpenSSH before 9.0; see docs/sftpd.md).
@@ -203,6 +205,7 @@ class _Connection(asyncssh.SSHServer):
         self.accepted_key: str | None = None
         self.last_activity = time.monotonic()
         self.authenticated = False
+        self.stop_quick_acks: Callable[[], None] = lambda: None
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -210,6 +213,7 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         batch_writes(conn)
+        self.stop_quick_acks = ack_promptly(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
         self.fields = {"source": self.address, "port": peer[1]}
@@ -279,6 +283,7 @@ class _Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         self.authenticated = True
+        self.stop_quick_acks()
         self.touch()
         LOGINS.inc()
         self.server.bans.record_success(self.address)
