@@ -23,7 +23,7 @@ from sftpd.server.audit import (
     SESSIONS_TOTAL,
     AuditLog,
 )
-from sftpd.server.batching import batch_writes, cut_channel_writes
+from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
 from sftpd.server.filesystem import DistrictSFTPServer
 from sftpd.server.keys import AuthorizedKeys
 from sftpd.server.quickack import ack_promptly
@@ -213,6 +213,7 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         batch_writes(conn)
+        drop_ignore_packets(conn)
         self.stop_quick_acks = ack_promptly(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])

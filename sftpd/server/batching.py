@@ -1,5 +1,6 @@
-"""Fewer system calls and copies on asyncssh's send path: one socket write per event-loop turn
-per connection, and SFTP replies handed to the channel already cut at its packet size."""
+"""Fewer system calls, copies and packets on asyncssh's send path: one socket write per event-loop
+turn per connection, no SSH_MSG_IGNORE before every packet, and SFTP replies handed to the channel
+already cut at its packet size."""
 
 from __future__ import annotations
 
@@ -58,6 +59,38 @@ def batch_writes(conn: asyncssh.SSHServerConnection) -> bool:
         return False
     batcher = WriteBatcher(conn, asyncio.get_running_loop())
     conn._send = batcher.send  # type: ignore[method-assign]
+    return True
+
+
+# SSH_MSG_IGNORE (RFC 4253, section 11.2) and the empty string asyncssh sends in it.
+MSG_IGNORE = 2
+_EMPTY_STRING = b"\0\0\0\0"
+
+
+def drop_ignore_packets(conn: asyncssh.SSHServerConnection) -> bool:
+    """Stop conn from sending an empty SSH_MSG_IGNORE ahead of every encrypted packet.
+
+    asyncssh inserts one before each packet once encryption is on: the countermeasure against
+    the chosen-plaintext attack on CBC mode, whose next IV is the last ciphertext block the
+    attacker saw. sftpd offers no CBC cipher (AES-GCM, ChaCha20-Poly1305 and AES-CTR only, as
+    OpenSSH, which sends no such packets), so each one is pure cost: a second padding, random
+    padding bytes, encryption and MAC per data packet, about a fifth of the server's CPU on a
+    download. An SSH_MSG_IGNORE carries no meaning for the peer, so leaving it out changes
+    nothing else; asyncssh numbers packets as it sends them, so sequence numbers stay
+    consistent. False (nothing changed) if this asyncssh has no send_packet to wrap.
+    """
+    send_packet: Callable[..., None] | None = getattr(conn, "send_packet", None)
+    if not callable(send_packet):
+        return False
+
+    def send_packet_unless_padding(pkttype: int, *args: bytes, handler: Any = None) -> None:
+        if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
+            return
+        send_packet(pkttype, *args, handler=handler)
+
+    # asyncssh calls self.send_packet() for its own packets and its channels'; an instance
+    # attribute shadows the method for both.
+    conn.send_packet = send_packet_unless_padding  # type: ignore[method-assign]
     return True
 
 
