@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from district_operator import api, config, handlers, metrics
+from district_operator import allocator, api, config, handlers, metrics
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
 from district_operator.resync import Resyncer
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
+    allocator.limit_malloc_arenas()  # before any thread starts
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)))
