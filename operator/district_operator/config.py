@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the data-plane image for servers and jobs (env {ENV_PREFIX}IMAGE)")
     add("--image-pull-policy", default=_env("IMAGE_PULL_POLICY", "IfNotPresent"),
         choices=["Always", "IfNotPresent", "Never"])
+    add("--image-pull-secret", action="append", dest="image_pull_secrets", metavar="NAME",
+        default=None,
+        help="a Secret in each District's namespace for pulling the data-plane image from a "
+             f"private registry; repeatable (env {ENV_PREFIX}IMAGE_PULL_SECRETS, comma-separated)")
     add("--server-requests", type=parse_resources,
         default=parse_resources(_env("SERVER_REQUESTS", server_req)))
     add("--server-limits", type=parse_resources,
@@ -93,6 +97,9 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         inputs=BuildInputs(
             image=args.image,
             image_pull_policy=args.image_pull_policy,
+            image_pull_secrets=tuple(
+                args.image_pull_secrets
+                or [n.strip() for n in _env("IMAGE_PULL_SECRETS", "").split(",") if n.strip()]),
             server_resources=Resources(requests=args.server_requests, limits=args.server_limits),
             job_resources=Resources(requests=args.job_requests, limits=args.job_limits),
         ),

@@ -261,6 +261,12 @@ def test_the_operator_reads_the_charts_environment(helm: Helm,
                                  monkeypatch)
     assert everywhere.all_namespaces and everywhere.namespaces == ()
     assert everywhere.peering is None
+    assert everywhere.inputs.image_pull_secrets == ()
+
+    private = helm.template({"districts.imagePullSecrets[0]": "regcred",
+                             "districts.imagePullSecrets[1]": "mirror"})
+    assert operator_config(private.env(), monkeypatch).inputs.image_pull_secrets == (
+        "regcred", "mirror")
 
 
 def test_default_district_resources_are_the_operators_defaults(

@@ -44,6 +44,9 @@ REFUSED: dict[str, tuple[dict[str, str], str]] = {
                             "match"),
     "existing service account unnamed": ({"serviceAccount.create": "false"},
                                          "at '/serviceAccount/name': minLength: got 0, want 1"),
+    "pull secret given as an object": ({"districts.imagePullSecrets[0].name": "regcred"},
+                                       "at '/districts/imagePullSecrets/0': got object, "
+                                       "want string"),
     "crds.keep not a boolean": ({"crds.keep": "maybe"},
                                 "at '/crds/keep': got string, want boolean"),
 }

@@ -32,6 +32,8 @@ class BuildInputs:
 
     image: str
     image_pull_policy: str = "IfNotPresent"
+    # Secrets (in each District's namespace) for pulling the image from a private registry.
+    image_pull_secrets: tuple[str, ...] = ()
     server_resources: Resources = Resources(
         requests={"cpu": "50m", "memory": "64Mi"}, limits={"memory": "512Mi"})
     job_resources: Resources = Resources(
@@ -61,6 +63,13 @@ def metadata(district: District, name: str, component: str, *, owned: bool = Tru
     if owned:
         meta["ownerReferences"] = [owner_reference(district)]
     return meta
+
+
+def image_pull_secrets(inputs: BuildInputs) -> dict[str, Any]:
+    """The pod spec's imagePullSecrets entry, or nothing when the image needs none."""
+    if not inputs.image_pull_secrets:
+        return {}
+    return {"imagePullSecrets": [{"name": name} for name in inputs.image_pull_secrets]}
 
 
 def pod_security_context() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from district_operator.builders.common import (
     data_mounts,
     data_volumes,
     env,
+    image_pull_secrets,
     metadata,
     pod_security_context,
 )
@@ -83,6 +84,7 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
         "containers": [container],
+        **image_pull_secrets(inputs),
         "volumes": data_volumes(district),
     }
     if district.storage.pins_jobs_to_server_node:

@@ -11,6 +11,7 @@ from district_operator.builders.common import (
     data_mounts,
     data_volumes,
     env,
+    image_pull_secrets,
     metadata,
     pod_security_context,
 )
@@ -89,6 +90,7 @@ def deployment(district: District, inputs: BuildInputs) -> dict[str, Any]:
                     "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
+                    **image_pull_secrets(inputs),
                     "volumes": [
                         *data_volumes(district),
                         {"name": names.VOLUME_HOST_KEYS,

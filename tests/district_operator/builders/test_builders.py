@@ -208,3 +208,18 @@ def test_backups_need_a_database_and_shared_volumes_free_the_jobs() -> None:
 def test_builders_are_pure() -> None:
     d = district()
     assert builders.desired_children(d, INPUTS, "x") == builders.desired_children(d, INPUTS, "x")
+
+
+def test_image_pull_secrets_reach_every_pod_and_only_when_given() -> None:
+    with_secrets = builders.BuildInputs(image=IMAGE, image_pull_secrets=("regcred", "mirror"))
+    body = district(backups={"databaseSecretRef": {"name": "db"}})
+    pods = [builders.deployment(body, with_secrets)["spec"]["template"]["spec"],
+            *(c["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+              for c in builders.cronjobs(body, with_secrets).values())]
+    assert len(pods) == 4  # the server, epochs, retention, backups
+    for pod in pods:
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    plain = [builders.deployment(body, INPUTS)["spec"]["template"]["spec"],
+             *(c["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+               for c in builders.cronjobs(body, INPUTS).values())]
+    assert all("imagePullSecrets" not in pod for pod in plain)
