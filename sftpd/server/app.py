@@ -112,6 +112,11 @@ class SFTPDistrictServer:
                 pair.host_key_algorithms = [a for a in pair.host_key_algorithms
                                             if a in HOST_KEY_ALGS]
                 if pair.host_key_algorithms:
+                    if b"rsa-sha2-512" in pair.host_key_algorithms:
+                        # A key pair signs with SHA-1 `ssh-rsa` until a key exchange picks an
+                        # algorithm, and asyncssh's hostkeys-prove-00 answer uses that default:
+                        # OpenSSH clients disregard such a proof and do not learn the RSA key.
+                        pair.set_sig_algorithm(b"rsa-sha2-512")
                     pairs.append(pair)
         if not pairs:
             raise ValueError("no usable host key (ed25519 or RSA expected)")
@@ -134,6 +139,11 @@ class SFTPDistrictServer:
             host=hosts, port=s.port, reuse_address=True,
             server_factory=lambda: _Connection(self),
             server_host_keys=self.host_keys,
+            # After login, announce every host key (OpenSSH's hostkeys-00@openssh.com, as sshd
+            # does): clients with UpdateHostKeys learn the keys they have not seen yet, and a
+            # second key of a type is served as a reserved key, which is how a host key is
+            # rotated without a "REMOTE HOST IDENTIFICATION HAS CHANGED" for every district.
+            send_server_host_keys=True,
             server_version=SERVER_VERSION,
             kex_algs=supported(KEX_ALGS, get_kex_algs()),
             encryption_algs=supported(ENCRYPTION_ALGS, get_encryption_algs()),

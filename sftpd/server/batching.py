@@ -15,9 +15,9 @@ import asyncssh
 class WriteBatcher:
     """Collects what an asyncssh connection sends during one loop turn and writes it at once.
 
-    asyncssh hands every SSH packet to the transport on its own, and precedes each one with an
-    SSH_MSG_IGNORE packet (its traffic-analysis countermeasure), so a download of 32 KiB channel
-    packets costs two send() calls per packet, and a session's handshake about 35. OpenSSH
+    asyncssh hands every SSH packet to the transport on its own (and, unless drop_ignore_packets
+    is also applied, precedes each one with an SSH_MSG_IGNORE packet), so a download of 32 KiB
+    channel packets cost two send() calls per packet, and a session's handshake about 35. OpenSSH
     instead writes its whole output buffer once per poll() turn. Gathering the packets queued in
     one turn and writing them together does the same: the bytes and their order are unchanged,
     only the number of system calls drops. The write happens before anything scheduled after the
