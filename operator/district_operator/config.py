@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 
 from district_operator.builders.common import BuildInputs, Resources
@@ -22,6 +23,18 @@ def parse_resources(text: str) -> dict[str, str]:
                 f"resource {item!r} is not NAME=QUANTITY (for example cpu=50m,memory=64Mi)")
         out[name.strip()] = value.strip()
     return out
+
+
+# A Secret's name: a DNS subdomain (RFC 1123), as the API server requires.
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def secret_name(text: str) -> str:
+    """A pull Secret's name, refused here rather than by every apply of every District."""
+    if len(text) > 253 or not _SECRET_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Secret name (lower-case letters, digits, '-' and '.')")
+    return text
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--image-pull-policy", default=_env("IMAGE_PULL_POLICY", "IfNotPresent"),
         choices=["Always", "IfNotPresent", "Never"])
     add("--image-pull-secret", action="append", dest="image_pull_secrets", metavar="NAME",
-        default=None,
+        default=None, type=secret_name,
         help="a Secret in each District's namespace for pulling the data-plane image from a "
              f"private registry; repeatable (env {ENV_PREFIX}IMAGE_PULL_SECRETS, comma-separated)")
     add("--server-requests", type=parse_resources,
@@ -89,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="threads reconciling Districts concurrently")
 
 
+def _env_pull_secrets() -> list[str]:
+    names = [n.strip() for n in _env("IMAGE_PULL_SECRETS", "").split(",") if n.strip()]
+    try:
+        return [secret_name(n) for n in names]
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"district-operator: {ENV_PREFIX}IMAGE_PULL_SECRETS: {exc}") from exc
+
+
 def from_args(args: argparse.Namespace) -> OperatorConfig:
     namespaces = args.namespace or [n for n in _env("NAMESPACES", "").split(",") if n]
     if not namespaces and not args.all_namespaces:
@@ -97,9 +118,7 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         inputs=BuildInputs(
             image=args.image,
             image_pull_policy=args.image_pull_policy,
-            image_pull_secrets=tuple(
-                args.image_pull_secrets
-                or [n.strip() for n in _env("IMAGE_PULL_SECRETS", "").split(",") if n.strip()]),
+            image_pull_secrets=tuple(args.image_pull_secrets or _env_pull_secrets()),
             server_resources=Resources(requests=args.server_requests, limits=args.server_limits),
             job_resources=Resources(requests=args.job_requests, limits=args.job_limits),
         ),

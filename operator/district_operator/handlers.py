@@ -86,16 +86,22 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             settings.peering.name = config.peering
         settings.watching.server_timeout = 600
         settings.watching.client_timeout = 660
-        # kopf runs one worker task per object with events, and each holds that object's body
-        # (and, for a District waiting for a reconciling thread, its whole handler state) until
-        # it has been idle for idle_timeout (5 s by default). The operator's RSS grows with the
-        # number of live workers and does not shrink afterwards, so both are kept small: the
-        # reconciling threads plus a few for child events, each gone 0.3 s after its last event.
-        # Measured after a burst of 400 new Districts (bench/operator_scale.py, 16 threads):
-        # 199 MB with 1,000 workers, 151 MB with 64, 105 MB with 24 and this timeout, in the
-        # same time (62-65 s); 24 workers with the 5 s timeout took 91 s.
-        settings.batching.worker_limit = config.workers + 8
-        settings.batching.idle_timeout = 0.3
+        # kopf runs one worker task per object with events (capped per watched kind and
+        # namespace), and each holds that object's body (and, for a District waiting for a
+        # reconciling thread, its whole handler state) until it has been idle for idle_timeout
+        # (5 s by default). The operator's RSS grows with the number of live workers and does
+        # not shrink afterwards, so both are kept small: about as many District workers as
+        # reconciling threads, each gone 0.3 s after its last event. Measured after a burst of
+        # 400 new Districts (bench/operator_scale.py, 16 threads): 199 MB with 1,000 workers,
+        # 151 MB with 64, 105 MB with 24 and this timeout, in the same time (62-65 s); 24
+        # workers with the 5 s timeout took 91 s.
+        settings.queueing.worker_limit = config.workers + 8
+        settings.queueing.idle_timeout = 0.3
+        # After a failed handler kopf sleeps in that object's worker, holding its slot, and then
+        # "touches" the object to retry, which our progress storage does not do (the periodic
+        # resync retries instead): the default 60 s sleep would only hold the slot, and 24
+        # Districts failing at once (an API server shedding load) would stall the watch.
+        settings.execution.default_backoff = 1
         # One line per handler run is noise at scale (and costs real CPU); failures still log.
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.getLogger("kopf.objects").setLevel(logging.WARNING)
