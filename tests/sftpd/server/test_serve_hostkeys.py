@@ -1,11 +1,10 @@
-"""Host keys announced after login (hostkeys-00@openssh.com), as OpenSSH's UpdateHostKeys sees them."""
+"""Host keys announced after login (hostkeys-00@openssh.com), as OpenSSH UpdateHostKeys sees."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-
-import subprocess
 
 import pytest
 
