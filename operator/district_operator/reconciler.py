@@ -250,12 +250,9 @@ class Reconciler:
             live: Mapping[str, Any] | None = body
             stamped = drift.with_hash(wanted)
             if drift.needs_apply(stamped, body):
-                try:
-                    live = self.kube.apply(stamped)
-                except api.ApiError as exc:
-                    if exc.status >= 500 or exc.status == 429:
-                        raise
-                    observed.apply_errors[kind] = exc.message
+                applied = self._apply(stamped, observed)
+                if applied is not None:
+                    live = applied
                 self._remember(live)
             if kind in STATUS_CHILDREN:
                 self._observe(observed, kind, live)
@@ -280,18 +277,29 @@ class Reconciler:
         if stamped["kind"] == "Secret":
             self._applied_secrets[(meta["namespace"], meta["name"])] = stamped
         if drift.needs_apply(stamped, live):
-            try:
-                live = self.kube.apply(stamped)
-            except api.ApiError as exc:
-                if exc.status >= 500 or exc.status == 429:
-                    raise
-                # Refused for good (e.g. an invalid resize): report it, keep the rest going.
-                observed.apply_errors[stamped["kind"]] = exc.message
-                log.warning("apply %s %s refused: %s", stamped["kind"], meta["name"], exc.message)
+            applied = self._apply(stamped, observed)
+            if applied is not None:
+                live = applied
+            else:
+                log.warning("apply %s %s refused: %s", stamped["kind"], meta["name"],
+                            observed.apply_errors[stamped["kind"]])
                 if live is None:
                     live = self.kube.get(stamped["kind"], meta["namespace"], meta["name"])
         self._remember(live)
         return live
+
+    def _apply(self, stamped: Mapping[str, Any], observed: status.Observed
+               ) -> dict[str, Any] | None:
+        """Server-side apply; None when the API server refuses it for good (e.g. an invalid
+        resize), the refusal recorded in observed for the status while the rest goes on.
+        Transient failures (5xx, 429) raise, for the caller's retry."""
+        try:
+            return self.kube.apply(stamped)
+        except api.ApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
+                raise
+            observed.apply_errors[stamped["kind"]] = exc.message
+            return None
 
     def _remove_disabled_jobs(self, district: District) -> None:
         for job in set(names.JOBS) - set(enabled_jobs(district)):
