@@ -117,11 +117,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
 
     @kopf.on.event(*DISTRICTS, registry=registry, id="forget",
                    when=lambda type, **_: type == "DELETED")
-    def district_gone(type: str | None, body: kopf.Body, **_: Any) -> None:
+    def district_gone(body: kopf.Body, **_: Any) -> None:
         # Children go with the garbage collector (owner references); only memory is freed here.
         # (No on.delete handler and no kopf timer: either would put a finalizer on Districts.)
-        if type != "DELETED":
-            return
         meta = body.get("metadata", {})
         reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
         diffbase.forget(meta.get("uid", ""))
