@@ -8,18 +8,20 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from prometheus_client import Counter, Gauge
+from sftpd.server.metrics import REGISTRY
 
-SESSIONS = Gauge("sftpd_open_sessions", "SSH connections currently open")
-SESSIONS_TOTAL = Counter("sftpd_sessions_total", "SSH connections accepted")
-LOGINS = Counter("sftpd_logins_total", "Successful logins")
-AUTH_FAILURES = Counter("sftpd_auth_failures_total", "Failed authentication attempts", ["reason"])
-REJECTED = Counter("sftpd_connections_rejected_total", "Connections refused before auth",
-                   ["reason"])
-BYTES_IN = Counter("sftpd_bytes_received_total", "File bytes written by clients")
-BYTES_OUT = Counter("sftpd_bytes_sent_total", "File bytes read by clients")
-OPERATIONS = Counter("sftpd_operations_total", "SFTP operations", ["op"])
-ERRORS = Counter("sftpd_errors_total", "SFTP operations refused or failed", ["op", "reason"])
+SESSIONS = REGISTRY.gauge("sftpd_open_sessions", "SSH connections currently open")
+SESSIONS_TOTAL = REGISTRY.counter("sftpd_sessions_total", "SSH connections accepted")
+LOGINS = REGISTRY.counter("sftpd_logins_total", "Successful logins")
+AUTH_FAILURES = REGISTRY.counter("sftpd_auth_failures_total", "Failed authentication attempts",
+                                 ("reason",))
+REJECTED = REGISTRY.counter("sftpd_connections_rejected_total",
+                            "Connections refused before auth", ("reason",))
+BYTES_IN = REGISTRY.counter("sftpd_bytes_received_total", "File bytes written by clients")
+BYTES_OUT = REGISTRY.counter("sftpd_bytes_sent_total", "File bytes read by clients")
+OPERATIONS = REGISTRY.counter("sftpd_operations_total", "SFTP operations", ("op",))
+ERRORS = REGISTRY.counter("sftpd_errors_total", "SFTP operations refused or failed",
+                          ("op", "reason"))
 
 
 class AuditLog:

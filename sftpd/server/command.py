@@ -10,8 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
+from sftpd.server import metrics
 from sftpd.server.access import parse_networks
 from sftpd.server.app import ServerSettings, SFTPDistrictServer
 from sftpd.server.audit import AuditLog
@@ -107,12 +106,16 @@ async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    exporter: asyncio.Server | None = None
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_bind)
+        metrics.REGISTRY.collectors.append(metrics.tree_collector(Path(args.root)))
+        exporter = await metrics.serve(args.metrics_port, args.metrics_bind)
     await server.start()
     await stop.wait()
     audit.event("shutdown", signal="SIGTERM/SIGINT", open_sessions=len(server.connections))
     await server.stop(args.shutdown_grace)
+    if exporter is not None:
+        exporter.close()
     return 0
 
 
