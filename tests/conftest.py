@@ -1,9 +1,10 @@
-"""Shared fixtures: a real Kubernetes control plane and a throwaway PostgreSQL server."""
+"""Shared fixtures: a real Kubernetes control plane, a throwaway PostgreSQL server, promtool."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,18 @@ def require_binary(name: str) -> str:
         missing(f"the `{name}` program")
         raise AssertionError("unreachable")
     return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """Prometheus' promtool pinned in scripts/versions.env, built once by scripts/build-promtool."""
+    result = subprocess.run([str(REPO / "scripts" / "build-promtool")], stdout=subprocess.PIPE,
+                            text=True)
+    lines = result.stdout.strip().splitlines()
+    binary = Path(lines[-1] if lines else "/nonexistent") / "promtool"
+    if result.returncode != 0 or not binary.exists():
+        missing("promtool (scripts/build-promtool failed: see its output above)")
+    return binary
 
 
 @pytest.fixture(scope="session")
