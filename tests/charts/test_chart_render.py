@@ -34,6 +34,11 @@ VARIATIONS: dict[str, dict[str, str]] = {
     "crds-not-kept": {"crds.keep": "false"},
     "service-monitor": {"metrics.serviceMonitor.enabled": "true",
                         "metrics.serviceMonitor.labels.release": "prometheus"},
+    "monitoring": {"watch.allNamespaces": "true", "metrics.serviceMonitor.enabled": "true",
+                   "metrics.podMonitor.enabled": "true",
+                   "metrics.prometheusRule.enabled": "true",
+                   "metrics.prometheusRule.alertLabels.severity": "warning",
+                   "metrics.dashboard.enabled": "true"},
 }
 CLUSTER_ONLY = {("apiextensions.k8s.io", "customresourcedefinitions", "*", v)
                 for v in ("list", "watch")}

@@ -49,6 +49,23 @@ REFUSED: dict[str, tuple[dict[str, str], str]] = {
                                        "want string"),
     "crds.keep not a boolean": ({"crds.keep": "maybe"},
                                 "at '/crds/keep': got string, want boolean"),
+    "runbook base with an anchor": ({"metrics.prometheusRule.runbookBaseUrl":
+                                     "https://docs.example.org/ops.md#alerts"},
+                                    "at '/metrics/prometheusRule/runbookBaseUrl': "
+                                    "'https://docs.example.org/ops.md#alerts' does not match"),
+    "alert label not a Prometheus label": ({"metrics.prometheusRule.alertLabels.team-name": "x"},
+                                           "at '/metrics/prometheusRule/alertLabels'"),
+    "overdue threshold of zero": ({"metrics.prometheusRule.uploadsOverdueHours": "0"},
+                                  "at '/metrics/prometheusRule/uploadsOverdueHours': "
+                                  "exclusiveMinimum: got 0, want 0"),
+    "threshold as text": ({"metrics.prometheusRule.uploadsOverdueHours": "26h"},
+                          "at '/metrics/prometheusRule/uploadsOverdueHours': got string, "
+                          "want number"),
+    "typo in prometheusRule": ({"metrics.prometheusRule.enable": "true"},
+                               "at '/metrics/prometheusRule': additional properties 'enable' "
+                               "not allowed"),
+    "bad pod scrape interval": ({"metrics.podMonitor.interval": "often"},
+                                "at '/metrics/podMonitor/interval': 'often' does not match"),
 }
 
 

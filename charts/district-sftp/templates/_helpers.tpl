@@ -181,3 +181,22 @@ Namespaces to start serving one that is created later. Both are only names and s
   verbs: [patch]
 {{- end }}
 {{- end }}
+
+{{/* The scrape jobs the alert rules select by: the Prometheus Operator names a ServiceMonitor's
+job after the Service, and a PodMonitor's `<namespace>/<name>`. */}}
+{{- define "district-sftp.operatorScrapeJob" -}}
+{{ include "district-sftp.fullname" . }}-metrics
+{{- end }}
+
+{{- define "district-sftp.podMonitorName" -}}
+{{ include "district-sftp.fullname" . | trunc 53 | trimSuffix "-" }}-districts
+{{- end }}
+
+{{- define "district-sftp.districtScrapeJob" -}}
+{{ .Release.Namespace }}/{{ include "district-sftp.podMonitorName" . }}
+{{- end }}
+
+{{/* A runbook link: prometheusRule.runbookBaseUrl (or the docs' path in the source) + #anchor. */}}
+{{- define "district-sftp.runbook" -}}
+{{ default "docs/operations.md" .root.Values.metrics.prometheusRule.runbookBaseUrl }}#{{ .anchor }}
+{{- end }}
