@@ -1,7 +1,8 @@
 """Benchmark: memory of an idle `sftpd serve` and of each idle session, beside OpenSSH's sshd.
 
-Starts both servers (the same way as bench/sftp_vs_openssh.py: same host key, cipher and
-key exchange), logs in once to each, and prints for the server's main process its RSS, how much
+Starts both servers (as bench/sftp_vs_openssh.py does: same host key, cipher and key
+exchange; sftpd with its metrics endpoint on, as in a District pod), logs in once to each
+(and scrapes sftpd's /metrics once), and prints for the server's main process its RSS, how much
 of it is anonymous (the process's own heap: what each District pod really adds to a node) and
 how much is mapped files (the interpreter, libcrypto, shared with every other pod of the same
 image on a node), then the growth per idle session (an SFTP channel held open) summed over
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,9 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sftp_vs_openssh import (
     Target,
     connect_options,
+    free_port,
     sftp_batch,
     start_openssh,
-    start_sftpd,
+    wait_port,
 )
 
 FIELDS = ("Rss", "RssAnon", "RssFile", "Pss")
@@ -88,6 +91,28 @@ def floor_kib(code: str) -> dict[str, int]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def start_sftpd(work: Path, host_key: Path, client_key: Path) -> tuple[Target, int]:
+    """`sftpd serve` as a District pod runs it: with metrics (sftp_vs_openssh.py turns them off)."""
+    port, metrics_port = free_port(), free_port()
+    auth = work / "sftpd_authorized_keys"
+    auth.write_text(client_key.with_suffix(".pub").read_text())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sftpd", "serve", "--root", str(work / "sftpd-root"),
+         "--login", "district", "--host-key", str(host_key), "--authorized-keys", str(auth),
+         "--port", str(port), "--bind", "127.0.0.1", "--metrics-port", str(metrics_port),
+         "--metrics-bind", "127.0.0.1", "--max-sessions", "2000", "--ban-after", "0"],
+        stdout=subprocess.DEVNULL)
+    wait_port(port)
+    wait_port(metrics_port)
+    return Target("sftpd (asyncssh)", port, "district", "/upload", proc), metrics_port
+
+
+def scrape(port: int) -> None:
+    """One Prometheus scrape, as the District pod gets every 30 seconds."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        r.read()
 
 
 async def one_login(target: Target, key: Path) -> None:
@@ -161,10 +186,13 @@ def main() -> int:
     idle: dict[str, dict[str, int]] = {}
     session: dict[str, dict[str, float]] = {}
     peak: dict[str, int] = {}
-    targets = [start_sftpd(work, host_key, key), start_openssh(work, host_key, key)]
+    sftpd_target, metrics_port = start_sftpd(work, host_key, key)
+    targets = [sftpd_target, start_openssh(work, host_key, key)]
     try:
         for t in targets:
             asyncio.run(one_login(t, key))
+            if t is sftpd_target:
+                scrape(metrics_port)
             time.sleep(1)  # the login's connection is gone; sshd's forks have exited
             idle[t.name] = status_kib(t.proc.pid)
             session[t.name] = asyncio.run(per_session(t, key, args.sessions))

@@ -108,7 +108,7 @@ async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
         loop.add_signal_handler(sig, stop.set)
     exporter: asyncio.Server | None = None
     if args.metrics_port:
-        metrics.REGISTRY.collectors.append(metrics.tree_collector(Path(args.root)))
+        metrics.REGISTRY.blocking_collectors.append(metrics.tree_collector(Path(args.root)))
         exporter = await metrics.serve(args.metrics_port, args.metrics_bind)
     await server.start()
     await stop.wait()

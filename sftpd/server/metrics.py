@@ -89,7 +89,8 @@ class _Child:
 
 
 # A collector yields (name, help, kind, value) computed at scrape time; None leaves it out.
-Collector = Callable[[], Iterable[tuple[str, str, str, float | None]]]
+Sample = tuple[str, str, str, float | None]
+Collector = Callable[[], Iterable[Sample]]
 
 
 class Registry:
@@ -98,6 +99,13 @@ class Registry:
     def __init__(self) -> None:
         self.metrics: list[Metric] = []
         self.collectors: list[Collector] = []
+        # Collectors that touch the district's volume (possibly network storage): run in a
+        # worker thread on each scrape, so a slow stat never stalls the sessions' event loop.
+        self.blocking_collectors: list[Collector] = []
+
+    def collect_blocking(self) -> list[Sample]:
+        """The blocking collectors' samples; call it off the event loop."""
+        return [sample for collector in self.blocking_collectors for sample in collector()]
 
     def counter(self, name: str, help_text: str, labelnames: Labels = ()) -> Metric:
         return self._add(Metric(name, help_text, "counter", labelnames))
@@ -109,7 +117,8 @@ class Registry:
         self.metrics.append(metric)
         return metric
 
-    def render(self) -> bytes:
+    def render(self, blocking_samples: Iterable[Sample] = ()) -> bytes:
+        """The text format: the metrics, the collectors', then the given blocking ones'."""
         lines: list[str] = []
 
         def family(name: str, help_text: str, kind: str) -> None:
@@ -123,11 +132,11 @@ class Registry:
                                  for n, v in zip(metric.labelnames, labels, strict=True))
                 lines.append(f"{metric.name}{{{pairs}}} {_number(value)}" if pairs
                              else f"{metric.name} {_number(value)}")
-        for collector in self.collectors:
-            for name, help_text, kind, sample in collector():
-                family(name, help_text, kind)
-                if sample is not None:
-                    lines.append(f"{name} {_number(sample)}")
+        for name, help_text, kind, sample in (
+                *(s for collector in self.collectors for s in collector()), *blocking_samples):
+            family(name, help_text, kind)
+            if sample is not None:
+                lines.append(f"{name} {_number(sample)}")
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -176,8 +185,9 @@ def tree_collector(root: Path) -> Collector:
     """The freshness of the jobs' results, read from the tree the server shares with them.
 
     Alerting on these needs only this pod's scrape: neither the operator nor the API server.
+    It stats files on the district's volume: register it in `blocking_collectors`.
     """
-    def collect() -> Iterator[tuple[str, str, str, float | None]]:
+    def collect() -> Iterator[Sample]:
         yield ("sftpd_last_processed_epoch_timestamp_seconds",
                "Unix time the newest epoch in upload-processed/ was processed (absent: none yet)",
                "gauge", newest_processed_epoch(root))
@@ -191,7 +201,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def process_collector() -> Iterator[tuple[str, str, str, float | None]]:
+def process_collector() -> Iterator[Sample]:
     """The standard process_* metrics, from /proc/self (as prometheus_client exports them)."""
     try:
         stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
@@ -228,7 +238,9 @@ async def _answer(registry: Registry, reader: asyncio.StreamReader,
         elif path not in (b"/metrics", b"/"):
             status, body = b"404 Not Found", b"see /metrics\n"
         else:
-            status, body = b"200 OK", registry.render()
+            slow = await asyncio.to_thread(registry.collect_blocking) \
+                if registry.blocking_collectors else []
+            status, body = b"200 OK", registry.render(slow)
         content_type = CONTENT_TYPE.encode() if status == b"200 OK" else b"text/plain"
         writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type +
                      b"\r\nContent-Length: " + str(len(body)).encode() +

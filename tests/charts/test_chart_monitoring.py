@@ -232,8 +232,8 @@ def test_every_metric_the_rules_and_dashboard_read_is_exported(rendered: Manifes
 
     registry = sftpd_metrics.Registry()
     registry.metrics = sftpd_metrics.REGISTRY.metrics
-    registry.collectors = [sftpd_metrics.tree_collector(REPO / "no-such-root")]
-    exported = set(re.findall(r"^# TYPE (\S+)", registry.render().decode(), re.M))
+    tree = sftpd_metrics.tree_collector(REPO / "no-such-root")
+    exported = set(re.findall(r"^# TYPE (\S+)", registry.render(tree()).decode(), re.M))
     exported |= {s.name for family in prometheus_client.REGISTRY.collect()
                  for s in family.samples}
     text = json.dumps(rule_groups(rendered)) + DASHBOARD.read_text()

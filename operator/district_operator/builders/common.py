@@ -34,9 +34,9 @@ class BuildInputs:
     image_pull_policy: str = "IfNotPresent"
     # Secrets (in each District's namespace) for pulling the image from a private registry.
     image_pull_secrets: tuple[str, ...] = ()
-    # From bench/sftpd_memory.py: an idle `sftpd serve` after a login holds about 45 MiB RSS,
-    # each idle session about 30 KiB more, each running upload about 2 MiB more (8 uploads at
-    # once peaked at 60 MiB); the limit leaves room for --max-sessions (100) uploads at once.
+    # From bench/sftpd_memory.py: an idle `sftpd serve` after a login holds about 44 MiB RSS,
+    # each idle session about 35 KiB more, each running upload about 2.5 MiB more (8 uploads
+    # at once peaked at 60-64 MiB); the limit leaves room for --max-sessions (100) uploads.
     server_resources: Resources = Resources(
         requests={"cpu": "50m", "memory": "48Mi"}, limits={"memory": "256Mi"})
     job_resources: Resources = Resources(

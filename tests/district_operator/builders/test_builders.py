@@ -63,8 +63,8 @@ def test_authorized_keys_secret_has_the_file_the_server_reads() -> None:
 
 
 def test_server_defaults_fit_the_measured_memory() -> None:
-    """Idle `sftpd serve` after a login: about 45 MiB RSS (bench/sftpd_memory.py); the request
-    covers it, not the 64Mi of before, and the limit covers 100 uploads at about 2 MiB each."""
+    """Idle `sftpd serve` after a login: about 44 MiB RSS (bench/sftpd_memory.py); the request
+    covers it, not the 64Mi of before, and the limit 100 uploads at about 2.5 MiB each."""
     (container,) = builders.deployment(district(), builders.BuildInputs(image=IMAGE))[
         "spec"]["template"]["spec"]["containers"]
     assert container["resources"] == {"requests": {"cpu": "50m", "memory": "48Mi"},
