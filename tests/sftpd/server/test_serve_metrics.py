@@ -142,3 +142,29 @@ def test_serving_loads_neither_prometheus_client_nor_psycopg() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_label_values_survive_any_text(promtool: Path) -> None:
+    """Label values are escaped: a quote, a backslash or a newline cannot break the format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sftpd.server.metrics import Registry
+
+    registry = Registry()
+    errors = registry.counter("sftpd_errors_total", "SFTP operations refused or failed",
+                              ("op", "reason"))
+    hostile = 'a "quoted" \\ back\nslash'
+    errors.labels("open", hostile).inc(2)
+    registry.gauge("sftpd_open_sessions", "SSH connections currently open").set(3)
+    text = registry.render([("sftpd_last_backup_timestamp_seconds", "newest backup", "gauge",
+                             1.5e9)]).decode()
+    result = subprocess.run([str(promtool), "check", "metrics"], input=text, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("sftpd_errors_total", (("op", "open"), ("reason", hostile)))] == 2
+    assert samples[("sftpd_open_sessions", ())] == 3
+    assert samples[("sftpd_last_backup_timestamp_seconds", ())] == 1.5e9
+    with pytest.raises(ValueError, match="only go up"):
+        errors.labels("open", "x").inc(-1)
