@@ -20,6 +20,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape is one short GET: anything longer or slower is not Prometheus.
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_SECONDS = 10.0
+# Prometheus holds one connection per scrape; more at once is a flood, hung up on at once.
+MAX_CONNECTIONS = 16
 # processing.json is written into an epoch just before it is moved into upload-processed/
 # (sftpd/epochs/report.py); the backup job publishes `<dump>.sha256` once pg_restore has read
 # the dump back (sftpd/backup/rotation.py). Spelled here so serving imports neither package
@@ -256,6 +258,19 @@ async def _answer(registry: Registry, reader: asyncio.StreamReader,
 
 
 async def serve(port: int, host: str, registry: Registry = REGISTRY) -> asyncio.Server:
-    """Answer GET /metrics on host:port from this event loop (no thread)."""
-    return await asyncio.start_server(lambda r, w: _answer(registry, r, w), host or None, port,
-                                      limit=MAX_REQUEST_BYTES, reuse_address=True)
+    """Answer GET /metrics on host:port from this event loop (no thread of its own)."""
+    open_connections = 0
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_connections
+        if open_connections >= MAX_CONNECTIONS:
+            writer.transport.abort()
+            return
+        open_connections += 1
+        try:
+            await _answer(registry, reader, writer)
+        finally:
+            open_connections -= 1
+
+    return await asyncio.start_server(connected, host or None, port, limit=MAX_REQUEST_BYTES,
+                                      reuse_address=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -128,6 +130,36 @@ def test_hostile_scrapes_are_cut_off_and_the_server_stays_up(server: ServerProce
         assert exc.value.code == status
     assert openssh_sftp(server, keys, "ls /\n").returncode == 0
     assert server.proc.poll() is None
+
+
+def test_a_flood_of_idle_connections_is_cut_off(server: ServerProcess, keys: Keys) -> None:
+    """Past 16 open metrics connections the next ones are hung up on at once, not queued."""
+    port = server.metrics_port
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+    try:
+        # Those accepted wait for a request (up to 10 s); the rest are closed at once.
+        closed: set[socket.socket] = set()
+        deadline = time.monotonic() + 8
+        while len(closed) < 24 and time.monotonic() < deadline:
+            readable, _, _ = select.select([s for s in flood if s not in closed], [], [], 0.2)
+            for s in readable:
+                with contextlib.suppress(ConnectionResetError):
+                    assert s.recv(1) == b""
+                closed.add(s)
+        assert len(closed) == 24
+        assert openssh_sftp(server, keys, "ls /\n").returncode == 0
+    finally:
+        for s in flood:
+            s.close()
+    # Once they are gone, scrapes are answered again.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert sample(scrape(server), "sftpd_open_sessions") is not None
+            break
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_serving_loads_neither_prometheus_client_nor_psycopg() -> None:
