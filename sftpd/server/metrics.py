@@ -20,8 +20,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape is one short GET: anything longer or slower is not Prometheus.
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_SECONDS = 10.0
-# Prometheus holds one connection per scrape; more at once is a flood, hung up on at once.
-MAX_CONNECTIONS = 16
+# Connections that have not sent their request yet: past this many the oldest is hung up on,
+# so a flood of idle connections cannot keep a scrape (or the liveness probe) out.
+MAX_WAITING = 16
 # processing.json is written into an epoch just before it is moved into upload-processed/
 # (sftpd/epochs/report.py); the backup job publishes `<dump>.sha256` once pg_restore has read
 # the dump back (sftpd/backup/rotation.py). Spelled here so serving imports neither package
@@ -230,9 +231,10 @@ REGISTRY.collectors.append(process_collector)
 
 
 async def _answer(registry: Registry, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> None:
+                  writer: asyncio.StreamWriter, received: Callable[[], None]) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
+        received()
         method, _, rest = head.partition(b" ")
         path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
@@ -259,18 +261,18 @@ async def _answer(registry: Registry, reader: asyncio.StreamReader,
 
 async def serve(port: int, host: str, registry: Registry = REGISTRY) -> asyncio.Server:
     """Answer GET /metrics on host:port from this event loop (no thread of its own)."""
-    open_connections = 0
+    waiting: dict[asyncio.StreamWriter, None] = {}  # insertion order: the oldest first
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_connections
-        if open_connections >= MAX_CONNECTIONS:
-            writer.transport.abort()
-            return
-        open_connections += 1
+        if len(waiting) >= MAX_WAITING:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            oldest.transport.abort()
+        waiting[writer] = None
         try:
-            await _answer(registry, reader, writer)
+            await _answer(registry, reader, writer, lambda: waiting.pop(writer, None))
         finally:
-            open_connections -= 1
+            waiting.pop(writer, None)
 
     return await asyncio.start_server(connected, host or None, port, limit=MAX_REQUEST_BYTES,
                                       reuse_address=True)
