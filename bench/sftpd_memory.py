@@ -127,7 +127,8 @@ async def per_session(target: Target, key: Path, sessions: int) -> dict[str, flo
     before = total_kib(target)
     conns: list[asyncssh.SSHClientConnection] = []
     clients = []
-    gate = asyncio.Semaphore(16)
+    # Fewer logins in flight than sftpd serve's default pre-login limit per address (10).
+    gate = asyncio.Semaphore(8)
 
     async def open_one() -> None:
         async with gate:
