@@ -8,7 +8,7 @@ setup:
 	scripts/setup
 
 demo: setup
-	$(PYTHON) -m district_operator.demo
+	PYTHONPATH=devtools $(PYTHON) -m district_devtools.demo
 
 lint: setup
 	$(PYTHON) -m ruff check .

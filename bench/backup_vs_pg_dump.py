@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from district_operator.localcluster.postgres import start_postgres
+from district_devtools.postgres import start_postgres
 
 from sftpd.backup.pgclient import (
     Connection,

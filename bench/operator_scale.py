@@ -39,9 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from district_devtools.localcluster.controlplane import ControlPlane
+from district_devtools.ports import free_port
 from district_operator import api, builders, drift, keys, names
-from district_operator.localcluster.controlplane import ControlPlane
-from district_operator.localcluster.ports import free_port
 from district_operator.model import parse_district
 
 REPO = Path(__file__).resolve().parent.parent

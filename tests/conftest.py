@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from district_operator.localcluster.postgres import (
+from district_devtools.postgres import (
     PostgresServer,
     PostgresUnavailable,
     start_postgres,
@@ -66,7 +66,7 @@ def database_url(postgres: PostgresServer) -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real etcd + kube-apiserver + kube-controller-manager for the whole session."""
-    from district_operator.localcluster.controlplane import ControlPlane, ControlPlaneUnavailable
+    from district_devtools.localcluster.controlplane import ControlPlane, ControlPlaneUnavailable
 
     try:
         plane = ControlPlane.start(tmp_path_factory.mktemp("cluster"))

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from district_devtools.localcluster.node import wait_until
+from district_devtools.ports import free_port
 from district_operator import api, names
-from district_operator.localcluster.node import wait_until
-from district_operator.localcluster.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "district.yaml"

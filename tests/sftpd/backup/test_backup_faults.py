@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from district_operator.localcluster.ports import free_port
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.ports import free_port
+from district_devtools.postgres import PostgresServer
 
 from tests.conftest import missing
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.postgres import PostgresServer
 
 from sftpd.backup.rotation import BACKUP_NAME
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from district_operator import names
 from district_operator.model import parse_district
-from district_operator.plugin import output
-from district_operator.plugin.errors import EXIT_OK
-from district_operator.plugin.session import Session, published
+
+from kubectl_district import output
+from kubectl_district.errors import EXIT_OK
+from kubectl_district.session import Session, published
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:

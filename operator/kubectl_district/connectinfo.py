@@ -11,13 +11,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
 from district_operator import keys
 from district_operator.model import District
-from district_operator.plugin import output
-from district_operator.plugin.errors import EXIT_OK
-from district_operator.plugin.keygen import DEFAULT_FILE
-from district_operator.plugin.session import Session, published
+
+from kubectl_district import output
+from kubectl_district.errors import EXIT_OK
+from kubectl_district.keygen import DEFAULT_FILE
+from kubectl_district.session import Session, published
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """A container's view of this machine: a private mount namespace, a read-only root, its volumes."""
 
-# Run by the kubelet stand-in (kubelet.py) as `python -m district_operator.localcluster.container
+# Run by the kubelet stand-in (kubelet.py) as `python -m district_devtools.localcluster.container
 # PLAN`, as root: it builds the view, drops to the pod's user and execs the container's command.
 
 from __future__ import annotations

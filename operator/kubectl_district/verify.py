@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
-
 from district_operator import keys, names
 from district_operator.model import District
-from district_operator.plugin import output
-from district_operator.plugin.authorized import list_keys
-from district_operator.plugin.connectinfo import PublishedHostKey, published_host_keys
-from district_operator.plugin.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PluginError
-from district_operator.plugin.session import Session, published
+
+from kubectl_district import output
+from kubectl_district.authorized import list_keys
+from kubectl_district.connectinfo import PublishedHostKey, published_host_keys
+from kubectl_district.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PluginError
+from kubectl_district.session import Session, published
 from sftpd import tree
 from sftpd.uploads import TEMPORARY_SUFFIXES
 

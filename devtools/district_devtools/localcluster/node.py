@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from district_operator import api, names
-from district_operator.localcluster import kubelet
+
+from district_devtools.localcluster import kubelet
 
 T = TypeVar("T")
 MANUAL_ANNOTATION = "cronjob.kubernetes.io/instantiate"

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from district_operator import api, keys, names
 from district_operator.model import District
-from district_operator.plugin import output
-from district_operator.plugin.errors import EXIT_OK, EXIT_USAGE, PluginError
-from district_operator.plugin.session import FIELD_MANAGER, Session
+
+from kubectl_district import output
+from kubectl_district.errors import EXIT_OK, EXIT_USAGE, PluginError
+from kubectl_district.session import FIELD_MANAGER, Session
 
 # The CRD's maxItems for spec.authorizedKeys.
 MAX_KEYS = 64

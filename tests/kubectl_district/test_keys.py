@@ -11,7 +11,7 @@ import pytest
 import yaml
 from district_operator import api, names
 
-from tests.district_operator.plugin.conftest import (
+from tests.kubectl_district.conftest import (
     create_district,
     fingerprint_of,
     plugin,

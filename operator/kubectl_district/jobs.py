@@ -11,15 +11,16 @@ from typing import Any, TextIO
 
 from district_operator import api, names, status
 from district_operator.model import District
-from district_operator.plugin import output
-from district_operator.plugin.errors import (
+
+from kubectl_district import output
+from kubectl_district.errors import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     PluginError,
 )
-from district_operator.plugin.session import Session
+from kubectl_district.session import Session
 from sftpd import tree
 
 # What `kubectl create job --from=cronjob/...` writes on the Job it makes.

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from district_operator import api, names
+from district_operator.model import District, InvalidDistrictError, parse_district
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from district_operator import api, names
-from district_operator.model import District, InvalidDistrictError, parse_district
-from district_operator.plugin.errors import PluginError
+from kubectl_district.errors import PluginError
 
 # Writes made by the plugin carry this field manager, so `managedFields` tell them apart from
 # the operator's own writes and from GitOps applies.

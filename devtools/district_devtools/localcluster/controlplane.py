@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from district_operator.localcluster.pki import ControlPlanePKI, generate_pki
-from district_operator.localcluster.ports import free_port, wait_for_port
+from district_devtools.localcluster.pki import ControlPlanePKI, generate_pki
+from district_devtools.ports import free_port, wait_for_port
 
 # The workload controllers the product's tests rely on: garbage collection for owner references,
 # Deployments and CronJobs for the district's pods, namespaces for clean teardown, the

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from district_operator.localcluster.ports import free_port
+from district_devtools.ports import free_port
 
 
 class PsqlError(subprocess.CalledProcessError):

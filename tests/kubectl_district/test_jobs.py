@@ -18,7 +18,7 @@ from district_operator import api, names
 
 from tests.conftest import require_binary
 from tests.district_operator.conftest import TEST_IMAGE, OperatorProcess, wait_for
-from tests.district_operator.plugin.conftest import (
+from tests.kubectl_district.conftest import (
     create_district,
     district_status,
     patch_status,

@@ -1,4 +1,4 @@
-"""`python -m district_operator.demo` (`make demo`): the product on this machine until Ctrl-C."""
+"""`python -m district_devtools.demo` (`make demo`): the product on this machine until Ctrl-C."""
 
 # Starts a real local control plane, installs the CRD, runs the operator, applies
 # examples/district.yaml with a freshly generated key, runs that District's SFTP server from
@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from district_operator import api, names
-from district_operator.localcluster import node
-from district_operator.localcluster.controlplane import ControlPlane, repo_root
-from district_operator.localcluster.ports import free_port
-from district_operator.localcluster.postgres import start_postgres
+
+from district_devtools.localcluster import node
+from district_devtools.localcluster.controlplane import ControlPlane, repo_root
+from district_devtools.ports import free_port
+from district_devtools.postgres import start_postgres
 
 NAMESPACE = "districts"
 DATABASE_SECRET_NAME = "demo-db"  # noqa: S105 - a Secret's name, not a password

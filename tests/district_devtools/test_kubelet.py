@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from district_devtools.localcluster import kubelet
 from district_operator import names
-from district_operator.localcluster import kubelet
 
 from tests.conftest import REPO, missing
 

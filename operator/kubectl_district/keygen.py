@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from district_operator import keys
-from district_operator.plugin.errors import EXIT_OK, EXIT_USAGE, PluginError
+
+from kubectl_district.errors import EXIT_OK, EXIT_USAGE, PluginError
 
 DEFAULT_FILE = "district_sftp_ed25519"
 

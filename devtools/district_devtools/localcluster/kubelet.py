@@ -64,6 +64,7 @@ IMAGE_ENV: Mapping[str, str] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERE
 def checkout_paths() -> tuple[str, ...]:
     """Where this process imports both planes from: the image's contents, here."""
     import district_operator
+
     import sftpd
     return tuple(dict.fromkeys(str(Path(str(module.__file__)).resolve().parents[1])
                                for module in (sftpd, district_operator)))
@@ -359,7 +360,7 @@ class LocalPod:
         self.started_at = _now()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "district_operator.localcluster.container",
+                [sys.executable, "-m", "district_devtools.localcluster.container",
                  str(plan_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 import urllib3
-
 from district_operator import api
-from district_operator.plugin import (
+
+from kubectl_district import (
     authorized,
     connectinfo,
     jobs,
@@ -19,8 +19,8 @@ from district_operator.plugin import (
     session,
     verify,
 )
-from district_operator.plugin.errors import EXIT_FAILED, EXIT_USAGE, PluginError
-from district_operator.plugin.session import Session
+from kubectl_district.errors import EXIT_FAILED, EXIT_USAGE, PluginError
+from kubectl_district.session import Session
 
 Runner = Callable[[argparse.Namespace, Session], int]
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from district_operator.localcluster.controlplane import ControlPlane, _alive
-from district_operator.localcluster.pki import generate_pki
+from district_devtools.localcluster.controlplane import ControlPlane, _alive
+from district_devtools.localcluster.pki import generate_pki
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pinned(name: str) -> str:

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+from district_devtools.ports import free_port
 from district_operator import api, names
-from district_operator.localcluster.ports import free_port
 
 from tests.conftest import require_binary
 from tests.district_operator.conftest import OperatorProcess, wait_for
-from tests.district_operator.plugin.conftest import (
+from tests.kubectl_district.conftest import (
     create_district,
     district_status,
     environment_with_plugin_on_path,

@@ -1,4 +1,4 @@
-"""`python -m district_operator.localcluster start|stop|env|status`: the control plane by hand."""
+"""`python -m district_devtools.localcluster start|stop|env|status`: the control plane by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from district_operator.localcluster.controlplane import STATE_FILE, ControlPlane, remove_state
+from district_devtools.localcluster.controlplane import STATE_FILE, ControlPlane, remove_state
 
 
 def default_dir() -> Path:
