@@ -21,8 +21,9 @@ import fcntl
 import os
 from pathlib import Path
 
-# Names that clients use while a transfer is in flight; an epoch containing one is incomplete.
-TEMPORARY_SUFFIXES: tuple[str, ...] = (".filepart", ".part", ".partial", ".tmp", ".crdownload")
+# Names that clients use while a transfer is in flight (an epoch containing one is incomplete)
+# are the contract's: the plugin's probe uses one too.
+from district_contract.layout import TEMPORARY_SUFFIXES
 
 
 def hold_write_lock(fd: int) -> None:

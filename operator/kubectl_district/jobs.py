@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from district_contract import commands, layout
 from district_operator import api, names, status
 from district_operator.model import District
 
@@ -21,7 +22,6 @@ from kubectl_district.errors import (
     PluginError,
 )
 from kubectl_district.session import Session
-from sftpd import tree
 
 # What `kubectl create job --from=cronjob/...` writes on the Job it makes.
 ANNOTATION_INSTANTIATE = "cronjob.kubernetes.io/instantiate"
@@ -65,9 +65,7 @@ def _check_epoch_name(name: str) -> None:
 
 
 def _check_format(name: str) -> None:
-    from sftpd.formats import registered_formats  # the formats the job's image knows
-
-    known = list(registered_formats())
+    known = list(commands.FORMATS_KNOWN)  # the formats the job's image knows
     if name not in known:
         raise PluginError(f"unknown format {name!r}", f"known formats: {', '.join(known)}",
                           EXIT_USAGE)
@@ -234,7 +232,7 @@ def _print_report(report: status.JobReport, job_name: str, district: District) -
         for epoch in result.get("pending") or []:
             print(f"not complete yet: {epoch}")
     elif report.job == names.JOB_BACKUP and result.get("file"):
-        print(f"Backup: /{tree.BACKUPS}/{result['file']}  {output.size(result.get('bytes'))}  "
+        print(f"Backup: /{layout.BACKUPS}/{result['file']}  {output.size(result.get('bytes'))}  "
               f"sha256 {result.get('sha256')}")
         print(f"Kept {result.get('kept')} backup(s); pruned: "
               f"{', '.join(result.get('pruned') or []) or 'none'}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from district_contract import layout
 from district_operator import keys, names
 from district_operator.model import District
 
@@ -26,15 +27,13 @@ from kubectl_district.authorized import list_keys
 from kubectl_district.connectinfo import PublishedHostKey, published_host_keys
 from kubectl_district.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PluginError
 from kubectl_district.session import Session, published
-from sftpd import tree
-from sftpd.uploads import TEMPORARY_SUFFIXES
 
 PASSPHRASE_ENV = "KUBECTL_DISTRICT_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 # A hidden name with a temporary-upload suffix: the epoch processor treats it as an upload in
 # flight, so it never gathers or processes it, even in the moment before it is removed.
 PROBE_PREFIX = ".kubectl-district-verify-"
-PROBE_SUFFIX = TEMPORARY_SUFFIXES[0]
-TOP_DIRECTORIES = tuple(d for d in tree.TREE if "/" not in d)
+PROBE_SUFFIX = layout.TEMPORARY_SUFFIXES[0]
+TOP_DIRECTORIES = tuple(d for d in layout.TREE if "/" not in d)
 
 STEP_REACH = "reach the endpoint"
 STEP_HOST_KEY = "host key matches"
@@ -311,7 +310,7 @@ async def _check_tree(sftp: asyncssh.SFTPClient, report: Report) -> None:
 
 
 async def _probe_upload(sftp: asyncssh.SFTPClient, report: Report) -> None:
-    path = f"/{tree.UPLOAD}/{PROBE_PREFIX}{secrets.token_hex(6)}{PROBE_SUFFIX}"
+    path = f"/{layout.UPLOAD}/{PROBE_PREFIX}{secrets.token_hex(6)}{PROBE_SUFFIX}"
     payload = b"kubectl district verify: this file is removed right away\n"
     try:
         async with sftp.open(path, "wb") as handle:

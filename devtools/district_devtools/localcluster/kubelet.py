@@ -62,12 +62,13 @@ IMAGE_ENV: Mapping[str, str] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERE
 
 
 def checkout_paths() -> tuple[str, ...]:
-    """Where this process imports both planes from: the image's contents, here."""
+    """Where this process imports both planes and their contract from: the image's contents."""
+    import district_contract
     import district_operator
 
     import sftpd
     return tuple(dict.fromkeys(str(Path(str(module.__file__)).resolve().parents[1])
-                               for module in (sftpd, district_operator)))
+                               for module in (sftpd, district_operator, district_contract)))
 
 
 def interpreter_paths() -> tuple[str, ...]:
