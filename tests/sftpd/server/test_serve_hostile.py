@@ -50,6 +50,17 @@ def denied(server: ServerProcess, reason: str) -> list[dict[str, object]]:
     return [e for e in server.events("denied") if e.get("reason") == reason]
 
 
+def failures_of(server: ServerProcess, path: str) -> list[dict[str, object]]:
+    """The upload_failed events for path, waiting (bounded) for the first."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [e for e in server.events("upload_failed") if e["path"] == path]
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no upload_failed for {path}")
+
+
 # -- item 4: a READ is never longer than the server announces --------------------------------
 
 async def test_read_length_is_capped(server: ServerProcess, keys: Keys) -> None:
@@ -239,9 +250,8 @@ async def test_interrupted_resume_keeps_the_file(server: ServerProcess, keys: Ke
     await f.write(b"2\n" * 1000)
     assert target.stat().st_size > len(complete)
     conn.abort()  # cut off mid-resume
-    await asyncio.to_thread(server.wait_event, "upload_failed")
-    failed = [e for e in server.events("upload_failed") if e["path"] == "/upload/resume/users.csv"]
-    assert failed and failed[-1]["outcome"] == "restored"
+    failed = await asyncio.to_thread(failures_of, server, "/upload/resume/users.csv")
+    assert failed[-1]["outcome"] == "restored"
     assert target.read_bytes() == complete
 
 
