@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -123,7 +125,21 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def raise_descriptor_limit() -> int:
+    """Lift the soft limit on open descriptors to the hard one; the limit now in force.
+
+    Each session may hold --max-open-handles files (a write handle also holds its epoch's
+    directory lock), and the soft limit is often 1024 where the hard one is far higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
 async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
+    raise_descriptor_limit()
     server = SFTPDistrictServer(settings_from_args(args), audit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
