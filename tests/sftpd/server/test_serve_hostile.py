@@ -13,6 +13,7 @@ import ctypes.util
 import errno
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -78,6 +79,87 @@ async def test_read_length_is_capped(server: ServerProcess, keys: Keys) -> None:
                 assert await f.read() == big.read_bytes()
     finally:
         big.unlink()
+
+
+class StalledClient(asyncssh.SSHClientSession[bytes]):
+    """A raw SFTP channel whose owner stops taking replies: its window stays shut."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.received += data
+
+
+def sftp_packet(kind: int, *fields: bytes) -> bytes:
+    body = bytes([kind]) + b"".join(fields)
+    return struct.pack(">I", len(body)) + body
+
+
+def sftp_string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_unread_replies_do_not_pile_up(server: ServerProcess, keys: Keys) -> None:
+    """Many READs from a client that never takes the replies: the server stops answering
+    once a few are queued, instead of holding every reply in memory."""
+    big = server.root / "downloads/stalled.bin"
+    big.write_bytes(os.urandom(MAX_READ))
+    requests = 150  # 600 MiB of replies if all were queued
+    try:
+        async with connect(server, keys) as conn:
+            chan, session = await conn.create_session(StalledClient, subsystem="sftp",
+                                                       encoding=None)
+            chan.write(sftp_packet(1, struct.pack(">I", 3)))  # INIT
+            chan.write(sftp_packet(3, struct.pack(">I", 1), sftp_string(b"/downloads/stalled.bin"),
+                                   struct.pack(">II", READ, 0)))  # OPEN
+            handle = await asyncio.to_thread(handle_from, session)
+            before = rss_bytes(server.proc.pid)
+            chan.pause_reading()
+            for request in range(requests):
+                chan.write(sftp_packet(5, struct.pack(">I", 100 + request), sftp_string(handle),
+                                       struct.pack(">QI", 0, MAX_READ)))  # READ
+            grown = await asyncio.to_thread(growth_of, server.proc.pid, before, 300 << 20)
+            chan.close()
+        assert grown < 64 << 20, f"server grew {grown >> 20} MiB"
+        # And it still serves.
+        async with connect(server, keys) as conn, conn.start_sftp_client() as sftp:
+            assert "stalled.bin" in await sftp.listdir("/downloads")
+    finally:
+        big.unlink()
+
+
+def handle_from(session: StalledClient) -> bytes:
+    """The handle in the OPEN reply (after the VERSION reply), waiting (bounded) for it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        data = bytes(session.received)
+        if len(data) >= 4:
+            version_len = struct.unpack(">I", data[:4])[0]
+            rest = data[4 + version_len:]
+            if len(rest) >= 4 and len(rest) >= 4 + struct.unpack(">I", rest[:4])[0]:
+                assert rest[4] == 102, "OPEN was refused"  # SSH_FXP_HANDLE
+                length = struct.unpack(">I", rest[9:13])[0]
+                return rest[13:13 + length]
+        time.sleep(0.01)
+    raise AssertionError("no OPEN reply")
+
+
+def growth_of(pid: int, before: int, ceiling: int) -> int:
+    """The largest growth of pid's RSS over a few seconds (stopping early past ceiling)."""
+    grown = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and grown < ceiling:
+        grown = max(grown, rss_bytes(pid) - before)
+        time.sleep(0.05)
+    return grown
 
 
 # -- item 5: copy-data is bounded, refuses overlap, and lets other sessions run --------------
