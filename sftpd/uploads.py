@@ -51,8 +51,13 @@ def share_epoch(dir_fd: int) -> None:
 @contextlib.contextmanager
 def claimed(directory: Path) -> Iterator[bool]:
     """Processor: hold directory (an epoch, or upload/ for loose files) against any change over
-    SFTP for the length of the block; False, and nothing held, while the server is changing it."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    SFTP for the length of the block; False, and nothing held, while the server is changing it
+    (or when it is gone)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        yield False  # removed or replaced over SFTP since it was listed
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

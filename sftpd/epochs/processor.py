@@ -42,7 +42,7 @@ _DATA_FAILURES = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                   zipfile.BadZipFile, UnicodeDecodeError, csv.Error)
 
 
-_BEING_WRITTEN = "a file in it is being written over SFTP"
+_BEING_WRITTEN = "it is being written or changed over SFTP"
 
 
 def emit(event: str, **fields: Any) -> None:
