@@ -42,10 +42,22 @@ def hold_write_lock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
+# What flock on a directory fails with where the file system cannot lock one (the Linux NFS
+# client emulates flock with byte-range locks, and an exclusive one needs a writable descriptor,
+# which a directory never has): both sides then go on without the epoch lock.
+_NO_DIRECTORY_LOCKS = (errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
+
+
 def share_epoch(dir_fd: int) -> None:
     """Server: mark the epoch directory behind dir_fd as being changed, until dir_fd is closed;
     BlockingIOError while the processor has claimed it."""
-    fcntl.flock(dir_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_DIRECTORY_LOCKS:
+            raise
 
 
 @contextlib.contextmanager
@@ -61,10 +73,14 @@ def claimed(directory: Path) -> Iterator[bool]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ours = True
         except BlockingIOError:
-            yield False
-            return
-        yield True
+            ours = False
+        except OSError as exc:
+            if exc.errno not in _NO_DIRECTORY_LOCKS:
+                raise
+            ours = True  # no directory locks here: the per-file write locks alone guard
+        yield ours
     finally:
         os.close(fd)
 
