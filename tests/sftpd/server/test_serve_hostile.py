@@ -7,6 +7,7 @@ the owner out, a directory swapped for a link) and checks the server's answer an
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import ctypes.util
@@ -23,6 +24,7 @@ import asyncssh
 import pytest
 
 from sftpd.server import beneath
+from sftpd.server.command import parse_size
 from sftpd.server.filesystem import MAX_READ
 from tests.sftpd.server.conftest import LOGIN, Keys, ServerProcess, start_server
 
@@ -448,3 +450,15 @@ def test_beneath_refuses_a_link_in_the_middle(tmp_path: Path) -> None:
         os.close(root_fd)
     assert list(outside.iterdir()) == []
     assert (root / "a/b/y").exists()
+
+
+@pytest.mark.parametrize(("text", "size"), [("1048576", 1 << 20), ("512M", 512 << 20),
+                                            ("64G", 64 << 30), ("1TiB", 1 << 40), ("8k", 8192)])
+def test_size_option(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1G", "0", "12X"])
+def test_size_option_refuses_nonsense(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size(text)
