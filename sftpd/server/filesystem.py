@@ -12,7 +12,7 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,9 @@ MAX_PATH_BYTES = 4096
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # What the server announces in limits@openssh.com (and SFTPv5+ `supported`) as the longest READ.
 MAX_READ = MAX_SFTP_READ_LEN
+# Replies a session may have queued and not yet sent (its client's window shut) before its next
+# READ waits for them to go out: four of the longest READs, more than a fast client ever has.
+REPLY_BACKLOG = 4 * MAX_READ
 # copy-data works in pieces of this size and lets other sessions run between them.
 COPY_CHUNK = 1 << 20
 # Names only the epoch processor makes under /upload (its staging directories and lists, files
@@ -397,7 +400,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
                 continue  # removed between the two opens: try to create it again
         raise asyncssh.SFTPFailure("File keeps appearing and disappearing")
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    def read(self, file_obj: object, offset: int, size: int) -> bytes | Awaitable[bytes]:
         assert isinstance(file_obj, OpenFile)
         self._touch()  # a long transfer is activity, not an idle session
         # At most the READ length the server announces: a client asking for more gets a short
@@ -405,6 +408,21 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         data = os.pread(file_obj.fd, min(size, MAX_READ), offset)
         file_obj.bytes_read += len(data)
         BYTES_OUT.inc(len(data))
+        if self.channel.get_write_buffer_size() > REPLY_BACKLOG:
+            return self._after_drain(data)
+        return data
+
+    async def _after_drain(self, data: bytes) -> bytes:
+        """data, once the replies queued before it have gone out.
+
+        A client that sends READs but does not take the replies (its channel window stays
+        shut) would otherwise have them all queued in the server's memory; asyncssh answers a
+        session's requests one after another, so waiting here holds back its next request too.
+        """
+        session = getattr(self.channel, "_session", None)
+        drain = getattr(session, "drain", None)
+        if drain is not None:
+            await drain(None)
         return data
 
     # Writes through a handle need no path check: the handle was checked when it was opened,
