@@ -24,7 +24,7 @@ from sftpd.server.audit import (
     AuditLog,
 )
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
-from sftpd.server.filesystem import DistrictSFTPServer
+from sftpd.server.filesystem import DistrictSFTPServer, SessionLimits
 from sftpd.server.keys import AuthorizedKeys
 from sftpd.server.quickack import ack_promptly
 
@@ -79,6 +79,8 @@ class ServerSettings:
     ban_window_seconds: float = 600.0
     ban_seconds: float = 900.0
     compat_macs: bool = False
+    max_open_handles: int = 64
+    max_file_size: int = 64 << 30
 
 
 class SFTPDistrictServer:
@@ -89,6 +91,10 @@ class SFTPDistrictServer:
         self.audit = audit or AuditLog()
         tree.ensure_tree(settings.root)
         self.root = os.fsencode(os.path.realpath(settings.root))
+        # Every session resolves its paths beneath this descriptor (sftpd.server.beneath).
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.session_limits = SessionLimits(max_open_handles=settings.max_open_handles,
+                                            max_file_size=settings.max_file_size)
         self.authorized = AuthorizedKeys(settings.authorized_keys, self.audit)
         self.bans = BanList(settings.ban_after_failures, settings.ban_window_seconds,
                             settings.ban_seconds)
@@ -169,7 +175,8 @@ class SFTPDistrictServer:
         assert isinstance(owner, _Connection)
         owner.touch()
         cut_channel_writes(chan)
-        return DistrictSFTPServer(chan, self.root, self.audit, owner.fields, owner.touch)
+        return DistrictSFTPServer(chan, self.root, self.root_fd, self.audit, owner.fields,
+                                  owner.touch, self.session_limits)
 
     async def _reap_idle(self) -> None:
         """Close sessions idle longer than the idle timeout; forget stale ban data."""

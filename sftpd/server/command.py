@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -35,8 +38,24 @@ def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
     return [item for item in value.replace(",", " ").split() if item]
 
 
+def parse_size(text: str) -> int:
+    """A byte count such as 1048576, 512M or 64G (binary multiples)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a size must be positive")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    def opt(name: str, help_text: str, default: str | None, kind: type = str) -> None:
+    def opt(name: str, help_text: str, default: str | None,
+            kind: Callable[[str], Any] = str) -> None:
         env_default = _env(name, default)
         parser.add_argument(f"--{name}", type=kind, default=env_default,
                             required=env_default is None,
@@ -71,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also offer hmac-sha2-256/512 (encrypt-and-MAC) for libssh2 < 1.11 "
                              "clients such as curl on Debian 12 (env SFTPD_COMPAT_MACS)")
     opt("shutdown-grace", "seconds SIGTERM waits for sessions to finish", "10", float)
+    opt("max-open-handles", "files and directory listings one session may hold open", "64", int)
+    opt("max-file-size", "largest file a district may write, in bytes (a K, M, G or T suffix "
+        "multiplies by 1024s); the volume's size bounds it too", "64G", parse_size)
 
 
 def _pick(args: argparse.Namespace, name: str) -> list[str]:
@@ -98,10 +120,26 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,
         compat_macs=args.compat_macs,
+        max_open_handles=args.max_open_handles,
+        max_file_size=args.max_file_size,
     )
 
 
+def raise_descriptor_limit() -> int:
+    """Lift the soft limit on open descriptors to the hard one; the limit now in force.
+
+    Each session may hold --max-open-handles files (a write handle also holds its epoch's
+    directory lock), and the soft limit is often 1024 where the hard one is far higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
 async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
+    raise_descriptor_limit()
     server = SFTPDistrictServer(settings_from_args(args), audit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

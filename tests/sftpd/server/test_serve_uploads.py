@@ -83,8 +83,11 @@ def full_disk_server(tmp_path_factory: pytest.TempPathFactory,
 
 
 def test_disk_full(full_disk_server: ServerProcess, keys: Keys, tmp_path: Path) -> None:
+    # Half the volume is taken already, so the upload runs out of space well before the file
+    # size bound that the volume's size sets (which would refuse it as too large instead).
+    (full_disk_server.root / "downloads/pad").write_bytes(b"\0" * (1024 * 1024))
     big = tmp_path / "big.csv"
-    big.write_bytes(os.urandom(3 * 1024 * 1024))
+    big.write_bytes(os.urandom(3 * 1024 * 1024 // 2))
     small = tmp_path / "small.csv"
     small.write_bytes(b"id\n1\n")
     result = openssh_sftp(full_disk_server, keys,
