@@ -59,8 +59,11 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
     """
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: bytes, audit: AuditLog,
-                 session_fields: dict[str, Any], touch: Callable[[], None]) -> None:
+                 session_fields: dict[str, Any], touch: Callable[[], None],
+                 read_only: bool = False) -> None:
         super().__init__(chan, chroot=root)
+        # A key with command="internal-sftp -R" (sftpd/keyoptions.py): no write of any kind.
+        self._read_only = read_only
         self._root = os.path.realpath(root)
         self._upload = posixpath.join(self._root, tree.UPLOAD.encode())
         self._audit = audit
@@ -113,6 +116,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         self._audit.event(event, **self._fields, **fields)
 
     def _writable(self, op: str, local: bytes) -> None:
+        if self._read_only:
+            self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?",
+                      reason="read_only_key")
+            raise _denied(op, "Read-only: this key may not change anything")
         if not self._in_upload(local):
             self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?")
             raise _denied(op, f"Read-only: only /{tree.UPLOAD}/ is writable")
