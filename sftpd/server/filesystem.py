@@ -110,7 +110,9 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         return posixpath.join(real_parent, name)
 
     def _virtual(self, local: bytes) -> str:
-        return self.reverse_map_path(local).decode("utf-8", "replace")
+        # surrogateescape keeps a name that is not UTF-8 distinct from every other name; the
+        # audit log writes such a name readably plus its exact bytes (sftpd/server/audit.py).
+        return self.reverse_map_path(local).decode("utf-8", "surrogateescape")
 
     def _log(self, event: str, **fields: Any) -> None:
         self._audit.event(event, **self._fields, **fields)
