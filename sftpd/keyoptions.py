@@ -31,8 +31,10 @@ RESTRICTIONS = frozenset({"restrict", "no-agent-forwarding", "no-port-forwarding
                           "no-user-rc", "no-x11-forwarding"})
 HONOURED = RESTRICTIONS | {"from", "expiry-time", "command"}
 
-# The first field of a line without options: a key (or certificate) type, never an option name.
-_KEY_TYPE = re.compile(r"(ssh|ecdsa|sk|rsa|x509v3|webauthn)-[A-Za-z0-9@.+_-]+")
+# OpenSSH's options that take no value; a first field that is one of these (or holds "=" or ",")
+# is the options field, anything else is taken as the key type (and judged as one).
+FLAGS = RESTRICTIONS | {"cert-authority", "agent-forwarding", "port-forwarding", "pty",
+                        "user-rc", "x11-forwarding", "no-touch-required", "verify-required"}
 _EXPIRY = re.compile(r"(\d{8})(\d{4})?(\d{2})?(Z?)")
 
 
@@ -53,9 +55,9 @@ def split_options(line: str) -> tuple[str, str]:
     text = line.strip()
     end = _options_end(text)
     first = text[:end]
-    if not first or _KEY_TYPE.fullmatch(first):
-        return "", text
-    return first, text[end:].strip()
+    if "=" in first or "," in first or first.lower() in FLAGS:
+        return first, text[end:].strip()
+    return "", text
 
 
 def _options_end(text: str) -> int:
