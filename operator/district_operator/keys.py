@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from district_contract.keyoptions import judge_options, split_options
 
 from district_operator import names
-from sftpd.keyoptions import judge_options, split_options
 
 # Below this an RSA key is forgeable in practice; OpenSSH itself refuses RSA keys under 1024
 # and recommends 3072.
@@ -71,7 +71,7 @@ def parse_authorized_key(line: str, allow_options: bool = False) -> AuthorizedKe
     """Parse one OpenSSH public key line; raise ValueError saying what is wrong with it.
 
     With allow_options (authorized_keys lines from a Secret), the options the server honours
-    (sftpd/keyoptions.py: from=, expiry-time=, restrict, no-*, the read-only
+    (district_contract.keyoptions: from=, expiry-time=, restrict, no-*, the read-only
     command="internal-sftp -R") are kept in the line and any other option refuses the key,
     naming it: the server would skip such a line too. Without it (a District's
     spec.authorizedKeys, a .pub file) no option is accepted.

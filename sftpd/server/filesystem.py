@@ -62,7 +62,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
                  session_fields: dict[str, Any], touch: Callable[[], None],
                  read_only: bool = False) -> None:
         super().__init__(chan, chroot=root)
-        # A key with command="internal-sftp -R" (sftpd/keyoptions.py): no write of any kind.
+        # A key with command="internal-sftp -R" (district_contract.keyoptions): no write at all.
         self._read_only = read_only
         self._root = os.path.realpath(root)
         self._upload = posixpath.join(self._root, tree.UPLOAD.encode())

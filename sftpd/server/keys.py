@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncssh
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from district_contract.keyoptions import KeyOptions, judge_options, split_options
 
-from sftpd.keyoptions import KeyOptions, judge_options, split_options
 from sftpd.server.audit import AuditLog
 
 log = logging.getLogger(__name__)

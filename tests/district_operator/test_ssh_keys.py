@@ -73,8 +73,8 @@ def test_check_keeps_good_keys_once_and_reports_each_bad_one(tmp_path: Path) -> 
 
 
 def test_secret_lines_keep_honoured_options_and_refuse_the_others(tmp_path: Path) -> None:
-    """The same judgement as the server's (sftpd/keyoptions.py), so KeysValid names what the
-    server would skip."""
+    """The same judgement as the server's (district_contract.keyoptions), so KeysValid names
+    what the server would skip."""
     good = keygen(tmp_path, "ed25519", comment="sis@lincoln")
     read_only = f'restrict,command="internal-sftp -R",from="203.0.113.0/24" {good}'
     check = keys.check_keys([

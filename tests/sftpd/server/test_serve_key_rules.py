@@ -8,8 +8,8 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from district_contract.keyoptions import judge_options, parse_expiry, split_options
 
-from sftpd.keyoptions import judge_options, parse_expiry, split_options
 from tests.sftpd.server.conftest import (
     LOGIN,
     Keys,

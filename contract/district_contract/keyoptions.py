@@ -14,8 +14,7 @@ Any other option (`command=` running something else, `permitopen`, `permitlisten
 `environment`, `principals`, `cert-authority`, `pty`, `verify-required`, `no-touch-required`,
 ...) is one the server cannot honour, and a key that the district restricted in a way the server
 would silently ignore must not log in with more than was meant: such a line is refused, loudly,
-by the server (logged and skipped) and by the operator (KeysValid). The module has no asyncssh
-import, so the operator can use it too.
+by the server (logged and skipped) and by the operator (KeysValid), both through this module.
 """
 
 from __future__ import annotations
