@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -201,16 +202,18 @@ async def hold_until(deadline: float) -> None:
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
 
-def closed_by_peer(sock: socket.socket) -> bool:
-    """True when the server has closed this socket (whatever it sent first)."""
+def peer_state(sock: socket.socket, greeted: bool) -> str:
+    """"closed" when the server has closed the socket (whatever it sent first), "greeted" when
+    it sent its version line and keeps the connection, else "pending" (not accepted yet)."""
     try:
-        while sock.recv(65536):
-            pass
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
+        while data := sock.recv(65536):
+            greeted = greeted or data.startswith(b"SSH-")
+    except (BlockingIOError, InterruptedError):
+        return "greeted" if greeted else "pending"
+    except OSError as exc:
+        # Not connected yet (still waiting in the listen backlog) is not closed.
+        return "pending" if exc.errno == errno.ENOTCONN else "closed"
+    return "closed"
 
 
 def idle_sockets(bench: Bench, count: int) -> Callable[[float], Awaitable[str]]:
@@ -224,10 +227,17 @@ def idle_sockets(bench: Bench, count: int) -> Callable[[float], Awaitable[str]]:
                 with contextlib.suppress(BlockingIOError):
                     sock.connect(("127.0.0.1", bench.port))
                 socks.append(sock)
-            await asyncio.sleep(1.0)
-            closed = sum(1 for sock in socks if closed_by_peer(sock))
+            # Connections beyond the listen backlog wait for a SYN retry: poll until settled.
+            states = ["pending"] * count
+            settle_by = min(deadline, time.monotonic() + 6.0)
+            while time.monotonic() < settle_by:
+                await asyncio.sleep(0.5)
+                states = [state if state == "closed" else
+                          peer_state(sock, state == "greeted")
+                          for sock, state in zip(socks, states, strict=True)]
             await hold_until(deadline)
-            return f"{count - closed} of {count} sockets held open, {closed} refused"
+            return (f"{states.count('greeted')} of {count} held open by the server, "
+                    f"{states.count('closed')} refused, {states.count('pending')} never accepted")
         finally:
             for sock in socks:
                 sock.close()
