@@ -17,6 +17,7 @@ from tests.sftpd.server.conftest import (
     keygen,
     openssh_sftp,
     snapshot,
+    ssh_options,
     start_server,
 )
 
@@ -88,12 +89,26 @@ async def test_read_only_key(server: ServerProcess, keys: Keys, restore: None) -
             with pytest.raises(asyncssh.SFTPPermissionDenied):
                 await attempt
                 pytest.fail(what)
-    # The real OpenSSH client is refused the same way.
-    put = openssh_sftp(server, keys, f"put {keys.client.with_suffix('.pub')} /upload/e1/k\n")
-    assert put.returncode != 0
     assert snapshot(server.root) == before
     assert server.events("login")[-1].get("read_only") is True
     assert any(e.get("reason") == "read_only_key" for e in server.events("denied"))
+
+
+def test_read_only_key_with_openssh_clients(server: ServerProcess, keys: Keys,
+                                            restore: None) -> None:
+    publish(keys, f'command="internal-sftp -R" {keys.pub(keys.client)}')
+    before = snapshot(server.root)
+    assert can_log_in(server, keys)
+    # The real OpenSSH clients are refused the same way: sftp, and scp in both protocols.
+    source = keys.client.with_suffix(".pub")
+    put = openssh_sftp(server, keys, f"put {source} /upload/e1/k\n")
+    assert put.returncode != 0
+    for legacy in ([], ["-O"]):
+        scp = subprocess.run(["scp", *legacy, *ssh_options(keys), "-P", str(server.port),
+                              str(source), f"{LOGIN}@127.0.0.1:/upload/e1/k"],
+                             capture_output=True, text=True, timeout=60)
+        assert scp.returncode != 0, (legacy, scp.stderr)
+    assert snapshot(server.root) == before
 
 
 async def test_plain_sftp_command_and_restrictions_are_honoured(
