@@ -21,6 +21,7 @@ and time, and stops by itself (about a minute and a half with the defaults).
 
     python bench/sftpd_under_attack.py
     python bench/sftpd_under_attack.py --seconds 4 --sockets 200 --handles 2000 --channels 500
+    python bench/sftpd_under_attack.py --attacks 3,14     # those two (and the idle phases)
 
 The server's tree is a tmpfs of --tmpfs-mib when the bench may mount one (root), so that a copy
 that never ends fills that and not the machine's disk; without it the copy attacks are skipped.
@@ -431,8 +432,10 @@ async def main_async(args: argparse.Namespace) -> int:
                      many_channels(bench, args.channels)),
                     ("idle again", None),
                 ]
+                wanted = set(args.attacks.split(",")) if args.attacks else None
                 for name, attack in phases:
-                    await bench.phase(name, args.seconds, args.timeout, attack)
+                    if attack is None or wanted is None or name.split(":")[0] in wanted:
+                        await bench.phase(name, args.seconds, args.timeout, attack)
             finally:
                 bench.stop_server()
             report(bench, args)
@@ -447,6 +450,8 @@ def main() -> int:
     parser.add_argument("--handles", type=int, default=5000)
     parser.add_argument("--channels", type=int, default=2000)
     parser.add_argument("--tmpfs-mib", type=int, default=256)
+    parser.add_argument("--attacks", help="only these, comma-separated (e.g. 3,14); the idle "
+                                          "phases always run")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
