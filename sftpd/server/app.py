@@ -21,6 +21,7 @@ from sftpd.server.audit import (
     REJECTED,
     SESSIONS,
     SESSIONS_TOTAL,
+    WAITING,
     AuditLog,
 )
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
@@ -263,6 +264,7 @@ class _Connection(asyncssh.SSHServer):
             reason = "banned"
         else:
             reason = srv.limits.admit(self.source)
+            WAITING.set(srv.limits.waiting)
         if reason is not None:
             srv.refused(reason, self.source, **self.fields)
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE
@@ -284,6 +286,7 @@ class _Connection(asyncssh.SSHServer):
             return
         self.admitted = False
         self.server.limits.release(self.source, logged_in=self.authenticated)
+        WAITING.set(self.server.limits.waiting)
         self.server.connections.discard(self)
         SESSIONS.dec()
         if not self.server.connections:
@@ -356,7 +359,9 @@ class _Connection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         srv = self.server
         srv.bans.record_success(self.address)
-        if srv.limits.log_in(self.source) is not None:
+        refused = srv.limits.log_in(self.source)
+        WAITING.set(srv.limits.waiting)
+        if refused is not None:
             # Another session took the last slot between the key check and now.
             self._refuse_session(self.accepted_key)
             return

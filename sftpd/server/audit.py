@@ -12,6 +12,8 @@ from typing import Any, TextIO
 from prometheus_client import Counter, Gauge
 
 SESSIONS = Gauge("sftpd_open_sessions", "SSH connections currently open")
+WAITING = Gauge("sftpd_unauthenticated_connections",
+                "SSH connections that have not logged in yet")
 SESSIONS_TOTAL = Counter("sftpd_sessions_total", "SSH connections accepted")
 LOGINS = Counter("sftpd_logins_total", "Successful logins")
 AUTH_FAILURES = Counter("sftpd_auth_failures_total", "Failed authentication attempts", ["reason"])

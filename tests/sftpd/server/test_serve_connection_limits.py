@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def greeted(sock: socket.socket) -> bool:
     return data.startswith(b"SSH-2.0-")
 
 
+def metric(server: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"no {name} in the metrics")
+
+
 async def connect(server: ServerProcess, keys: Keys) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect("127.0.0.1", server.port, username=LOGIN,
                                   client_keys=[str(keys.client)], known_hosts=None,
@@ -77,6 +86,9 @@ async def test_idle_unauthenticated_sockets_do_not_lock_the_district_out(
         refused = server.wait_event("connection_refused")
         assert refused[0]["reason"] == "too_many_unauthenticated_from_source"
         assert refused[0]["source"] == "127.0.0.9"
+        assert metric(server, "sftpd_unauthenticated_connections") == 3
+        assert metric(server, 'sftpd_connections_rejected_total{reason='
+                              '"too_many_unauthenticated_from_source"}') == 5
         # The district, from its own address, still logs in, twice (--max-sessions 2) ...
         first, second = await connect(server, keys), await connect(server, keys)
         async with first, second, first.start_sftp_client() as sftp:
