@@ -101,13 +101,12 @@ def _secret_lines(session: Session, district: District
 
 def describe(source: str, line: str) -> dict[str, Any]:
     try:
-        key = keys.parse_authorized_key(line)
+        key = keys.parse_authorized_key(line, allow_options=True)
     except ValueError as exc:
         return {"source": source, "type": line.split()[0][:20] if line.split() else "",
                 "fingerprint": None, "comment": None, "valid": False, "problem": str(exc)}
-    parts = key.line.split(None, 2)
     return {"source": source, "type": key.key_type, "fingerprint": key.fingerprint,
-            "comment": parts[2] if len(parts) > 2 else None, "valid": True, "problem": None}
+            "comment": key.comment, "valid": True, "problem": None}
 
 
 def list_keys(session: Session, district: District) -> tuple[list[dict[str, Any]], str | None]:

@@ -81,7 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt("login-grace-time", "seconds a client has to authenticate", "30", float)
     opt("max-auth-tries", "failed authentication attempts per connection", "6", int)
     opt("idle-timeout", "seconds of inactivity before a session is closed", "900", float)
-    opt("max-sessions", "concurrent connections", "100", int)
+    opt("max-sessions", "concurrent logged-in sessions", "100", int)
+    opt("max-unauthenticated-per-source",
+        "connections from one address that have not logged in yet", "10", int)
+    opt("max-unauthenticated", "connections in all that have not logged in yet", "50", int)
+    opt("max-channels", "SFTP/scp channels open at once on one connection", "10", int)
     opt("ban-after", "failed logins from one address that start a ban (0: never)", "10", int)
     opt("ban-window", "seconds over which failed logins are counted", "600", float)
     opt("ban-time", "seconds a banned address is refused", "900", float)
@@ -104,6 +108,10 @@ def _pick(args: argparse.Namespace, name: str) -> list[str]:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    for name in ("max_sessions", "max_unauthenticated_per_source", "max_unauthenticated",
+                 "max_channels"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     return ServerSettings(
         root=Path(args.root),
         login=args.login,
@@ -116,6 +124,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_auth_tries=args.max_auth_tries,
         idle_timeout_seconds=args.idle_timeout,
         max_sessions=args.max_sessions,
+        max_unauthenticated_per_source=args.max_unauthenticated_per_source,
+        max_unauthenticated=args.max_unauthenticated,
+        max_channels=args.max_channels,
         ban_after_failures=args.ban_after,
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,

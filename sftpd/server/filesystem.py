@@ -120,8 +120,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
 
     def __init__(self, chan: asyncssh.SSHServerChannel[bytes], root: bytes, root_fd: int,
                  audit: AuditLog, session_fields: dict[str, Any], touch: Callable[[], None],
-                 limits: SessionLimits | None = None) -> None:
+                 limits: SessionLimits | None = None, read_only: bool = False) -> None:
         super().__init__(chan, chroot=root)
+        # A key with command="internal-sftp -R" (district_contract.keyoptions): no write at all.
+        self._read_only = read_only
         self._root = os.path.realpath(root)
         self._root_fd = root_fd
         self._upload = posixpath.join(self._root, tree.UPLOAD.encode())
@@ -188,13 +190,19 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             os.close(dir_fd)
 
     def _virtual(self, local: bytes) -> str:
-        return self.reverse_map_path(local).decode("utf-8", "replace")
+        # surrogateescape keeps a name that is not UTF-8 distinct from every other name; the
+        # audit log writes such a name readably plus its exact bytes (sftpd/server/audit.py).
+        return self.reverse_map_path(local).decode("utf-8", "surrogateescape")
 
     def _log(self, event: str, **fields: Any) -> None:
         self._audit.event(event, **self._fields, **fields)
 
     def _writable(self, op: str, local: bytes, directory: bool = False) -> None:
         """Refuse a change outside /upload, or one that makes or touches a processor's name."""
+        if self._read_only:
+            self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?",
+                      reason="read_only_key")
+            raise _denied(op, "Read-only: this key may not change anything")
         if not self._in_upload(local):
             self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?")
             raise _denied(op, f"Read-only: only /{tree.UPLOAD}/ is writable")
