@@ -16,6 +16,8 @@ from district_devtools.postgres import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# The field manager of the tests' own API writes (creating Districts, Secrets, ...).
+TEST_FIELD_MANAGER = "district-tests"
 
 
 def missing(what: str) -> None:

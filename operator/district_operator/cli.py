@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from district_operator import allocator, api, config, handlers, metrics
+from district_operator import allocator, api, config, handlers, metrics, names
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
 from district_operator.resync import Resyncer
@@ -28,7 +28,8 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     allocator.limit_malloc_arenas()  # before any thread starts
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)))
+    kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)),
+                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request)
     notifier = Notifier(attempts=settings.webhook_attempts,
                         backoff_seconds=settings.webhook_backoff_seconds)
     reconciler = Reconciler(kube, settings.inputs, notifier)

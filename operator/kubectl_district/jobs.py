@@ -258,7 +258,7 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
         print(f"warning: District {district.name} is suspended; its scheduled jobs are paused, "
               "this one runs because you asked for it", file=sys.stderr)
     try:
-        job = session.create(job_from_cronjob(cronjob, extra_args))
+        job = session.kube.create(job_from_cronjob(cronjob, extra_args))
     except api.ApiError as exc:
         raise PluginError(f"cannot create the Job: {exc.message}") from None
     job_name = job["metadata"]["name"]

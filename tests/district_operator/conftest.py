@@ -18,6 +18,8 @@ from district_devtools.localcluster.node import wait_until
 from district_devtools.ports import free_port
 from district_operator import api, names
 
+from tests.conftest import TEST_FIELD_MANAGER
+
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "district.yaml"
 TEST_IMAGE = "registry.invalid/district-sftp:test"
@@ -105,7 +107,7 @@ def crd(cluster: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def kube(crd: Any) -> Iterator[api.Kube]:
-    client = api.Kube()
+    client = api.Kube(field_manager=TEST_FIELD_MANAGER)
     yield client
     client.close()
 
