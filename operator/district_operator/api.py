@@ -15,7 +15,7 @@ from kubernetes import config as k8s_config
 
 from district_operator import names
 
-# kind -> (API path prefix, plural): every kind the operator reads or writes.
+# kind -> (API path prefix, plural): every kind read or written through Kube.
 KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "PersistentVolume": ("/api/v1", "persistentvolumes"),
     "Event": ("/api/v1", "events"),
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "CronJob": ("/apis/batch/v1", "cronjobs"),
     "Job": ("/apis/batch/v1", "jobs"),
