@@ -150,7 +150,7 @@ class Kube:
     # ---- writes ---------------------------------------------------------------------------
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply as our field manager; force takes fields back from hand edits."""
+        """Server-side apply as this client's field manager; force takes back hand-edited fields."""
         meta = manifest["metadata"]
         return self.request(
             "apply", "PATCH", manifest["kind"], path(manifest["kind"], meta["namespace"],
