@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from district_operator import api, names
 
-from district_devtools.localcluster import node
+from district_devtools.localcluster import kubelet, node
 from district_devtools.localcluster.controlplane import ControlPlane, repo_root
 from district_devtools.ports import free_port
 from district_devtools.postgres import start_postgres
@@ -128,7 +128,7 @@ def run(stack: contextlib.ExitStack, base: Path, port: int, repo: Path) -> int:
     plane.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=yaml.safe_dump(district))
     say(f"applied District {name} (examples/district.yaml with the demo's public key)")
 
-    kube = api.Kube()
+    kube = api.Kube(field_manager=kubelet.FIELD_MANAGER)
     stack.callback(kube.close)
     node.wait_until(lambda: kube.get("Deployment", NAMESPACE, names.deployment(name)), 60,
                     "the operator to create the SFTP Deployment")

@@ -211,7 +211,7 @@ def _write(session: Session, name: str, action: str, added: tuple[keys.Authorize
                   file=sys.stderr)
         try:
             # resourceVersion makes the patch conditional: no key added elsewhere is lost.
-            session.patch(names.KIND, name, {
+            session.kube.merge_patch(names.KIND, session.namespace, name, {
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "spec": {"authorizedKeys": lines}})
         except api.ApiError as exc:
