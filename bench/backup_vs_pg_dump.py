@@ -79,7 +79,7 @@ def time_sftpd_backup(url: str, root: Path) -> tuple[float, float, int]:
     result = json.loads(result_file.read_text())
     assert result["outcome"] == "Succeeded", result
     events = [json.loads(line) for line in out.stdout.splitlines()]
-    dumped = next(e for e in events if e["event"] == "backup-dumped")
+    dumped = next(e for e in events if e["event"] == "backup.dumped")
     return elapsed, float(dumped["dumpSeconds"]), int(result["bytes"])
 
 

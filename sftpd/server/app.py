@@ -161,7 +161,7 @@ class SFTPDistrictServer:
             config=[],
         )
         self._reaper = asyncio.create_task(self._reap_idle())
-        self.audit.event("listening", port=self.port, bind=s.bind, root=str(s.root),
+        self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
                          login=s.login, keys=self.authorized.count)
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
@@ -180,7 +180,7 @@ class SFTPDistrictServer:
             for conn in list(self.connections):
                 if conn.conn is not None and \
                         now - conn.last_activity > self.settings.idle_timeout_seconds:
-                    self.audit.event("idle_timeout", **conn.fields)
+                    self.audit.event("connection.timed_out", **conn.fields)
                     conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Idle timeout")
             self.bans.prune()
 
@@ -200,7 +200,7 @@ class SFTPDistrictServer:
                 await asyncio.wait_for(self._drained.wait(), grace_seconds)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
-        self.audit.event("stopped", open_sessions=len(self.connections))
+        self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
 class _Connection(asyncssh.SSHServer):
@@ -239,7 +239,7 @@ class _Connection(asyncssh.SSHServer):
             reason = "too_many_sessions"
         if reason is not None:
             REJECTED.labels(reason).inc()
-            srv.audit.event("connection_refused", reason=reason, **self.fields)
+            srv.audit.event("connection.refused", reason=reason, **self.fields)
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE
                             if reason != "too_many_sessions"
                             else asyncssh.DISC_TOO_MANY_CONNECTIONS, "Not allowed")
@@ -255,7 +255,7 @@ class _Connection(asyncssh.SSHServer):
             if not self.server.connections:
                 self.server._drained.set()
             if self.authenticated:
-                self.server.audit.event("logout", **self.fields)
+                self.server.audit.event("session.ended", **self.fields)
 
     def begin_auth(self, username: str) -> bool:
         self.server.authorized.refresh()
@@ -280,10 +280,10 @@ class _Connection(asyncssh.SSHServer):
         srv = self.server
         self.failures += 1
         AUTH_FAILURES.labels(reason).inc()
-        srv.audit.event("login_failed", reason=reason, fingerprint=fingerprint,
+        srv.audit.event("login.failed", reason=reason, fingerprint=fingerprint,
                         attempt=self.failures, **self.fields)
         if srv.bans.record_failure(self.address):
-            srv.audit.event("banned", seconds=srv.settings.ban_seconds, **self.fields)
+            srv.audit.event("address.banned", seconds=srv.settings.ban_seconds, **self.fields)
             if self.conn is not None:
                 self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                                      "Too many failed logins")
@@ -298,4 +298,4 @@ class _Connection(asyncssh.SSHServer):
         self.touch()
         LOGINS.inc()
         self.server.bans.record_success(self.address)
-        self.server.audit.event("login", fingerprint=self.accepted_key, **self.fields)
+        self.server.audit.event("login.succeeded", fingerprint=self.accepted_key, **self.fields)

@@ -114,7 +114,8 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
 
     def _writable(self, op: str, local: bytes) -> None:
         if not self._in_upload(local):
-            self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?")
+            self._log("request.denied", op=op,
+                      path=self._virtual(local) if self._inside(local) else "?")
             raise _denied(op, f"Read-only: only /{tree.UPLOAD}/ is writable")
 
     # -- reading -----------------------------------------------------------------------------
@@ -179,7 +180,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             handle = OpenFile(fd, self._virtual(local), local, writable=False)
             self._open_files.add(handle)
-            self._log("open", path=handle.path, mode="read")
+            self._log("file.opened", path=handle.path, mode="read")
             return handle
         self._writable("open", local)
         flags = os.O_NOFOLLOW | os.O_CLOEXEC
@@ -198,14 +199,14 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             hold_write_lock(fd)
         except BlockingIOError:
             os.close(fd)
-            self._log("denied", op="open", path=self._virtual(local), reason="busy")
+            self._log("request.denied", op="open", path=self._virtual(local), reason="busy")
             ERRORS.labels("open", "busy").inc()
             raise asyncssh.SFTPFailure("File is being written by another session") from None
         if pflags & asyncssh.FXF_TRUNC:
             os.ftruncate(fd, 0)
         handle = OpenFile(fd, self._virtual(local), local, writable=True)
         self._open_files.add(handle)
-        self._log("open", path=handle.path, mode="write")
+        self._log("file.opened", path=handle.path, mode="write")
         return handle
 
     # Reads and writes on an open handle need no path checks: the handle was checked when it
@@ -254,7 +255,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
                 os.unlink(file_obj.local)
         except OSError:
             pass
-        self._log("upload_failed", path=file_obj.path, reason=reason,
+        self._log("upload.failed", path=file_obj.path, reason=reason,
                   bytes=file_obj.bytes_written)
 
     def close(self, file_obj: object) -> None:
@@ -266,10 +267,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             self._abandon(file_obj, "session_ended")
         os.close(file_obj.fd)  # also releases the upload write lock
         if file_obj.writable:
-            self._log("close", path=file_obj.path, mode="write",
+            self._log("file.closed", path=file_obj.path, mode="write",
                       bytes=file_obj.bytes_written, complete=not file_obj.failed)
         else:
-            self._log("close", path=file_obj.path, mode="read", bytes=file_obj.bytes_read)
+            self._log("file.closed", path=file_obj.path, mode="read", bytes=file_obj.bytes_read)
 
     def fsync(self, file_obj: object) -> None:
         assert isinstance(file_obj, OpenFile)
@@ -310,13 +311,13 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         local = self._nofollow("mkdir", path)
         self._writable("mkdir", local)
         os.mkdir(local, 0o755)
-        self._log("mkdir", path=self._virtual(local))
+        self._log("directory.created", path=self._virtual(local))
 
     def rmdir(self, path: bytes) -> None:
         local = self._nofollow("rmdir", path)
         self._writable("rmdir", local)
         os.rmdir(local)
-        self._log("rmdir", path=self._virtual(local))
+        self._log("directory.removed", path=self._virtual(local))
 
     def remove(self, path: bytes) -> None:
         local = self._nofollow("remove", path)
@@ -324,7 +325,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         if os.path.isdir(local) and not os.path.islink(local):
             raise asyncssh.SFTPFailure("Is a directory")
         os.unlink(local)
-        self._log("remove", path=self._virtual(local))
+        self._log("file.removed", path=self._virtual(local))
 
     def _rename(self, op: str, oldpath: bytes, newpath: bytes, replace: bool) -> None:
         old = self._nofollow(op, oldpath)
@@ -339,7 +340,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             if os.path.lexists(new):
                 raise asyncssh.SFTPFailure("Target exists")
             os.rename(old, new)
-        self._log("rename", path=self._virtual(old), to=self._virtual(new))
+        self._log("path.renamed", path=self._virtual(old), to=self._virtual(new))
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         self._rename("rename", oldpath, newpath, replace=False)
@@ -349,12 +350,12 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
 
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         self._mapped("symlink", newpath)
-        self._log("denied", op="symlink")
+        self._log("request.denied", op="symlink")
         raise _denied("symlink", "Creating links is not allowed")
 
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         self._mapped("link", newpath)
-        self._log("denied", op="link")
+        self._log("request.denied", op="link")
         raise _denied("link", "Creating links is not allowed")
 
     def exit(self) -> None:

@@ -55,13 +55,13 @@ class AuthorizedKeys:
             return
         if identity is None:
             if self._identity is not None or self._keys is None:
-                self._audit.event("authorized_keys_missing", path=str(self._path))
+                self._audit.event("authorized_keys.missing", path=str(self._path))
             self._identity, self._keys, self.count = None, None, 0
             return
         try:
             text = Path(identity.real_path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            self._audit.event("authorized_keys_unreadable", path=str(self._path), error=str(exc))
+            self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
             return
         good: list[str] = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -72,14 +72,14 @@ class AuthorizedKeys:
                 asyncssh.import_authorized_keys(stripped)
             except (ValueError, asyncssh.KeyImportError) as exc:
                 # One bad line must not lock the district out: skip it and say which one.
-                self._audit.event("authorized_keys_bad_line", path=str(self._path),
+                self._audit.event("authorized_keys.line_skipped", path=str(self._path),
                                   line=number, error=str(exc))
                 continue
             good.append(stripped)
         self._keys = asyncssh.import_authorized_keys("\n".join(good)) if good else None
         self._identity = identity
         self.count = len(good)
-        self._audit.event("authorized_keys_loaded", path=str(self._path), keys=len(good))
+        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=len(good))
 
     def allows(self, key: asyncssh.SSHKey, client_host: str, client_addr: str) -> bool:
         """True when the key is listed (and its options, such as from=, accept this client)."""

@@ -50,7 +50,7 @@ def test_backup_restores_row_for_row_and_checksum_verifies(
     check = subprocess.run(["sha256sum", "-c", name + ".sha256"], cwd=backups_dir(root),
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0 and check.stdout.strip() == f"{name}: OK"
-    assert any(e["event"] == "backup-published" and e["file"] == name for e in run.events)
+    assert any(e["event"] == "backup.published" and e["file"] == name for e in run.events)
 
     # The restore a district runs: pg_restore into a fresh, empty database.
     target = new_database("restored")
