@@ -14,6 +14,7 @@ from typing import Any
 import asyncssh
 
 from sftpd import tree
+from sftpd.server import batching, internals, quickack
 from sftpd.server.access import BanList, IPNetwork, is_allowed
 from sftpd.server.audit import (
     AUTH_FAILURES,
@@ -133,6 +134,8 @@ class SFTPDistrictServer:
         from asyncssh.kex import get_kex_algs
         from asyncssh.mac import get_mac_algs
 
+        # Refuse an asyncssh whose internals the per-connection patches would miss.
+        internals.require(batching.PATCHED + quickack.PATCHED)
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
         self._acceptor = await asyncssh.listen(
