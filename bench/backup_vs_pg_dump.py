@@ -72,7 +72,7 @@ def time_sftpd_backup(url: str, root: Path) -> tuple[float, float, int]:
     result_file = root.parent / "backup-result.json"
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "sftpd", "backup", "--root", str(root),
-                          "--database-url", url, "--keep", "1", "--district", "bench",
+                          "--database-url", url, "--keep-backups", "1", "--district", "bench",
                           "--result-file", str(result_file)],
                          check=True, stdout=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
