@@ -162,7 +162,7 @@ def sweep_backups(root: Path, keep: int, dry_run: bool, sweep: Sweep) -> None:
     for name in names:
         sweep.deleted.append(f"{tree.BACKUPS}/{name}")
         emit("retention.backup_would_delete" if dry_run else "retention.backup_deleted",
-                  file=name)
+             file=name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -174,8 +174,8 @@ def make_backup(directory: Path, name: str, tools: ClientTools, connection: Conn
         digest = sha256_of(temp_dump)
         size = temp_dump.stat().st_size
         emit("backup.dumped", file=name, bytes=size,
-                  dumpSeconds=round(dumped - started, 3),
-                  fsyncVerifyHashSeconds=round(time.monotonic() - dumped, 3))
+             dumpSeconds=round(dumped - started, 3),
+             fsyncVerifyHashSeconds=round(time.monotonic() - dumped, 3))
         # sha256sum's own format (two spaces: text mode), so `sha256sum -c` works as is.
         with temp_sum.open("w", encoding="ascii") as handle:
             handle.write(f"{digest}  {name}\n")
