@@ -34,8 +34,7 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     parser = CommandParser(prog="sftpd", description=__doc__, epilog=commands.EXIT_CODES_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text,
-                            epilog=commands.EXIT_CODES_HELP)
+        sp = sub.add_parser(name, help=help_text, description=help_text)
         if name == selected:
             importlib.import_module(module_name).add_arguments(sp)
     return parser

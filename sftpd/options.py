@@ -2,9 +2,9 @@
 
 A flag on the command line wins over its variable, the variable over the built-in default.
 A variable set to the empty string counts as unset, except for a list, where it is the empty
-list. A value that cannot be read, from either
-place, is bad usage: the command exits with EXIT_USAGE (2) and the message names where the
-value came from (`argument --port: SFTPD_PORT='x': not a whole number`).
+list. A value that cannot be read, from either place, is bad usage: the command exits with
+EXIT_USAGE (2) and the message names where the value came from
+(`argument --port: SFTPD_PORT='x': not a whole number`).
 """
 
 from __future__ import annotations
@@ -142,13 +142,13 @@ class Options:
 
     def _add(self, name: str, help_text: str, convert: Callable[[str], Any], default: Any,
              *, required: bool = False, env: str | None = None, metavar: str | None = None,
-             deprecated: Sequence[str] = (), shown_default: str | None = None) -> None:
+             deprecated: Sequence[str] = ()) -> None:
         variable = env or env_var(name)
         from_env = self._raw([variable, *(env_var(old) for old in deprecated)])
         value: Any = default if from_env is None else from_env
         where = f"env {variable}"
-        if not required and (shown_default or default is not None):
-            where += f"; default {shown_default or default}"
+        if not required and default is not None:
+            where += f"; default {default}"
         elif required:
             where += "; required"
         reader = _reader(convert)
