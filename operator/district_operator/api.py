@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from district_operator import metrics, names
+from district_operator import names
 
-# kind -> (API path prefix, plural): every kind the operator reads or writes.
+# kind -> (API path prefix, plural): every kind the operator and kubectl-district read or write
+# through Kube; the chart's RBAC grants each (tests/charts checks it). Kinds that only the dev
+# cluster's stand-ins and the tests address (PersistentVolume, ReplicaSet: see
+# district_devtools.localcluster.node.DEV_KINDS) are not here: such a client is given them as
+# `extra_kinds`, so that this list stays what the operator's own Role must allow.
+Kinds = Mapping[str, tuple[str, str]]
 KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
@@ -62,8 +67,12 @@ def load_configuration(pool_size: int = 32) -> k8s_client.Configuration:
 
 
 def path(kind: str, namespace: str | None, name: str | None = None,
-         subresource: str | None = None) -> str:
-    prefix, plural = KINDS[kind]
+         subresource: str | None = None, kinds: Kinds = KINDS) -> str:
+    try:
+        prefix, plural = kinds[kind]
+    except KeyError:
+        raise ValueError(f"{kind} is not a kind this client addresses (api.KINDS, or the "
+                         "client's extra_kinds)") from None
     parts = [prefix]
     if namespace is not None:
         parts += ["namespaces", namespace]
@@ -75,12 +84,42 @@ def path(kind: str, namespace: str | None, name: str | None = None,
     return "/".join(parts)
 
 
-class Kube:
-    """A thin, thread-safe JSON client: plain dicts in and out, no generated model classes."""
+# Called with (verb, kind) before every request: the operator counts them in its metrics.
+RequestHook = Callable[[str, str], None]
 
-    def __init__(self, configuration: k8s_client.Configuration | None = None) -> None:
+
+class Kube:
+    """A thin, thread-safe JSON client: plain dicts in and out, no generated model classes.
+
+    Every write carries `field_manager`, so managedFields tell its writer apart from the
+    others (the operator, `kubectl district`, the kubelet stand-in); `on_request` sees every
+    request's verb and kind. It addresses the kinds of KINDS, and `extra_kinds` besides.
+    """
+
+    def __init__(self, configuration: k8s_client.Configuration | None = None, *,
+                 field_manager: str, on_request: RequestHook | None = None,
+                 extra_kinds: Kinds | None = None) -> None:
         self._client = k8s_client.ApiClient(configuration or load_configuration())
-        self._lock = threading.Lock()
+        self.field_manager = field_manager
+        self._on_request = on_request
+        self.kinds: Kinds = {**KINDS, **extra_kinds} if extra_kinds else KINDS
+
+    def acting_as(self, field_manager: str, *, extra_kinds: Kinds | None = None) -> Kube:
+        """This client's connection writing as another field manager, with no request hook,
+        addressing `extra_kinds` too (the dev cluster's kinds).
+
+        The two share one connection pool: close only the original.
+        """
+        other = copy.copy(self)
+        other.field_manager = field_manager
+        other._on_request = None
+        if extra_kinds:
+            other.kinds = {**self.kinds, **extra_kinds}
+        return other
+
+    def _path(self, kind: str, namespace: str | None, name: str | None = None,
+              subresource: str | None = None) -> str:
+        return path(kind, namespace, name, subresource, self.kinds)
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -88,7 +127,8 @@ class Kube:
     def request(self, verb: str, method: str, kind: str, url: str, *,
                 body: Any = None, query: Mapping[str, str] | None = None,
                 content_type: str = "application/json") -> dict[str, Any]:
-        metrics.record_request(verb, kind)
+        if self._on_request is not None:
+            self._on_request(verb, kind)
         _, full_url, headers, body_out, _ = self._client.param_serialize(
             method=method, resource_path=url, query_params=list((query or {}).items()),
             header_params={"Accept": "application/json", "Content-Type": content_type},
@@ -112,44 +152,55 @@ class Kube:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("get", "GET", kind, path(kind, namespace, name))
+            return self.request("get", "GET", kind, self._path(kind, namespace, name))
         except NotFoundError:
             return None
 
     def list(self, kind: str, namespace: str | None, label_selector: str | None = None
              ) -> list[dict[str, Any]]:
         query = {"labelSelector": label_selector} if label_selector else None
-        items: list[dict[str, Any]] = self.request("list", "GET", kind, path(kind, namespace),
-                                                   query=query).get("items", [])
+        items: list[dict[str, Any]] = self.request(
+            "list", "GET", kind, self._path(kind, namespace), query=query).get("items", [])
         return items
 
     # ---- writes ---------------------------------------------------------------------------
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply with our one field manager; force takes fields back from hand edits."""
+        """Server-side apply as this client's field manager; force takes back hand-edited fields."""
         meta = manifest["metadata"]
         return self.request(
-            "apply", "PATCH", manifest["kind"], path(manifest["kind"], meta["namespace"],
-                                                     meta["name"]),
+            "apply", "PATCH", manifest["kind"],
+            self._path(manifest["kind"], meta["namespace"], meta["name"]),
             body=dict(manifest), content_type="application/apply-patch+yaml",
-            query={"fieldManager": names.FIELD_MANAGER, "force": "true"})
+            query={"fieldManager": self.field_manager, "force": "true"})
 
     def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the object (cluster-scoped when its metadata names no namespace)."""
         meta = manifest["metadata"]
         return self.request("create", "POST", manifest["kind"],
-                            path(manifest["kind"], meta["namespace"]), body=dict(manifest),
-                            query={"fieldManager": names.FIELD_MANAGER})
+                            self._path(manifest["kind"], meta.get("namespace")),
+                            body=dict(manifest),
+                            query={"fieldManager": self.field_manager})
+
+    def bind_pod(self, namespace: str, pod: str, node: str) -> None:
+        """The scheduler's write: bind a pending Pod to a node (its `binding` subresource)."""
+        self.request("create", "POST", "Pod", self._path("Pod", namespace, pod, "binding"),
+                     body={"apiVersion": "v1", "kind": "Binding",
+                           "metadata": {"name": pod, "namespace": namespace},
+                           "target": {"apiVersion": "v1", "kind": "Node", "name": node}},
+                     query={"fieldManager": self.field_manager})
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFoundError):
-            self.request("delete", "DELETE", kind, path(kind, namespace, name),
+            self.request("delete", "DELETE", kind, self._path(kind, namespace, name),
                          body={"propagationPolicy": "Background"})
 
     def merge_patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any],
                     subresource: str | None = None) -> dict[str, Any]:
-        return self.request("patch", "PATCH", kind, path(kind, namespace, name, subresource),
+        return self.request("patch", "PATCH", kind,
+                            self._path(kind, namespace, name, subresource),
                             body=dict(patch), content_type="application/merge-patch+json",
-                            query={"fieldManager": names.FIELD_MANAGER})
+                            query={"fieldManager": self.field_manager})
 
     def patch_district_status(self, namespace: str, name: str,
                               patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,9 +222,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1000],
-            "source": {"component": names.FIELD_MANAGER},
-            "reportingComponent": names.FIELD_MANAGER,
-            "reportingInstance": names.FIELD_MANAGER,
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "reportingInstance": self.field_manager,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from datetime import UTC, datetime
-from typing import Any, TextIO
-
+from sftpd.events import EventLog
 from sftpd.server.metrics import REGISTRY
 
 SESSIONS = REGISTRY.gauge("sftpd_open_sessions", "SSH connections currently open")
+WAITING = REGISTRY.gauge("sftpd_unauthenticated_connections",
+                         "SSH connections that have not logged in yet")
 SESSIONS_TOTAL = REGISTRY.counter("sftpd_sessions_total", "SSH connections accepted")
 LOGINS = REGISTRY.counter("sftpd_logins_total", "Successful logins")
 AUTH_FAILURES = REGISTRY.counter("sftpd_auth_failures_total", "Failed authentication attempts",
@@ -24,17 +21,5 @@ ERRORS = REGISTRY.counter("sftpd_errors_total", "SFTP operations refused or fail
                           ("op", "reason"))
 
 
-class AuditLog:
-    """Writes one JSON object per line: {"ts": ..., "event": ..., fields...}."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stdout
-
-    def event(self, event: str, **fields: Any) -> None:
-        record: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds"),
-            "event": event,
-        }
-        record.update(fields)
-        self._stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-        self._stream.flush()
+class AuditLog(EventLog):
+    """The server's audit trail: events in sftpd's one style (sftpd.events) on its stream."""
