@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from district_devtools.localcluster.controlplane import ControlPlane, repo_root
 from district_devtools.localcluster.realnode import (
+    GATEWAY,
     NodeUnavailable,
     RealNode,
     build_images,
     machine_snapshot,
     node_binaries_dir,
+    prepare_bridge,
 )
 
 from tests.conftest import missing
@@ -54,7 +56,8 @@ def test_a_real_node_runs_the_image_and_stop_leaves_the_machine_as_found(
     except NodeUnavailable as exc:
         missing(str(exc))
         raise
-    plane = ControlPlane.start(tmp_path / "cluster")
+    prepare_bridge()
+    plane = ControlPlane.start(tmp_path / "cluster", address=GATEWAY)
     node: RealNode | None = None
     try:
         node = RealNode.start(plane, tmp_path / "cluster" / "node", bin_dir, images)
@@ -75,5 +78,6 @@ def test_a_real_node_runs_the_image_and_stop_leaves_the_machine_as_found(
         if node is not None:
             node.stop(plane)
         plane.stop()
+        RealNode.remove_bridge()
     after = machine_snapshot()
     assert after == before

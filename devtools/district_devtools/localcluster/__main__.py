@@ -14,10 +14,12 @@ from district_devtools.localcluster.controlplane import (
     repo_root,
 )
 from district_devtools.localcluster.realnode import (
+    GATEWAY,
     NODE_STATE_FILE,
     RealNode,
     build_images,
     node_binaries_dir,
+    prepare_bridge,
 )
 
 
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         if existing:
             existing.stop()
         remove_state(directory)
-        plane = ControlPlane.start(directory)
+        if args.node:
+            prepare_bridge()
+        plane = ControlPlane.start(directory, address=GATEWAY if args.node else "127.0.0.1")
         if args.node:
             repo = repo_root()
             if repo is None:
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                       build_images(repo))
             except BaseException:
                 plane.stop()
+                RealNode.remove_bridge()
                 raise
             print(f"local-cluster: node {node.name} Ready ({node.address})", file=sys.stderr)
         print(f"local-cluster: API server {plane.server}; "

@@ -74,6 +74,17 @@ def build_images(repo: Path) -> list[tuple[Path, str]]:
     return pairs
 
 
+def prepare_bridge() -> None:
+    """The pods' bridge with its gateway address, made before the API server binds to it (pods
+    reach the API server there through the `kubernetes` Service). RealNode.stop removes it."""
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        return
+    for argv in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                 ["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE],
+                 ["ip", "link", "set", BRIDGE, "up"]):
+        subprocess.run(argv, check=True, capture_output=True)
+
+
 def node_ip() -> str:
     """The address the node registers with: this machine's first global IPv4 address."""
     out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
@@ -484,6 +495,10 @@ conntrack:
             for entry in netns.glob("cni-*"):
                 subprocess.run(["umount", str(entry)], capture_output=True, check=False)
                 entry.unlink(missing_ok=True)
+        self.remove_bridge()
+
+    @staticmethod
+    def remove_bridge() -> None:
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
 
     def _unmount_all(self) -> None:
