@@ -15,7 +15,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,31 +65,6 @@ def write_key_pair(private_path: Path, comment: str) -> str:
     line = f"{public} {comment}"
     private_path.with_name(private_path.name + ".pub").write_text(line + "\n")
     return line
-
-
-def local_known_hosts(known_hosts: str, endpoint: dict[str, Any], port: int) -> str:
-    """status.knownHosts with the endpoint's host pattern moved to the local port: the keys are
-    the District's, the address is where the stand-in server listens."""
-    host, service_port = str(endpoint["host"]), int(endpoint["port"])
-    pattern = host if service_port == 22 else f"[{host}]:{service_port}"
-    lines = []
-    for line in known_hosts.splitlines():
-        hosts, _, key = line.partition(" ")
-        if hosts == pattern:
-            lines.append(f"[127.0.0.1]:{port} {key}")
-    return "\n".join(lines) + "\n"
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float = 20) -> None:
-    """SIGTERM the process's group, SIGKILL what is left after the grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
 
 
 def district_manifest(example: Path, public_key: str, port: int) -> dict[str, Any]:
