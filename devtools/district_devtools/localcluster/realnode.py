@@ -138,13 +138,41 @@ def read_sysctls() -> dict[str, str]:
     return values
 
 
+IPTABLES = ("iptables", "ip6tables")
+TABLES = ("nat", "filter", "mangle")
+
+
+def _kube_rules(tool: str, table: str) -> list[str]:
+    out = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True, text=True,
+                         check=False).stdout
+    return [line for line in out.splitlines() if "KUBE-" in line]
+
+
 def _kube_chains() -> list[str]:
-    chains: list[str] = []
-    for table in ("nat", "filter", "mangle"):
-        out = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                             text=True, check=False).stdout
-        chains += [f"{table}: {line}" for line in out.splitlines() if "KUBE" in line]
-    return sorted(chains)
+    return sorted(f"{tool} {table}: {line}" for tool in IPTABLES for table in TABLES
+                  for line in _kube_rules(tool, table))
+
+
+def remove_kube_chains() -> None:
+    """Remove every KUBE-* rule and chain the kubelet and kube-proxy made (kube-proxy's own
+    --cleanup leaves the kubelet's KUBE-FIREWALL and KUBE-KUBELET-CANARY behind)."""
+    for tool in IPTABLES:
+        if shutil.which(tool) is None:
+            continue
+        for table in TABLES:
+            rules = _kube_rules(tool, table)
+            for rule in rules:  # jumps into KUBE-* chains from the built-in ones first
+                words = rule.split()
+                if words[0] == "-A" and not words[1].startswith("KUBE-"):
+                    subprocess.run([tool, "-w", "-t", table, "-D", *words[1:]],
+                                   capture_output=True, check=False)
+            chains = [r.split()[1] for r in rules if r.startswith("-N ")]
+            for chain in chains:
+                subprocess.run([tool, "-w", "-t", table, "-F", chain], capture_output=True,
+                               check=False)
+            for chain in chains:
+                subprocess.run([tool, "-w", "-t", table, "-X", chain], capture_output=True,
+                               check=False)
 
 
 @dataclass
@@ -160,6 +188,8 @@ class RealNode:
     sysctls_before: dict[str, str] = field(default_factory=dict)
     created_paths: list[str] = field(default_factory=list)
     pause_image: str = ""
+    # KUBE-* iptables rules present before start (another cluster's): then none are removed.
+    kube_rules_before: list[str] = field(default_factory=list)
 
     @property
     def containerd_socket(self) -> Path:
@@ -180,7 +210,8 @@ class RealNode:
                    address=state["address"], bin_dir=Path(state["bin_dir"]),
                    kubeconfig=Path(state["kubeconfig"]), pids=state["pids"],
                    sysctls_before=state["sysctls_before"],
-                   created_paths=state["created_paths"], pause_image=state["pause_image"])
+                   created_paths=state["created_paths"], pause_image=state["pause_image"],
+                   kube_rules_before=state["kube_rules_before"])
 
     # ---- start ------------------------------------------------------------------------------
 
@@ -199,6 +230,7 @@ class RealNode:
         node = cls(directory=directory, name=socket.gethostname(), address=node_ip(),
                    bin_dir=bin_dir, kubeconfig=directory / "kubeconfig")
         node.sysctls_before = read_sysctls()
+        node.kube_rules_before = _kube_chains()
         node.pause_image = next(name for _, name in images if "pause" in name)
         node.created_paths = [p for p in GLOBAL_PATHS if not Path(p).exists()]
         node.save()
@@ -447,10 +479,13 @@ conntrack:
             pid = self.pids.pop(name, None)
             if pid is not None:
                 _terminate(pid, grace=10)
-        if "kube-proxy" not in self.pids and (self.bin_dir / "kube-proxy").exists():
-            # kube-proxy's own clean-up removes every chain and rule it made.
+        if (self.bin_dir / "kube-proxy").exists():
+            # kube-proxy's own clean-up removes the chains and rules it made; what the kubelet
+            # made goes with the rest of the KUBE-* chains.
             subprocess.run([str(self.bin_dir / "kube-proxy"), "--cleanup"],
                            capture_output=True, check=False)
+        if not self.kube_rules_before:
+            remove_kube_chains()
         if "containerd" in self.pids:
             for task in self.ctr("task", "ls", "-q", check=False).stdout.split():
                 self.ctr("task", "kill", "-s", "KILL", task, check=False)
