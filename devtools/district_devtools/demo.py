@@ -107,8 +107,8 @@ def run(stack: contextlib.ExitStack, base: Path, repo: Path) -> int:
     postgres.psql("CREATE DATABASE lincoln OWNER district")
 
     say(f"installing the chart (the operator runs as a pod, image {real.image})")
-    real.install_chart(repo / "charts" / "district-sftp", [NAMESPACE])
     plane.kubectl("create", "namespace", NAMESPACE)
+    real.install_chart(repo / "charts" / "district-sftp", [NAMESPACE])
     plane.kubectl("-n", NAMESPACE, "create", "secret", "generic", DATABASE_SECRET_NAME,
                   f"--from-literal=uri=postgresql://district:{password}@{GATEWAY}:"
                   f"{postgres.port}/lincoln")

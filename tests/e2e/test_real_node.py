@@ -11,7 +11,9 @@ routes), and a provisioner (a hostPath PersistentVolume made for the claim).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,9 +73,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    base = tmp_path_factory.mktemp("pg")
-    base.chmod(0o755)
+def database() -> Iterator[PostgresServer]:
+    # Not under pytest's base directory: it is 0700 for root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="district-sftp-postgres-"))
     server = start_postgres(base, pod_network=(GATEWAY, "10.88.77.0/24"))
     try:
         server.psql(f"CREATE ROLE district LOGIN PASSWORD '{DB_PASSWORD}'")
@@ -81,6 +83,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         yield server
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def make_client_key(directory: Path, name: str) -> tuple[Path, str]:
@@ -124,8 +127,8 @@ def run_job(real: RealCluster, job: str, field: str, before: Any) -> dict[str, A
 def test_the_chart_serves_a_district_on_a_real_node(real: RealCluster,
                                                     database: PostgresServer,
                                                     tmp_path: Path) -> None:
-    real.install_chart(REPO / "charts" / "district-sftp", [NAMESPACE])
     real.plane.kubectl("create", "namespace", NAMESPACE)
+    real.install_chart(REPO / "charts" / "district-sftp", [NAMESPACE])
     url = (f"postgresql://district:{DB_PASSWORD}@{GATEWAY}:{database.port}/lincoln")
     real.plane.kubectl("-n", NAMESPACE, "create", "secret", "generic", "lincoln-db",
                        f"--from-literal=uri={url}")

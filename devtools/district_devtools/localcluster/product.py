@@ -53,9 +53,12 @@ class RealCluster:
         return self.image.rsplit(":", 1)[1]
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.plane.bin_dir / "helm"), "--kubeconfig",
-                               str(self.plane.kubeconfig), *args],
-                              capture_output=True, text=True, check=True)
+        result = subprocess.run([str(self.plane.bin_dir / "helm"), "--kubeconfig",
+                                 str(self.plane.kubeconfig), *args],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result
 
     def install_chart(self, chart: Path, namespaces: list[str],
                       values: dict[str, str] | None = None) -> None:
@@ -80,9 +83,11 @@ class RealCluster:
         body: dict[str, Any] = json.loads(result.stdout)
         return body
 
-    def local_volume(self, namespace: str, claim: str, path: Path, size: str = "1Gi") -> None:
-        """A hostPath PersistentVolume reserved for `claim` (no provisioner runs here); the
-        directory belongs to the pods' user, as a provisioner's volume would."""
+    def local_volume(self, namespace: str, claim: str, path: Path) -> None:
+        """A hostPath PersistentVolume of the claim's size reserved for `claim` (no provisioner
+        runs here); the directory belongs to the pods' user, as a provisioner's volume would."""
+        body = wait_until(lambda: self.get("pvc", namespace, claim), 60, f"the claim {claim}")
+        size = body["spec"]["resources"]["requests"]["storage"]
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, 10001, 10001)
         self.plane.kubectl("apply", "-f", "-", input=json.dumps({
