@@ -221,7 +221,7 @@ class RealNode:
         """Start containerd, the node's controllers, kube-proxy and the kubelet; wait for Ready."""
         for tool in ("containerd", "ctr", "runc", "iptables"):
             if shutil.which(tool) is None:
-                raise NodeUnavailable(f"`{tool}` is missing (scripts/setup --node installs it)")
+                raise NodeUnavailable(f"`{tool}` is missing (scripts/setup installs it)")
         if not Path("/usr/lib/cni/bridge").exists():
             raise NodeUnavailable("the CNI bridge plugin is missing (containernetworking-plugins)")
         directory.mkdir(parents=True, exist_ok=True)
