@@ -210,8 +210,26 @@ def test_the_chart_serves_a_district_on_a_real_node(real: RealCluster,
     second, second_public = make_client_key(tmp_path, "second")
     real.plane.kubectl("-n", NAMESPACE, "patch", "district", DISTRICT, "--type=merge", "-p",
                        json.dumps({"spec": {"authorizedKeys": [public, second_public]}}))
-    wait_until(lambda: sftp("ls upload\n", second, known_hosts, port, check=False)
-               .returncode == 0, 180, "the second key to log in")
+    attempts: list[subprocess.CompletedProcess[str]] = []
+
+    def second_logs_in() -> bool:
+        attempts.append(sftp("ls upload\n", second, known_hosts, port, check=False))
+        return attempts[-1].returncode == 0
+    try:
+        wait_until(second_logs_in, 180, "the second key to log in", interval=3)
+    except TimeoutError:
+        kubectl = real.plane.kubectl
+        deployment = f"deploy/{names.deployment(DISTRICT)}"
+        secret = kubectl("-n", NAMESPACE, "get", "secret",
+                         names.authorized_keys_secret(DISTRICT), "-o", "yaml", check=False)
+        mounted = kubectl("-n", NAMESPACE, "exec", deployment, "--", "python3", "-c",
+                          "import os; d='/etc/sftpd/authorized-keys'; print(os.listdir(d),"
+                          " os.readlink(d + '/..data'), open(d + '/authorized_keys').read())",
+                          check=False)
+        logs = kubectl("-n", NAMESPACE, "logs", deployment, "--tail=20", check=False)
+        raise AssertionError(f"second key refused: {attempts[-1].stderr}\nSecret: "
+                             f"{secret.stdout}\nmounted: {mounted.stdout}{mounted.stderr}\n"
+                             f"server log: {logs.stdout}") from None
     pod_after = json.loads(real.plane.kubectl("-n", NAMESPACE, "get", "pods", "-l",
                                               f"{names.LABEL_COMPONENT}=sftpd", "-o",
                                               "json").stdout)["items"][0]
