@@ -227,7 +227,9 @@ def main() -> int:
                 plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "district.yaml"))
                 plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                               f"crd/{names.PLURAL}.{names.GROUP}")
-                kube = api.Kube(api.load_configuration(pool_size=args.workers * 2))
+                # The operator's field manager: raw_apply stands for the operator's own applies.
+                kube = api.Kube(api.load_configuration(pool_size=args.workers * 2),
+                                field_manager=names.FIELD_MANAGER)
                 bodies = prepare_namespace(plane, kube, "raw", count, args.workers)
                 pregenerated, keygen_cpu = pregenerate_keys(count)
                 wait_until_quiet(plane)

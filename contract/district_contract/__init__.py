@@ -2,5 +2,6 @@
 
 - `layout`: the district's tree, the pod's mount paths, ports and user;
 - `commands`: the `sftpd` subcommands, their options' environment variables, the exit codes;
-- `results`: the one-line JSON result a job leaves in its termination message.
+- `results`: the one-line JSON result a job leaves in its termination message;
+- `keyoptions`: the authorized_keys options the server honours, judged the same on both sides.
 """

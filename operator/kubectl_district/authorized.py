@@ -101,13 +101,12 @@ def _secret_lines(session: Session, district: District
 
 def describe(source: str, line: str) -> dict[str, Any]:
     try:
-        key = keys.parse_authorized_key(line)
+        key = keys.parse_authorized_key(line, allow_options=True)
     except ValueError as exc:
         return {"source": source, "type": line.split()[0][:20] if line.split() else "",
                 "fingerprint": None, "comment": None, "valid": False, "problem": str(exc)}
-    parts = key.line.split(None, 2)
     return {"source": source, "type": key.key_type, "fingerprint": key.fingerprint,
-            "comment": parts[2] if len(parts) > 2 else None, "valid": True, "problem": None}
+            "comment": key.comment, "valid": True, "problem": None}
 
 
 def list_keys(session: Session, district: District) -> tuple[list[dict[str, Any]], str | None]:
@@ -212,7 +211,7 @@ def _write(session: Session, name: str, action: str, added: tuple[keys.Authorize
                   file=sys.stderr)
         try:
             # resourceVersion makes the patch conditional: no key added elsewhere is lost.
-            session.patch(names.KIND, name, {
+            session.kube.merge_patch(names.KIND, session.namespace, name, {
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "spec": {"authorizedKeys": lines}})
         except api.ApiError as exc:

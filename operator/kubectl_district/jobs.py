@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from district_contract import commands, layout
+from district_contract import commands, layout, results
+from district_contract.results import BackupResult, EpochsResult, Outcome
 from district_operator import api, names, status
 from district_operator.model import District
 
@@ -217,26 +219,24 @@ def _print_report(report: status.JobReport, job_name: str, district: District) -
     said = report.message if report.message.startswith(report.outcome) else \
         f"{report.outcome}: {report.message}".rstrip(": ")
     print(f"Job {job_name}: {said}")
-    if report.job == names.JOB_EPOCHS:
-        processed = result.get("processed") or []
-        if processed:
+    if isinstance(result, EpochsResult):
+        if result.processed:
             sys.stdout.write(output.table(
                 ["EPOCH", "OUTCOME", "FORMAT", "ROWS", "ERRORS"],
-                [[p.get("name"), p.get("outcome"), p.get("format") or "-", p.get("rows"),
-                  p.get("errors")] for p in processed]))
-        for failed in (p for p in processed if p.get("outcome") == "Failed"):
-            print(f"why {failed.get('name')} failed: /upload-processed/{failed.get('name')}/"
+                [[p.name, p.outcome, p.format or "-", p.rows, p.errors]
+                 for p in result.processed]))
+        for failed in (p for p in result.processed if p.outcome == Outcome.FAILED):
+            print(f"why {failed.name} failed: /upload-processed/{failed.name}/"
                   "processing.log (file and line of each error)")
-        for epoch in result.get("unrecognized") or []:
+        for epoch in result.unrecognized:
             print(f"not recognized, waiting for staff: /upload/{epoch}")
-        for epoch in result.get("pending") or []:
+        for epoch in result.pending:
             print(f"not complete yet: {epoch}")
-    elif report.job == names.JOB_BACKUP and result.get("file"):
-        print(f"Backup: /{layout.BACKUPS}/{result['file']}  {output.size(result.get('bytes'))}  "
-              f"sha256 {result.get('sha256')}")
-        print(f"Kept {result.get('kept')} backup(s); pruned: "
-              f"{', '.join(result.get('pruned') or []) or 'none'}")
-    if report.outcome == "Failed":
+    elif isinstance(result, BackupResult) and result.file:
+        print(f"Backup: /{layout.BACKUPS}/{result.file}  {output.size(result.bytes)}  "
+              f"sha256 {result.sha256}")
+        print(f"Kept {result.kept} backup(s); pruned: {', '.join(result.pruned) or 'none'}")
+    if report.failed:
         print(f"hint: `kubectl logs job/{job_name} -n {district.namespace}` shows the job's log",
               file=sys.stderr)
 
@@ -256,7 +256,7 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
         print(f"warning: District {district.name} is suspended; its scheduled jobs are paused, "
               "this one runs because you asked for it", file=sys.stderr)
     try:
-        job = session.create(job_from_cronjob(cronjob, extra_args))
+        job = session.kube.create(job_from_cronjob(cronjob, extra_args))
     except api.ApiError as exc:
         raise PluginError(f"cannot create the Job: {exc.message}") from None
     job_name = job["metadata"]["name"]
@@ -272,10 +272,12 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
     if args.output == "table":
         _print_report(report, job_name, district)
     else:
+        # The result as the job wrote it (camelCase fields), empty when it left none.
+        wire = json.loads(results.encode(report.result)) if report.result is not None else {}
         output.dump({"job": job_name, "namespace": session.namespace, "kind": job_kind,
-                     "outcome": report.outcome, "message": report.message,
-                     "result": dict(report.result)}, args.output)
-    return EXIT_FAILED if report.outcome == "Failed" else EXIT_OK
+                     "outcome": str(report.outcome), "message": report.message,
+                     "result": wire}, args.output)
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def run_epochs(args: argparse.Namespace, session: Session) -> int:

@@ -45,7 +45,7 @@ from district_devtools.postgres import PostgresServer
 from district_operator import api, names
 
 from sftpd import tree
-from tests.conftest import REPO, missing, require_binary
+from tests.conftest import REPO, TEST_FIELD_MANAGER, missing, require_binary
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -113,7 +113,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
     require_binary("ssh-keygen")
     if os.geteuid() != 0:
         missing("root, for the kubelet stand-in's mount namespace")
-    kube = api.Kube()
+    kube = api.Kube(field_manager=TEST_FIELD_MANAGER)
     database = f"e2e_{os.getpid()}"
     database_url = postgres.create_database(database)
     key = tmp_path / "district_key"

@@ -439,10 +439,7 @@ class _suppress_gone:  # noqa: N801 - used like contextlib.suppress
 
 def bind_pod(kube: api.Kube, namespace: str, pod_name: str) -> None:
     """The scheduler's part: bind the pod to this stand-in's node name."""
-    kube.request("create", "POST", "Pod", api.path("Pod", namespace, pod_name, "binding"),
-                 body={"apiVersion": "v1", "kind": "Binding",
-                       "metadata": {"name": pod_name, "namespace": namespace},
-                       "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME}})
+    kube.acting_as(FIELD_MANAGER).bind_pod(namespace, pod_name, NODE_NAME)
 
 
 def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
@@ -460,10 +457,8 @@ def _conditions(ready: bool, reason: str | None = None) -> list[dict[str, Any]]:
 
 def _patch_status(kube: api.Kube, namespace: str, pod_name: str, status: Mapping[str, Any]
                   ) -> dict[str, Any]:
-    return kube.request("patch", "PATCH", "Pod", api.path("Pod", namespace, pod_name, "status"),
-                        body={"status": dict(status)},
-                        content_type="application/merge-patch+json",
-                        query={"fieldManager": FIELD_MANAGER})
+    return kube.acting_as(FIELD_MANAGER).merge_patch("Pod", namespace, pod_name,
+                                                     {"status": dict(status)}, "status")
 
 
 def report_running(kube: api.Kube, namespace: str, pod_name: str, pod: LocalPod,

@@ -53,10 +53,9 @@ def wait_for_pod(kube: api.Kube, namespace: str, labels: Mapping[str, str],
 
 def expose_service(kube: api.Kube, namespace: str, service: str, address: str) -> None:
     """The cloud load balancer's part: give a LoadBalancer Service its external address."""
-    kube.request("patch", "PATCH", "Service", api.path("Service", namespace, service, "status"),
-                 body={"status": {"loadBalancer": {"ingress": [{"ip": address}]}}},
-                 content_type="application/merge-patch+json",
-                 query={"fieldManager": kubelet.FIELD_MANAGER})
+    kube.acting_as(kubelet.FIELD_MANAGER).merge_patch(
+        "Service", namespace, service,
+        {"status": {"loadBalancer": {"ingress": [{"ip": address}]}}}, "status")
 
 
 def bind_claim(kube: api.Kube, namespace: str, claim: str, directory: Path) -> None:
@@ -72,20 +71,14 @@ def bind_claim(kube: api.Kube, namespace: str, claim: str, directory: Path) -> N
                      "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
                      "claimRef": {"namespace": namespace, "name": claim,
                                   "uid": pvc["metadata"]["uid"]}}}
+    provisioner = kube.acting_as(kubelet.FIELD_MANAGER)
     with contextlib.suppress(api.AlreadyExistsError):
-        kube.request("create", "POST", "PersistentVolume", "/api/v1/persistentvolumes", body=body,
-                     query={"fieldManager": kubelet.FIELD_MANAGER})
-    kube.request("patch", "PATCH", "PersistentVolumeClaim",
-                 api.path("PersistentVolumeClaim", namespace, claim),
-                 body={"spec": {"volumeName": volume}},
-                 content_type="application/merge-patch+json",
-                 query={"fieldManager": kubelet.FIELD_MANAGER})
-    kube.request("patch", "PATCH", "PersistentVolumeClaim",
-                 api.path("PersistentVolumeClaim", namespace, claim, "status"),
-                 body={"status": {"phase": "Bound", "accessModes": pvc["spec"]["accessModes"],
-                                  "capacity": {"storage": size}}},
-                 content_type="application/merge-patch+json",
-                 query={"fieldManager": kubelet.FIELD_MANAGER})
+        provisioner.create(body)
+    provisioner.merge_patch("PersistentVolumeClaim", namespace, claim,
+                            {"spec": {"volumeName": volume}})
+    provisioner.merge_patch("PersistentVolumeClaim", namespace, claim,
+                            {"status": {"phase": "Bound", "accessModes": pvc["spec"]["accessModes"],
+                                        "capacity": {"storage": size}}}, "status")
 
 
 @dataclass
@@ -150,8 +143,7 @@ def create_job_from_cronjob(kube: api.Kube, namespace: str, cronjob_name: str,
                              "name": cronjob_name, "uid": cronjob["metadata"]["uid"],
                              "controller": True}]},
         "spec": template["spec"]}
-    return kube.request("create", "POST", "Job", api.path("Job", namespace), body=job,
-                        query={"fieldManager": kubelet.FIELD_MANAGER})
+    return kube.acting_as(kubelet.FIELD_MANAGER).create(job)
 
 
 def run_cronjob(kube: api.Kube, namespace: str, district: str, job: str, workdir: Path,
