@@ -94,8 +94,13 @@ def _run_as_owner(cmd: list[str], data_dir: Path, check: bool = True) -> None:
     subprocess.run(_owner_prefix(data_dir) + cmd, check=check, capture_output=True, text=True)
 
 
-def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
-    """initdb a fresh cluster under base_dir and start it; trust auth on loopback only."""
+def start_postgres(base_dir: Path, port: int | None = None,
+                   pod_network: tuple[str, str] | None = None) -> PostgresServer:
+    """initdb a fresh cluster under base_dir and start it; trust auth on loopback only.
+
+    pod_network: (address, CIDR) also to listen on, for clients of that network that log in
+    with a password (the real node's pods, on its bridge).
+    """
     bin_dir = server_bin_dir()
     base_dir.mkdir(parents=True, exist_ok=True)
     data_dir = base_dir / "data"
@@ -114,9 +119,11 @@ def start_postgres(base_dir: Path, port: int | None = None) -> PostgresServer:
     hba.write_text(
         "local all all trust\n"
         "host all postgres 127.0.0.1/32 trust\n"
-        "host all all 127.0.0.1/32 scram-sha-256\n")
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+        + (f"host all all {pod_network[1]} scram-sha-256\n" if pod_network else ""))
+    listen = "127.0.0.1" + (f",{pod_network[0]}" if pod_network else "")
     with (data_dir / "postgresql.conf").open("a") as conf:
-        conf.write(f"\nport = {port}\nlisten_addresses = '127.0.0.1'\n"
+        conf.write(f"\nport = {port}\nlisten_addresses = '{listen}'\n"
                    f"unix_socket_directories = '{socket_dir}'\nfsync = off\n"
                    "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
     server = PostgresServer(data_dir=data_dir, port=port, bin_dir=bin_dir)

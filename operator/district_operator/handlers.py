@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -61,6 +63,16 @@ def resync_district(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
     _measured("resync", lambda: reconciler.reconcile(body))
 
 
+def in_cluster_server(environ: Mapping[str, str]) -> str | None:
+    """The API server's address as the kubelet gives it to every pod (KUBERNETES_SERVICE_HOST
+    and _PORT), which the kubernetes client uses too. kopf's own default names
+    kubernetes.default.svc, which needs cluster DNS; the address does not."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
              reconciler: Reconciler, recorder: JobRecorder) -> None:
     """Register every handler for one operator instance (no module-level global state)."""
@@ -69,9 +81,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same credentials the API module uses: in-cluster, else the kubeconfig.
+        # The same credentials and address the API module uses: in-cluster, else the kubeconfig.
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-        return info or kopf.login_with_kubeconfig(**kwargs)
+        if info is None:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return dataclasses.replace(info, server=in_cluster_server(os.environ) or info.server)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:

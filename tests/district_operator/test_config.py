@@ -36,3 +36,16 @@ def test_bad_pull_secret_names_are_refused_at_start(monkeypatch: pytest.MonkeyPa
     assert "'RegCred' is not a Secret name" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="IMAGE_PULL_SECRETS: 'reg_cred' is not a Secret name"):
         parse(monkeypatch, IMAGE_PULL_SECRETS="reg_cred")
+
+
+def test_kopf_reaches_the_api_server_at_the_address_the_kubelet_gives() -> None:
+    """kopf's in-cluster default is kubernetes.default.svc, which needs cluster DNS; the
+    operator uses KUBERNETES_SERVICE_HOST/PORT as the kubernetes client does (on the real node
+    there is no DNS, and the operator's Job watch failed without this)."""
+    from district_operator.handlers import in_cluster_server
+
+    assert in_cluster_server({"KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                              "KUBERNETES_SERVICE_PORT": "443"}) == "https://10.0.0.1:443"
+    assert in_cluster_server({"KUBERNETES_SERVICE_HOST": "fd00::1",
+                              "KUBERNETES_SERVICE_PORT": "443"}) == "https://[fd00::1]:443"
+    assert in_cluster_server({}) is None

@@ -86,10 +86,13 @@ class ControlPlane:
     apiserver_port: int
     etcd_port: int
     pids: dict[str, int]
+    # Where the API server listens and what it advertises: loopback, or the real node's bridge
+    # address so that pods (the chart's operator) reach it through the `kubernetes` Service.
+    address: str = "127.0.0.1"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     def kubectl(self, *args: str, input: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,7 +113,8 @@ class ControlPlane:
         state = json.loads((directory / STATE_FILE).read_text())
         return cls(directory=Path(state["directory"]), bin_dir=Path(state["bin_dir"]),
                    kubeconfig=Path(state["kubeconfig"]), apiserver_port=state["apiserver_port"],
-                   etcd_port=state["etcd_port"], pids=state["pids"])
+                   etcd_port=state["etcd_port"], pids=state["pids"],
+                   address=state.get("address", "127.0.0.1"))
 
     def running(self) -> bool:
         return any(_alive(pid) for pid in self.pids.values())
@@ -127,8 +131,8 @@ class ControlPlane:
 
     @classmethod
     def start(cls, directory: Path, bin_dir: Path | None = None,
-              timeout: float = 120) -> ControlPlane:
-        """Start etcd, kube-apiserver and kube-controller-manager on free loopback ports."""
+              timeout: float = 120, address: str = "127.0.0.1") -> ControlPlane:
+        """Start etcd, kube-apiserver and kube-controller-manager on free ports of `address`."""
         bin_dir = bin_dir or binaries_dir()
         for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
             if not (bin_dir / name).exists():
@@ -138,7 +142,8 @@ class ControlPlane:
         logs.mkdir(exist_ok=True)
         pki = generate_pki(directory / "pki")
         plane = cls(directory=directory, bin_dir=bin_dir, kubeconfig=directory / "kubeconfig",
-                    apiserver_port=free_port(), etcd_port=free_port(), pids={})
+                    apiserver_port=free_port(address), etcd_port=free_port(), pids={},
+                    address=address)
         try:
             plane._start_etcd(logs, timeout)
             plane._start_apiserver(pki, logs, timeout)
@@ -174,12 +179,12 @@ class ControlPlane:
     def _start_apiserver(self, pki: ControlPlanePKI, logs: Path, timeout: float) -> None:
         self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            f"--secure-port={self.apiserver_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}", f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--service-account-issuer=https://127.0.0.1:{self.apiserver_port}/",
+            f"--service-account-issuer=https://{self.address}:{self.apiserver_port}/",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--authorization-mode=RBAC", "--allow-privileged=false",

@@ -76,7 +76,10 @@ def generate_pki(directory: Path) -> ControlPlanePKI:
     sans: list[x509.GeneralName] = [
         x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
                                   "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
-    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
+    # 10.0.0.1: the `kubernetes` Service; 10.88.77.1: the real node's bridge, where pods reach
+    # the API server (realnode.GATEWAY).
+    sans += [x509.IPAddress(ipaddress.ip_address(a))
+             for a in ("127.0.0.1", "10.0.0.1", "10.88.77.1")]
     serving = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
                      serving_key, ca_name, ca_key, ca=False,
                      usages=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans)
