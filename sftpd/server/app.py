@@ -14,7 +14,7 @@ from typing import Any
 import asyncssh
 
 from sftpd import tree
-from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed
+from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed, shown_user
 from sftpd.server.audit import (
     AUTH_FAILURES,
     LOGINS,
@@ -310,7 +310,7 @@ class _Connection(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         self.server.authorized.refresh()
-        self.fields["user"] = username
+        self.fields["user"] = shown_user(username)
         return True
 
     def public_key_auth_supported(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from sftpd.server.access import parse_networks
+from sftpd.server.access import check_login, parse_networks
 from sftpd.server.app import ServerSettings, SFTPDistrictServer
 from sftpd.server.audit import AuditLog
 
@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(**{f"{name.replace('-', '_')}_env": _env_list(name, default)})
 
     opt("root", "the district's data directory", "/data")
-    opt("login", "the one user name that may log in", None)
+    opt("login", "the one user name that may log in, e.g. the district's domain "
+        "applegrove.org (lowercase letters, digits, . - _)", None)
     many("host-key", "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS)
     opt("authorized-keys", "authorized_keys file, re-read when it changes",
         DEFAULT_AUTHORIZED_KEYS)
@@ -114,7 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     return ServerSettings(
         root=Path(args.root),
-        login=args.login,
+        login=check_login(args.login),
         host_keys=[Path(p) for p in _pick(args, "host_key")],
         authorized_keys=Path(args.authorized_keys),
         port=args.port,
