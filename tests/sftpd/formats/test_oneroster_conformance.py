@@ -258,4 +258,7 @@ def test_redropped_epoch_log_says_nothing_was_imported_again(root: Path,
     assert "The data was imported" not in again
     assert "Nothing was imported again: this same content was already processed at " in again
     assert "this upload did not touch the database" in again
+    _, report = processing(root, "2026-10-01.1")
+    assert report["repeat"] is True
+    assert "repeat" not in processing(root, "2026-10-01")[1]
     assert scalar(database_url, "SELECT count(*) FROM sftpd.epochs") == 1
