@@ -20,6 +20,7 @@ WORK_MEM = "256MB"
 # How many problems of one kind (one check on one file) are listed; all are counted.
 LISTED_PER_CHECK = 200
 COPY_CHUNK = 1 << 20
+EMPTY_BULK = "a bulk file with no data rows would delete every row; nothing is imported"
 
 _HELPERS = r"""
 CREATE OR REPLACE FUNCTION pg_temp.is_date(x text) RETURNS boolean
@@ -113,8 +114,7 @@ def import_staged(conn: psycopg.Connection[Any], source: Source,
         if rows == 0 and entry.mode == "bulk":
             # validate() refuses these already; this keeps a bulk merge from ever emptying a
             # table whatever the caller checked.
-            _add(outcome, [Problem("a bulk file with no data rows would delete every row; "
-                                   "nothing is imported", entry.table.file, 2)], 1)
+            _add(outcome, [Problem(EMPTY_BULK, entry.table.file, 2)], 1)
         _add(outcome, *_check_values(conn, entry, strict=False))
     if outcome.errors:
         _recheck_strictly(conn, staged, outcome)
@@ -250,7 +250,8 @@ def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
                       outcome: ImportOutcome) -> None:
     """The epoch fails anyway: replace the cheap value findings with the strict ones, so every
     bad date is named too, not only the badly shaped ones."""
-    kept = [p for p in outcome.errors if p.message.startswith("cannot read the file")]
+    kept = [p for p in outcome.errors
+            if p.message.startswith("cannot read the file") or p.message == EMPTY_BULK]
     outcome.errors, outcome.error_count = [], len(kept)
     duplicates: list[Problem] = []
     for entry in staged:

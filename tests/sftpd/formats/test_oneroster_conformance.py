@@ -9,11 +9,14 @@ import io
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from sftpd import tree
-from sftpd.formats.oneroster import OneRosterFormat
-from sftpd.formats.oneroster.source import MAX_HELD, copy_chunks
+from sftpd.formats.oneroster import OneRosterFormat, bulkload
+from sftpd.formats.oneroster.database import Entry, import_staged, prepare
+from sftpd.formats.oneroster.source import MAX_HELD, Source, copy_chunks
+from sftpd.formats.oneroster.spec import tables_for
 from tests.sftpd.epochs.conftest import DATA, counts, processing, put_epoch, run_epochs, scalar
 
 # The binding's userProfiles.csv table, in its order.
@@ -193,6 +196,34 @@ def test_empty_bulk_file_is_an_error_and_empties_nothing(root: Path, database_ur
          "rows (the binding does not permit empty files); an empty bulk file would delete "
          "every row, so nothing is imported")]
     assert counts(database_url)["demographics"] == 3
+
+
+def test_the_import_itself_never_empties_a_table_from_an_empty_bulk_file(
+        root: Path, database_url: str) -> None:
+    """Whatever validation let through: both import paths refuse to replace from zero rows."""
+    put_epoch(root, "2026-10-01", "v1.2.1-bulk")
+    assert run_epochs(root, database_url)[0] == 0
+    epoch = root.parent / "empty"
+    epoch.mkdir()
+    table = tables_for("1.2")["demographics"]
+    header = tuple(c.name for c in table.columns)
+    (epoch / table.file).write_text(",".join(header) + "\n")
+    source, entries = Source(epoch, folder=epoch), [Entry(table, "bulk", header)]
+    with psycopg.connect(database_url) as conn:
+        prepare(conn)
+        assert bulkload.import_bulk(conn, source, entries) is None  # steps aside
+        assert counts_in(conn, "demographics") == 3
+        outcome = import_staged(conn, source, entries)
+        assert [(p.file, p.line) for p in outcome.errors] == [("demographics.csv", 2)]
+        assert "would delete every row" in outcome.errors[0].message
+        assert counts_in(conn, "demographics") == 3
+        conn.rollback()
+
+
+def counts_in(conn: psycopg.Connection[tuple[int]], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM oneroster.{table}").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_empty_delta_file_changes_nothing_and_is_warned(root: Path, database_url: str) -> None:
