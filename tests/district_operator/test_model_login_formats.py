@@ -12,6 +12,8 @@ from district_contract.commands import FORMATS_KNOWN as FORMAT_NAMES
 from district_contract.commands import LOGIN_MAX, valid_login
 from district_operator import builders
 from district_operator.model import InvalidDistrictError, parse_district
+from kubectl_district import jobs
+from kubectl_district.errors import PluginError
 
 from sftpd.formats import registered_formats
 from sftpd.server.access import check_login
@@ -75,3 +77,10 @@ def test_the_crd_model_and_processor_agree_on_format_names() -> None:
     # Every format the processor registers can be chosen on a District (generic-csv is
     # registered by sftpd/formats/generic_csv).
     assert set(registered_formats()) <= set(FORMAT_NAMES)
+
+
+def test_kubectl_district_epochs_process_takes_generic_csv() -> None:
+    jobs._check_format("generic-csv")
+    jobs._check_format("oneroster")
+    with pytest.raises(PluginError, match="unknown format 'csv2'"):
+        jobs._check_format("csv2")
