@@ -10,6 +10,7 @@ PROCESS_EPOCHS: Final = "process-epochs"
 RETENTION: Final = "retention"
 BACKUP: Final = "backup"
 DOCVIEWER: Final = "docviewer"
+PDFS: Final = "pdfs"
 # The viewer side: decode and check a URL token.
 DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a command name)
 
@@ -42,6 +43,9 @@ TOKEN_KEY_FILE: Final = "token-key-file"  # noqa: S105 (an option name)
 TOKEN_TTL: Final = "token-ttl"  # noqa: S105 (an option name)
 KEEP: Final = "keep"
 TIMEZONE: Final = "timezone"
+# sftpd pdfs (spec.downloads.pdfs; also FORMS and TIMEZONE)
+STUDENTS: Final = "students"
+KEEP_DAYS: Final = "keep-days"
 
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"

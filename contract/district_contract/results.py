@@ -36,6 +36,7 @@ class JobKind(StrEnum):
     RETENTION = "retention"
     BACKUP = "backup"
     DOCVIEWER = "docviewer"
+    PDFS = "pdfs"
 
 
 class ResultError(ValueError):
@@ -115,9 +116,26 @@ class DocviewerResult(_Result):
     pruned: tuple[str, ...] = ()
 
 
-JobResult = EpochsResult | RetentionResult | BackupResult | DocviewerResult
+@dataclass(frozen=True)
+class PdfsResult(_Result):
+    """One PDF extraction: the epoch it published under downloads/pdfs, and pruning."""
+
+    kind: ClassVar[JobKind] = JobKind.PDFS
+    epoch: str = ""  # the published directory's name, YYYYMMDD-HHMMSS (UTC); "" if none
+    documents: int = 0  # PDFs written (and listed in its index.csv)
+    bytes: int = 0  # their total size
+    today: str = ""
+    forms: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # "<document id>: <why>" for each chosen document not written
+    completed_at: str = ""
+    keep_days: int = 0
+    pruned: tuple[str, ...] = ()
+
+
+JobResult = EpochsResult | RetentionResult | BackupResult | DocviewerResult | PdfsResult
 RESULT_TYPES: Final[dict[JobKind, type[JobResult]]] = {
-    cls.kind: cls for cls in (EpochsResult, RetentionResult, BackupResult, DocviewerResult)}
+    cls.kind: cls for cls in (EpochsResult, RetentionResult, BackupResult, DocviewerResult,
+                              PdfsResult)}
 
 
 def _camel(name: str) -> str:
@@ -240,5 +258,5 @@ def write(path: Path | None, result: JobResult) -> str:
 
 
 __all__ = ["MAX_RESULT_BYTES", "BackupResult", "DocviewerResult", "EpochsResult", "JobKind",
-           "JobResult", "Outcome", "ProcessedEpoch", "ResultError", "RetentionResult", "encode",
-           "parse", "write"]
+           "JobResult", "Outcome", "PdfsResult", "ProcessedEpoch", "ResultError",
+           "RetentionResult", "encode", "parse", "write"]

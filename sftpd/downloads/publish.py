@@ -85,8 +85,7 @@ def new_epoch_name(directory: Path, now: datetime) -> str:
     moment = now.astimezone(UTC).replace(microsecond=0)
     existing = [e.name for e in directory.iterdir() if EPOCH_NAME.match(e.name)]
     if existing:
-        newest = datetime.strptime(max(existing), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
-        moment = max(moment, newest + timedelta(seconds=1))
+        moment = max(moment, epoch_time(max(existing)) + timedelta(seconds=1))
     while True:
         name = f"{moment:%Y%m%d-%H%M%S}"
         if not (directory / name).exists() and not (directory / (BUILDING_PREFIX + name)).exists():
@@ -102,32 +101,49 @@ def start_build(directory: Path, name: str) -> Path:
 
 
 def publish(directory: Path, building: Path, name: str) -> None:
-    """Fsync every file, write COMPLETE last, then give the epoch its final name."""
-    for entry in building.iterdir():
-        fsync_path(entry)
-    checkpoint("docviewer: files fsynced, no COMPLETE yet")
+    """Fsync every file and folder in it, write COMPLETE last, then give it its final name."""
+    for folder, _dirs, files in os.walk(building, topdown=False):
+        for file_name in files:
+            fsync_path(Path(folder, file_name))
+        if Path(folder) != building:
+            fsync_path(Path(folder), directory=True)
+    checkpoint("download epoch: files fsynced, no COMPLETE yet")
     fd = os.open(building / COMPLETE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     fsync_path(building, directory=True)
-    checkpoint("docviewer: COMPLETE written, not renamed yet")
+    checkpoint("download epoch: COMPLETE written, not renamed yet")
     building.rename(directory / name)
     fsync_path(directory, directory=True)
-    checkpoint("docviewer: published")
+    checkpoint("download epoch: published")
+
+
+def epoch_time(name: str) -> datetime:
+    return datetime.strptime(name, "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
 
 
 def prune(directory: Path, keep: int) -> list[str]:
     """Delete complete epochs beyond the newest `keep`, oldest first; never the newest."""
     if keep < 1:
         raise ValueError("keep must be at least 1: the newest complete epoch is never deleted")
+    return _delete(directory, list(reversed(complete_epochs(directory)[keep:])))
+
+
+def prune_older_than(directory: Path, cutoff: datetime) -> list[str]:
+    """Delete complete epochs named before cutoff, oldest first."""
+    old = [name for name in complete_epochs(directory) if epoch_time(name) < cutoff]
+    return _delete(directory, list(reversed(old)))
+
+
+def _delete(directory: Path, names: list[str]) -> list[str]:
     pruned = []
-    for name in reversed(complete_epochs(directory)[keep:]):
+    for name in names:
         hidden = directory / (DELETING_PREFIX + name)
         (directory / name).rename(hidden)
         fsync_path(directory, directory=True)
-        checkpoint(f"docviewer: {name} hidden for deletion")
+        checkpoint(f"download epoch: {name} hidden for deletion")
         shutil.rmtree(hidden)
         pruned.append(name)
     return pruned
