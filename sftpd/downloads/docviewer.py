@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import signal
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -219,10 +220,15 @@ def export(s: Settings) -> DocviewerResult:
             building = publish.start_build(s.docviewer, name)
             published = False
             try:
+                started = time.monotonic()
                 rows = write_documents(conn, s, building / CSV_NAME)
+                written = time.monotonic()
                 size = (building / CSV_NAME).stat().st_size
-                log_event("docviewer-written", epoch=name, rows=rows, bytes=size)
+                log_event("docviewer-written", epoch=name, rows=rows, bytes=size,
+                          writeSeconds=round(written - started, 3))
                 publish.publish(s.docviewer, building, name)
+                log_event("docviewer-fsynced", epoch=name,
+                          publishSeconds=round(time.monotonic() - written, 3))
                 published = True
             finally:
                 if not published:

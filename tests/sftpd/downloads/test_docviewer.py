@@ -12,11 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from district_contract.results import DocviewerResult, parse
 
 from sftpd.downloads.contract import contract_sql
 from sftpd.downloads.docviewer import url_cell
 from sftpd.downloads.tokens import TokenRefused, decode_token, read_keys
 from tests.sftpd.downloads.conftest import (
+    FORMS,
     NOW,
     Seeded,
     read_epoch,
@@ -43,6 +45,9 @@ def test_documents_csv_holds_exactly_the_right_rows(root: Path, seeded: Seeded,
     assert run.returncode == 0, run.stderr
     assert run.result is not None
     assert run.result["kind"] == "docviewer" and run.result["outcome"] == "Succeeded"
+    typed = parse(json.dumps(run.result))  # what the operator will read back
+    assert isinstance(typed, DocviewerResult)
+    assert (typed.rows, typed.forms, typed.today) == (len(seeded.expected), FORMS, "2026-09-15")
     epochs = sorted(p.name for p in (root / DOCVIEWER).iterdir())
     assert epochs == [run.result["epoch"]] == ["20260915-120000"]
     rows = read_epoch(root / DOCVIEWER / epochs[0])

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from district_contract.results import PdfsResult, parse
 
 from sftpd.epochs.checkpoints import KILL_AT_ENV
 from tests.conftest import require_binary
@@ -53,7 +54,10 @@ def make_pdf(text: str) -> bytes:
 def with_pdfs(database_url: str) -> tuple[Seeded, dict[int, str]]:
     """The seeded documents with a real PDF each, except two chosen ones: the ids skipped."""
     seeded = seed_documents(database_url)
-    not_a_pdf, no_pdf = sorted(seeded.expected)[:2]
+    # One of S1's and one of S2's, so each student keeps a PDF that is written.
+    ids = sorted(seeded.expected)
+    not_a_pdf, no_pdf = ids[0], ids[-1]
+    assert seeded.expected[not_a_pdf][0] == "S1" and seeded.expected[no_pdf][0] == "S2"
     with psycopg.connect(database_url, autocommit=True) as conn:
         for (doc_id,) in conn.execute("SELECT id FROM documents.documents").fetchall():
             conn.execute("UPDATE documents.documents SET pdf = %s WHERE id = %s",
@@ -98,6 +102,8 @@ def test_every_chosen_document_is_written_as_a_valid_pdf(
     code, result = run_pdfs(root, seeded.url)
     assert code == 0 and result is not None, result
     assert (result["kind"], result["outcome"]) == ("pdfs", "Succeeded")
+    typed = parse(json.dumps(result))  # what the operator will read back
+    assert isinstance(typed, PdfsResult) and typed.skipped == tuple(result["skipped"])
     epoch = root / PDFS / result["epoch"]
     rows = read_pdf_epoch(epoch)
     wanted = {i: r for i, r in seeded.expected.items() if i not in skipped}
@@ -123,6 +129,10 @@ def test_only_the_chosen_students(root: Path,
     assert code == 0 and result is not None
     rows = read_pdf_epoch(root / PDFS / result["epoch"])
     assert {r["Student Id"] for r in rows} == {"S2"}  # S3 is deleted
+    everyone = run_pdfs(root, seeded.url, "--now", "2026-09-15T12:30:00Z")[1]
+    assert everyone is not None
+    assert {r["Student Id"] for r in read_pdf_epoch(root / PDFS / everyone["epoch"])} == {
+        "S1", "S2"}
 
 
 def test_epochs_older_than_keep_days_are_removed(
