@@ -8,6 +8,7 @@ second set of runs is SIGKILLed from outside while documents.csv is being writte
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -101,3 +102,39 @@ def test_killed_from_outside_while_writing(root: Path, big: Seeded, key_file: Pa
     assert rerun.result is not None
     assert assert_only_whole_epochs(root, rows) == [rerun.result["epoch"]]
     assert [e["name"] for e in rerun.events if e["event"] == "docviewer-leftover-removed"]
+
+
+def test_sigterm_mid_write_removes_the_partial_epoch(root: Path, big: Seeded,
+                                                     key_file: Path) -> None:
+    """A deadline's SIGTERM unwinds: exit 1, reason Interrupted, nothing left, hidden or not."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result_file = root.parent / "sigterm-result.json"
+    proc = subprocess.Popen([*docviewer_argv(root, big.url, key_file),
+                             "--result-file", str(result_file)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        partial = list((root / DOCVIEWER).glob(".incomplete-*/documents.csv"))
+        if partial and partial[0].stat().st_size > 0:
+            break
+        time.sleep(0.005)
+    else:
+        pytest.fail("never saw documents.csv being written")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 1
+    assert '"reason":"Interrupted"' in result_file.read_text()
+    assert list((root / DOCVIEWER).iterdir()) == []
+
+
+def test_a_second_run_while_one_holds_the_directory_fails_busy(root: Path, big: Seeded,
+                                                               key_file: Path) -> None:
+    (root / DOCVIEWER).mkdir(parents=True)
+    fd = os.open(root / DOCVIEWER, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        run = run_docviewer(root, big.url, key_file)
+    finally:
+        os.close(fd)
+    assert run.returncode == 1
+    assert run.result is not None and run.result["reason"] == "Busy"
+    assert list((root / DOCVIEWER).iterdir()) == []
