@@ -15,6 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "process-epochs": ("sftpd.epochs.command", "process complete upload epochs"),
     "retention": ("sftpd.retention", "delete processed epochs and backups past retention"),
     "backup": ("sftpd.backup", "export a PostgreSQL backup into downloads/backups"),
+    "docviewer": ("sftpd.downloads.docviewer", "publish documents.csv into downloads/docviewer"),
+    "pdfs": ("sftpd.downloads.pdfs", "extract chosen documents' PDFs into downloads/pdfs"),
+    "docviewer-token": ("sftpd.downloads.token_command",
+                        "decode and check a docviewer URL token; make a token key"),
 }
 
 

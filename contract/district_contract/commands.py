@@ -10,6 +10,10 @@ SERVE: Final = "serve"
 PROCESS_EPOCHS: Final = "process-epochs"
 RETENTION: Final = "retention"
 BACKUP: Final = "backup"
+DOCVIEWER: Final = "docviewer"
+PDFS: Final = "pdfs"
+# The viewer side: decode and check a URL token.
+DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a command name)
 
 # Exit codes of every command, the operator's and the plugin's included.
 EXIT_OK: Final = 0  # the run did what was asked (an idle run included)
@@ -33,6 +37,16 @@ FORMATS: Final = "formats"
 PROCESSED_DAYS: Final = "processed-days"
 KEEP_BACKUPS: Final = "keep-backups"
 DISTRICT: Final = "district"
+# sftpd docviewer (spec.downloads.docviewer)
+FORMS: Final = "forms"
+BASE_URL: Final = "base-url"
+TOKEN_KEY_FILE: Final = "token-key-file"  # noqa: S105 (an option name)
+TOKEN_TTL: Final = "token-ttl"  # noqa: S105 (an option name)
+KEEP: Final = "keep"
+TIMEZONE: Final = "timezone"
+# sftpd pdfs (spec.downloads.pdfs; also FORMS and TIMEZONE)
+STUDENTS: Final = "students"
+KEEP_DAYS: Final = "keep-days"
 
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"
