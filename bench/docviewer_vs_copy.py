@@ -96,7 +96,7 @@ def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, f
     with (epoch / "documents.csv").open("rb") as handle:
         rows = sum(1 for _ in handle) - 1  # no line breaks inside these fields
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    write_seconds = next(e["writeSeconds"] for e in events if e["event"] == "docviewer-written")
+    write_seconds = next(e["writeSeconds"] for e in events if e["event"] == "docviewer.written")
     return elapsed, rows, write_seconds
 
 

@@ -150,7 +150,7 @@ class Bench:
              "--port", str(self.port), "--bind", "127.0.0.1", "--metrics-port", "0"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
-        while b'"listening"' not in (self.workdir / "audit.jsonl").read_bytes():
+        while b'"server.listening"' not in (self.workdir / "audit.jsonl").read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("sftpd serve did not start: "
                                    + (self.workdir / "audit.jsonl").read_text()[-2000:])

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Final, get_type_hints
 
 # Kubernetes keeps the first 4096 bytes of a termination message; stay well below that.
 MAX_RESULT_BYTES: Final = 3800
+# The reason of a run refused for bad options or environment (it exits EXIT_USAGE).
+INVALID_ARGUMENTS: Final = "InvalidArguments"
 
 
 class Outcome(StrEnum):
@@ -257,6 +259,6 @@ def write(path: Path | None, result: JobResult) -> str:
     return line
 
 
-__all__ = ["MAX_RESULT_BYTES", "BackupResult", "DocviewerResult", "EpochsResult", "JobKind",
-           "JobResult", "Outcome", "PdfsResult", "ProcessedEpoch", "ResultError",
-           "RetentionResult", "encode", "parse", "write"]
+__all__ = ["INVALID_ARGUMENTS", "MAX_RESULT_BYTES", "BackupResult", "DocviewerResult",
+           "EpochsResult", "JobKind", "JobResult", "Outcome", "PdfsResult", "ProcessedEpoch",
+           "ResultError", "RetentionResult", "encode", "parse", "write"]

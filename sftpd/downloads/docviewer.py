@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -15,16 +14,23 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from district_contract import commands
-from district_contract.results import DocviewerResult, Outcome, write
+from district_contract import commands, layout, results
+from district_contract.results import DocviewerResult, Outcome
 
-from sftpd import tree
-from sftpd.backup.events import log_event, utc_iso
+from sftpd import options, tree
 from sftpd.downloads import publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
-from sftpd.downloads.tokens import TokenIssuer, TokenKeyError, parse_duration, read_keys
+from sftpd.downloads.tokens import (
+    TokenIssuer,
+    TokenKeyError,
+    aware_time,
+    parse_duration,
+    read_keys,
+)
 from sftpd.epochs import checkpoints
 from sftpd.epochs.checkpoints import checkpoint
+from sftpd.events import emit, utc_iso
+from sftpd.options import UsageError
 
 CSV_NAME = "documents.csv"
 HEADER = b"Student Id,Form,Start Date,End Date,URL\r\n"
@@ -32,6 +38,7 @@ DEFAULT_KEEP = 7
 DEFAULT_TTL = "7d"
 MAX_FORMS = 200
 MAX_FORM_CHARS = 200
+TOKEN_KEY_INVALID = "TokenKeyInvalid"  # noqa: S105 (a result reason)
 # The id comes last so each COPY row (one row per CopyData message, by the protocol) splits
 # at its last comma: the four columns before it are already CSV, quoted by PostgreSQL.
 EXPORT_QUERY = """
@@ -62,43 +69,62 @@ class _Stopped(BaseException):
     """SIGTERM arrived: unwind through the cleanups, then report."""
 
 
-def _env(option: str, default: str | None = None) -> str | None:
-    return os.environ.get(commands.env_var(option), default)
+def parse_forms(text: str) -> tuple[str, ...]:
+    """The form names of --forms, separated by commas only (a form name may hold spaces)."""
+    forms = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    if not forms:
+        raise ValueError("--forms names no form: choose at least one")
+    if len(forms) > MAX_FORMS or any(len(f) > MAX_FORM_CHARS for f in forms):
+        raise ValueError(f"--forms: at most {MAX_FORMS} forms of at most {MAX_FORM_CHARS} "
+                         "characters each")
+    return forms
+
+
+def url_cell(base_url: str) -> tuple[bytes, bytes]:
+    """The CSV bytes before and after each token in the URL column."""
+    parts = urlsplit(base_url)
+    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment
+            or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in base_url)):
+        raise ValueError(f"--base-url {base_url!r} must be an http(s) URL with a host, no "
+                         "fragment and no whitespace")
+    joined = base_url + ("&" if parts.query else "?") + "token="
+    if any(ch in joined for ch in ',"'):
+        return b'"' + joined.replace('"', '""').encode(), b'"'
+    return joined.encode(), b""
+
+
+def base_url(text: str) -> str:
+    url_cell(text)
+    return text
+
+
+def time_zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(f"unknown time zone {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = commands.EXIT_CODES_HELP
-    root = _env(commands.ROOT)
-    parser.add_argument("--root", type=Path, default=root,
-                        help=f"the district's volume (env {commands.env_var(commands.ROOT)})")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="libpq URL of the district's database (env DATABASE_URL)")
-    parser.add_argument("--forms", default=_env(commands.FORMS, ""),
-                        help="the form types to export, separated by commas (form names may "
-                             f"hold spaces) (env {commands.env_var(commands.FORMS)})")
-    parser.add_argument("--base-url", default=_env(commands.BASE_URL),
-                        help="the document viewer's http(s) URL; each row's URL is "
-                             "<base-url>?token=<token> (env "
-                             f"{commands.env_var(commands.BASE_URL)})")
-    parser.add_argument("--token-key-file", type=Path, default=_env(commands.TOKEN_KEY_FILE),
-                        help="file of Fernet keys, one a line, the first encrypts (env "
-                             f"{commands.env_var(commands.TOKEN_KEY_FILE)})")
-    parser.add_argument("--token-ttl", default=_env(commands.TOKEN_TTL, DEFAULT_TTL),
-                        help="how long a URL works, e.g. 7d, 36h (env "
-                             f"{commands.env_var(commands.TOKEN_TTL)}; default {DEFAULT_TTL})")
-    parser.add_argument("--keep", default=_env(commands.KEEP, str(DEFAULT_KEEP)),
-                        help="complete epochs to keep, at least 1 (env "
-                             f"{commands.env_var(commands.KEEP)}; default {DEFAULT_KEEP})")
-    parser.add_argument("--timezone", default=_env(commands.TIMEZONE, "UTC"),
-                        help="the district's time zone, which decides what day today is (env "
-                             f"{commands.env_var(commands.TIMEZONE)}; default UTC)")
-    parser.add_argument("--now", default=_env("now"),
-                        help="ISO 8601 time with a zone to use as the current time (tests)")
-    result_file = _env(commands.RESULT_FILE)
-    parser.add_argument("--result-file", type=Path,
-                        default=None if result_file is None else Path(result_file),
-                        help="write the one-line JSON result here (env "
-                             f"{commands.env_var(commands.RESULT_FILE)})")
+    opt = options.prepare(parser)
+    opt.path(commands.ROOT, "the district's volume", required=True)
+    opt.text("database-url", "libpq URL of the district's database", required=True,
+             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.custom(commands.FORMS, "the form types to export, separated by commas (form names may "
+               "hold spaces)", parse_forms, required=True, metavar="FORMS")
+    opt.custom(commands.BASE_URL, "the document viewer's http(s) URL; each row's URL is "
+               "<base-url>?token=<token>", base_url, required=True, metavar="URL")
+    opt.path(commands.TOKEN_KEY_FILE, "file of Fernet keys, one a line, the first encrypts",
+             required=True)
+    opt.custom(commands.TOKEN_TTL, "how long a URL works, e.g. 7d, 36h", parse_duration,
+               DEFAULT_TTL, metavar="DURATION")
+    opt.number(commands.KEEP, "complete epochs to keep; the newest is never deleted",
+               DEFAULT_KEEP, minimum=1)
+    opt.custom(commands.TIMEZONE, "the district's time zone, which decides what day today is",
+               time_zone, "UTC", metavar="ZONE")
+    opt.custom("now", "ISO 8601 time with a zone to use as the current time (tests)",
+               aware_time, metavar="TIME")
+    opt.path(commands.RESULT_FILE, "write the one-line JSON result here")
 
 
 @dataclass(frozen=True)
@@ -116,71 +142,19 @@ class Settings:
     today: date
 
 
-def parse_forms(text: str) -> tuple[str, ...]:
-    forms = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
-    if not forms:
-        raise ExportError("InvalidArguments", "--forms names no form: choose at least one")
-    if len(forms) > MAX_FORMS or any(len(f) > MAX_FORM_CHARS for f in forms):
-        raise ExportError("InvalidArguments", f"--forms: at most {MAX_FORMS} forms of at most "
-                                              f"{MAX_FORM_CHARS} characters each")
-    return forms
-
-
-def url_cell(base_url: str) -> tuple[bytes, bytes]:
-    """The CSV bytes before and after each token in the URL column."""
-    parts = urlsplit(base_url)
-    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment
-            or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in base_url)):
-        raise ExportError("InvalidArguments", f"--base-url {base_url!r} must be an http(s) URL "
-                                              "with a host, no fragment and no whitespace")
-    joined = base_url + ("&" if parts.query else "?") + "token="
-    if any(ch in joined for ch in ',"'):
-        return b'"' + joined.replace('"', '""').encode(), b'"'
-    return joined.encode(), b""
-
-
-def parse_now(text: str | None) -> datetime:
-    if not text:
-        return datetime.now(UTC)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ExportError("InvalidArguments", f"--now {text!r} needs a time zone")
-    return moment
-
-
 def settings(args: argparse.Namespace) -> Settings:
-    """Check every option before anything is touched; ExportError(InvalidArguments...)."""
-    if args.root is None:
-        raise ExportError("InvalidArguments", "--root (or SFTPD_ROOT) is required")
-    if not args.root.is_dir():
-        raise ExportError("InvalidArguments", f"--root {args.root} is not a directory")
-    if not args.database_url:
-        raise ExportError("InvalidArguments", "--database-url (or DATABASE_URL) is required")
-    if not args.base_url:
-        raise ExportError("InvalidArguments", "--base-url (or SFTPD_BASE_URL) is required")
-    if args.token_key_file is None:
-        raise ExportError("InvalidArguments",
-                          "--token-key-file (or SFTPD_TOKEN_KEY_FILE) is required")
-    forms = parse_forms(args.forms)
+    """The run's settings from its checked options; the key file is read here
+    (ExportError(TokenKeyInvalid) when it cannot be)."""
+    now: datetime = args.now or datetime.now(UTC)
     prefix, suffix = url_cell(args.base_url)
-    try:
-        keep = int(args.keep)
-        ttl = parse_duration(args.token_ttl)
-        zone = ZoneInfo(args.timezone)
-        now = parse_now(args.now)
-    except (ValueError, ZoneInfoNotFoundError) as exc:
-        raise ExportError("InvalidArguments", str(exc)) from None
-    if keep < 1:
-        raise ExportError("InvalidArguments", "--keep must be at least 1 (the newest epoch is "
-                                              f"always kept), not {keep}")
     try:
         keys = read_keys(args.token_key_file)
     except TokenKeyError as exc:
-        raise ExportError("TokenKeyInvalid", str(exc)) from None
+        raise ExportError(TOKEN_KEY_INVALID, str(exc)) from None
     return Settings(docviewer=args.root / tree.DOCVIEWER, database_url=args.database_url,
-                    forms=forms, url_prefix=prefix, url_suffix=suffix,
-                    issuer=TokenIssuer(keys, now + ttl), keep=keep, now=now,
-                    today=now.astimezone(zone).date())
+                    forms=args.forms, url_prefix=prefix, url_suffix=suffix,
+                    issuer=TokenIssuer(keys, now + args.token_ttl), keep=args.keep, now=now,
+                    today=now.astimezone(args.timezone).date())
 
 
 def write_documents(conn: psycopg.Connection[tuple[object, ...]], s: Settings,
@@ -206,7 +180,7 @@ def export(s: Settings) -> DocviewerResult:
     s.docviewer.mkdir(parents=True, exist_ok=True)
     with publish.locked(s.docviewer):
         for name in publish.remove_leftovers(s.docviewer):
-            log_event("docviewer-leftover-removed", name=name)
+            emit("docviewer.leftover_removed", name=name)
         checkpoint("docviewer: locked, leftovers removed")
         try:
             conn = psycopg.connect(s.database_url, connect_timeout=30)
@@ -215,7 +189,7 @@ def export(s: Settings) -> DocviewerResult:
                               f"cannot connect to the district's database: {exc}") from None
         with conn:
             if ensure_contract(conn):
-                log_event("docviewer-contract-created", relations=[DOCUMENTS, STUDENTS])
+                emit("docviewer.contract_created", relations=[DOCUMENTS, STUDENTS])
             name = publish.new_epoch_name(s.docviewer, s.now)
             building = publish.start_build(s.docviewer, name)
             published = False
@@ -224,19 +198,19 @@ def export(s: Settings) -> DocviewerResult:
                 rows = write_documents(conn, s, building / CSV_NAME)
                 written = time.monotonic()
                 size = (building / CSV_NAME).stat().st_size
-                log_event("docviewer-written", epoch=name, rows=rows, bytes=size,
-                          writeSeconds=round(written - started, 3))
+                emit("docviewer.written", epoch=name, rows=rows, bytes=size,
+                     writeSeconds=round(written - started, 3))
                 publish.publish(s.docviewer, building, name)
-                log_event("docviewer-fsynced", epoch=name,
-                          publishSeconds=round(time.monotonic() - written, 3))
+                emit("docviewer.fsynced", epoch=name,
+                     publishSeconds=round(time.monotonic() - written, 3))
                 published = True
             finally:
                 if not published:
                     publish.remove_leftovers(s.docviewer)
-        log_event("docviewer-published", epoch=name, rows=rows, bytes=size)
+        emit("docviewer.published", epoch=name, rows=rows, bytes=size)
         pruned = publish.prune(s.docviewer, s.keep)
         for old in pruned:
-            log_event("docviewer-pruned", epoch=old)
+            emit("docviewer.pruned", epoch=old)
         kept = len(publish.complete_epochs(s.docviewer))
     return DocviewerResult(
         outcome=Outcome.SUCCEEDED, epoch=name, rows=rows, bytes=size, today=s.today.isoformat(),
@@ -250,14 +224,17 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is not a directory")
     code = commands.EXIT_FAILED
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         result = export(settings(args))
         code = commands.EXIT_OK
     except ExportError as exc:
-        usage = exc.reason in ("InvalidArguments", "TokenKeyInvalid")
-        code = commands.EXIT_USAGE if usage else commands.EXIT_FAILED
+        # A key file that cannot be used is bad usage too: nothing was attempted.
+        code = commands.EXIT_USAGE if exc.reason == TOKEN_KEY_INVALID else commands.EXIT_FAILED
         result = DocviewerResult(outcome=Outcome.FAILED, reason=exc.reason, message=exc.message)
     except publish.Busy as exc:
         result = DocviewerResult(outcome=Outcome.FAILED, reason="Busy", message=str(exc))
@@ -265,10 +242,7 @@ def run(args: argparse.Namespace) -> int:
         result = DocviewerResult(outcome=Outcome.FAILED, reason="Interrupted",
                                  message="stopped (SIGTERM) before publishing; nothing partial "
                                          "is visible")
-    except psycopg.errors.UndefinedTable as exc:
-        result = DocviewerResult(outcome=Outcome.FAILED, reason="ContractMismatch",
-                                 message=f"the documents contract is not met: {exc}")
-    except psycopg.errors.UndefinedColumn as exc:
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
         result = DocviewerResult(outcome=Outcome.FAILED, reason="ContractMismatch",
                                  message=f"the documents contract is not met: {exc}")
     except psycopg.Error as exc:
@@ -281,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.failed:
-        log_event("docviewer-failed", reason=result.reason, message=result.message)
-    line = write(args.result_file, result)
-    log_event("docviewer-result", result=line, checkpoints=checkpoints.passed())
+        emit("docviewer.failed", reason=result.reason, message=result.message)
+    line = results.write(args.result_file, result)
+    emit("docviewer.finished", result=line, checkpoints=checkpoints.passed())
     return code

@@ -6,7 +6,6 @@ import argparse
 import csv
 import errno
 import hashlib
-import os
 import re
 import signal
 from dataclasses import dataclass
@@ -14,19 +13,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from district_contract import commands
-from district_contract.results import Outcome, PdfsResult, write
+from district_contract import commands, layout, results
+from district_contract.results import Outcome, PdfsResult
 
-from sftpd import tree
-from sftpd.backup.events import log_event, utc_iso
+from sftpd import options, tree
 from sftpd.downloads import publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
-from sftpd.downloads.docviewer import ExportError, parse_forms, parse_now
+from sftpd.downloads.docviewer import ExportError, parse_forms, time_zone
+from sftpd.downloads.tokens import aware_time
 from sftpd.epochs import checkpoints
 from sftpd.epochs.checkpoints import checkpoint
+from sftpd.events import emit, utc_iso
+from sftpd.options import UsageError
 
 INDEX_NAME = "index.csv"
 INDEX_HEADER = ("Student Id", "Form", "Start Date", "End Date", "File", "SHA256")
@@ -61,36 +61,22 @@ class _Stopped(BaseException):
     """SIGTERM arrived: unwind through the cleanups, then report."""
 
 
-def _env(option: str, default: str | None = None) -> str | None:
-    return os.environ.get(commands.env_var(option), default)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = commands.EXIT_CODES_HELP
-    parser.add_argument("--root", type=Path, default=_env(commands.ROOT),
-                        help=f"the district's volume (env {commands.env_var(commands.ROOT)})")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="libpq URL of the district's database (env DATABASE_URL)")
-    parser.add_argument("--forms", default=_env(commands.FORMS, ""),
-                        help="the form types to extract, separated by commas (env "
-                             f"{commands.env_var(commands.FORMS)})")
-    parser.add_argument("--students", default=_env(commands.STUDENTS, ""),
-                        help="only these student ids, separated by commas or spaces (env "
-                             f"{commands.env_var(commands.STUDENTS)}; default: every student)")
-    parser.add_argument("--keep-days", default=_env(commands.KEEP_DAYS, str(DEFAULT_KEEP_DAYS)),
-                        help="remove extractions older than this many days, at least 1 (env "
-                             f"{commands.env_var(commands.KEEP_DAYS)}; default "
-                             f"{DEFAULT_KEEP_DAYS})")
-    parser.add_argument("--timezone", default=_env(commands.TIMEZONE, "UTC"),
-                        help="the district's time zone, which decides what day today is (env "
-                             f"{commands.env_var(commands.TIMEZONE)}; default UTC)")
-    parser.add_argument("--now", default=_env("now"),
-                        help="ISO 8601 time with a zone to use as the current time (tests)")
-    result_file = _env(commands.RESULT_FILE)
-    parser.add_argument("--result-file", type=Path,
-                        default=None if result_file is None else Path(result_file),
-                        help="write the one-line JSON result here (env "
-                             f"{commands.env_var(commands.RESULT_FILE)})")
+    opt = options.prepare(parser)
+    opt.path(commands.ROOT, "the district's volume", required=True)
+    opt.text("database-url", "libpq URL of the district's database", required=True,
+             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.custom(commands.FORMS, "the form types to extract, separated by commas (form names may "
+               "hold spaces)", parse_forms, required=True, metavar="FORMS")
+    opt.items(commands.STUDENTS, "only these student ids (default: every student)",
+              metavar="ID")
+    opt.number(commands.KEEP_DAYS, "remove extractions older than this many days",
+               DEFAULT_KEEP_DAYS, minimum=1)
+    opt.custom(commands.TIMEZONE, "the district's time zone, which decides what day today is",
+               time_zone, "UTC", metavar="ZONE")
+    opt.custom("now", "ISO 8601 time with a zone to use as the current time (tests)",
+               aware_time, metavar="TIME")
+    opt.path(commands.RESULT_FILE, "write the one-line JSON result here")
 
 
 @dataclass(frozen=True)
@@ -107,25 +93,14 @@ class Settings:
 
 
 def settings(args: argparse.Namespace) -> Settings:
-    if args.root is None or not args.root.is_dir():
-        raise ExportError("InvalidArguments", "--root (or SFTPD_ROOT) must be a directory")
-    if not args.database_url:
-        raise ExportError("InvalidArguments", "--database-url (or DATABASE_URL) is required")
-    forms = parse_forms(args.forms)
-    students = tuple(dict.fromkeys(commands.separated(args.students)))
+    """The run's settings from its checked options."""
+    students = tuple(dict.fromkeys(args.students))
     if len(students) > MAX_STUDENTS:
-        raise ExportError("InvalidArguments", f"--students: at most {MAX_STUDENTS} ids")
-    try:
-        keep_days = int(args.keep_days)
-        zone = ZoneInfo(args.timezone)
-        now = parse_now(args.now)
-    except (ValueError, ZoneInfoNotFoundError) as exc:
-        raise ExportError("InvalidArguments", str(exc)) from None
-    if keep_days < 1:
-        raise ExportError("InvalidArguments", f"--keep-days must be at least 1, not {keep_days}")
-    return Settings(pdfs=args.root / tree.PDFS, database_url=args.database_url, forms=forms,
-                    students=students or None, keep_days=keep_days, now=now,
-                    today=now.astimezone(zone).date())
+        raise UsageError(f"--students: at most {MAX_STUDENTS} ids, not {len(students)}")
+    now: datetime = args.now or datetime.now(UTC)
+    return Settings(pdfs=args.root / tree.PDFS, database_url=args.database_url,
+                    forms=args.forms, students=students or None, keep_days=args.keep_days,
+                    now=now, today=now.astimezone(args.timezone).date())
 
 
 def why_not_written(student_id: str, pdf: bytes) -> str | None:
@@ -167,7 +142,7 @@ def write_pdfs(conn: psycopg.Connection[tuple[object, ...]], s: Settings, buildi
             reason = "it has no PDF" if pdf is None else why_not_written(student_id, pdf)
             if reason is not None or pdf is None:
                 skipped.append(f"{doc_id}: {reason}")
-                log_event("pdfs-skipped", document=doc_id, reason=reason)
+                emit("pdfs.skipped", document=doc_id, reason=reason)
                 continue
             folder = building / student_id
             folder.mkdir(exist_ok=True)
@@ -189,7 +164,7 @@ def extract(s: Settings) -> PdfsResult:
     skipped: list[str] = []
     with publish.locked(s.pdfs):
         for name in publish.remove_leftovers(s.pdfs):
-            log_event("pdfs-leftover-removed", name=name)
+            emit("pdfs.leftover_removed", name=name)
         checkpoint("pdfs: locked, leftovers removed")
         try:
             conn = psycopg.connect(s.database_url, connect_timeout=30)
@@ -198,7 +173,7 @@ def extract(s: Settings) -> PdfsResult:
                               f"cannot connect to the district's database: {exc}") from None
         with conn:
             if ensure_contract(conn):
-                log_event("pdfs-contract-created", relations=[DOCUMENTS, STUDENTS])
+                emit("pdfs.contract_created", relations=[DOCUMENTS, STUDENTS])
             name = publish.new_epoch_name(s.pdfs, s.now)
             building = publish.start_build(s.pdfs, name)
             published = False
@@ -209,11 +184,11 @@ def extract(s: Settings) -> PdfsResult:
             finally:
                 if not published:
                     publish.remove_leftovers(s.pdfs)
-        log_event("pdfs-published", epoch=name, documents=written.documents,
-                  bytes=written.bytes, skipped=len(skipped))
+        emit("pdfs.published", epoch=name, documents=written.documents,
+             bytes=written.bytes, skipped=len(skipped))
         pruned = publish.prune_older_than(s.pdfs, s.now - timedelta(days=s.keep_days))
         for old in pruned:
-            log_event("pdfs-pruned", epoch=old)
+            emit("pdfs.pruned", epoch=old)
     return PdfsResult(
         outcome=Outcome.SUCCEEDED, epoch=name, documents=written.documents,
         bytes=written.bytes, today=s.today.isoformat(), forms=s.forms, skipped=tuple(skipped),
@@ -227,13 +202,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is not a directory")
+    s = settings(args)
     code = commands.EXIT_FAILED
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        result = extract(settings(args))
+        result = extract(s)
         code = commands.EXIT_OK
     except ExportError as exc:
-        code = commands.EXIT_USAGE if exc.reason == "InvalidArguments" else commands.EXIT_FAILED
         result = PdfsResult(outcome=Outcome.FAILED, reason=exc.reason, message=exc.message)
     except publish.Busy as exc:
         result = PdfsResult(outcome=Outcome.FAILED, reason="Busy", message=str(exc))
@@ -254,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if result.failed:
-        log_event("pdfs-failed", reason=result.reason, message=result.message)
-    line = write(args.result_file, result)
-    log_event("pdfs-result", result=line, checkpoints=checkpoints.passed())
+        emit("pdfs.failed", reason=result.reason, message=result.message)
+    line = results.write(args.result_file, result)
+    emit("pdfs.finished", result=line, checkpoints=checkpoints.passed())
     return code

@@ -56,6 +56,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group("n")) * UNIT_SECONDS[match.group("unit")])
 
 
+def aware_time(text: str) -> datetime:
+    """An ISO 8601 time with its zone (`2026-09-15T12:00:00Z`); ValueError otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} needs a time zone (e.g. a trailing Z)")
+    return moment
+
+
 def read_keys(path: Path) -> list[Fernet]:
     """The keys of a key file, first line first; TokenKeyError names what is wrong."""
     try:

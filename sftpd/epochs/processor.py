@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
 from sftpd.epochs.gather import Gathering, gather_loose_files
 from sftpd.epochs.names import GATHER_PREFIX
+from sftpd.events import emit
 from sftpd.formats import FileCount, Format, Problem
 
 # Data problems that fail an epoch (it moves, logged). Anything else (the database going away,
@@ -43,14 +42,6 @@ _DATA_FAILURES = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
 
 
 _BEING_WRITTEN = "it is being written or changed over SFTP"
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One JSON progress line on stdout."""
-    line = {"ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "event": event,
-            **fields}
-    sys.stdout.write(json.dumps(line, default=str) + "\n")
-    sys.stdout.flush()
 
 
 @dataclass
@@ -102,7 +93,7 @@ class Processor:
         match = next((e for e in entries if e.digest == digest), None)
         if match is None:
             return False
-        emit("epoch.resume", epoch=epoch.name, outcome=match.outcome)
+        emit("epoch.resumed", epoch=epoch.name, outcome=match.outcome)
         self._finish(epoch, digest, match.report)
         return True
 
@@ -114,9 +105,9 @@ class Processor:
                          else Gathering(waiting=_BEING_WRITTEN))
         if gathering.waiting:
             self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
-            emit("loose.waiting", reason=gathering.waiting)
+            emit("loose_files.waiting", reason=gathering.waiting)
         for name in gathering.epochs:
-            emit("loose.gathered", epoch=name)
+            emit("loose_files.gathered", epoch=name)
         for epoch in sorted(self.upload.iterdir()):
             if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
                 continue
@@ -225,7 +216,7 @@ class Processor:
         return None
 
     def _process(self, epoch: Path, fmt: Format, description: str, note: str = "") -> None:
-        emit("epoch.start", epoch=epoch.name, format=fmt.name, description=description)
+        emit("epoch.started", epoch=epoch.name, format=fmt.name, description=description)
         digest = completion.content_digest(epoch)
         checkpoint("digest computed")
         existing = ledger.lookup(self.conn, epoch.name, digest)

@@ -14,6 +14,7 @@ from typing import Any
 import asyncssh
 
 from sftpd import tree
+from sftpd.server import batching, internals, limits, quickack, signatures
 from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed, shown_user
 from sftpd.server.audit import (
     AUTH_FAILURES,
@@ -149,6 +150,9 @@ class SFTPDistrictServer:
         from asyncssh.mac import get_mac_algs
         from asyncssh.public_key import get_public_key_algs
 
+        # Refuse an asyncssh whose internals the per-connection patches would miss.
+        internals.require(batching.PATCHED + quickack.PATCHED + signatures.PATCHED
+                          + limits.PATCHED)
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
         self._acceptor = await asyncssh.listen(
@@ -180,7 +184,7 @@ class SFTPDistrictServer:
             config=[],
         )
         self._reaper = asyncio.create_task(self._reap_idle())
-        self.audit.event("listening", port=self.port, bind=s.bind, root=str(s.root),
+        self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
                          login=s.login, keys=self.authorized.count)
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
@@ -196,7 +200,7 @@ class SFTPDistrictServer:
         REJECTED.labels(reason).inc()
         extra = self.refusals.check(reason, address)
         if extra is not None:
-            self.audit.event("connection_refused", reason=reason, **fields, **extra)
+            self.audit.event("connection.refused", reason=reason, **fields, **extra)
 
     async def _reap_idle(self) -> None:
         """Close sessions idle longer than the idle timeout; forget stale ban data."""
@@ -207,11 +211,11 @@ class SFTPDistrictServer:
             for conn in list(self.connections):
                 if conn.conn is not None and \
                         now - conn.last_activity > self.settings.idle_timeout_seconds:
-                    self.audit.event("idle_timeout", **conn.fields)
+                    self.audit.event("connection.timed_out", **conn.fields)
                     conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Idle timeout")
             self.bans.prune()
             for reason, source, repeated in self.refusals.prune():
-                self.audit.event("connection_refused", reason=reason, source=source,
+                self.audit.event("connection.refused", reason=reason, source=source,
                                  repeated=repeated)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -230,7 +234,7 @@ class SFTPDistrictServer:
                 await asyncio.wait_for(self._drained.wait(), grace_seconds)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
-        self.audit.event("stopped", open_sessions=len(self.connections))
+        self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
 class _Connection(asyncssh.SSHServer):
@@ -299,13 +303,13 @@ class _Connection(asyncssh.SSHServer):
             self.server._drained.set()
         if self.authenticated:
             extra = {"channels_refused": self.channels_refused} if self.channels_refused else {}
-            self.server.audit.event("logout", **self.fields, **extra)
+            self.server.audit.event("session.ended", **self.fields, **extra)
 
     def _channel_refused(self, open_now: int) -> None:
         self.channels_refused += 1
         REJECTED.labels("too_many_channels").inc()
         if self.channels_refused == 1:  # the rest are counted in the logout line
-            self.server.audit.event("channel_refused", reason="too_many_channels",
+            self.server.audit.event("channel.refused", reason="too_many_channels",
                                     open_channels=open_now, **self.fields)
 
     def begin_auth(self, username: str) -> bool:
@@ -350,10 +354,10 @@ class _Connection(asyncssh.SSHServer):
         srv = self.server
         self.failures += 1
         AUTH_FAILURES.labels(reason).inc()
-        srv.audit.event("login_failed", reason=reason, fingerprint=fingerprint,
+        srv.audit.event("login.failed", reason=reason, fingerprint=fingerprint,
                         attempt=self.failures, **extra, **self.fields)
         if srv.bans.record_failure(self.address):
-            srv.audit.event("banned", seconds=srv.settings.ban_seconds, **self.fields)
+            srv.audit.event("address.banned", seconds=srv.settings.ban_seconds, **self.fields)
             if self.conn is not None:
                 self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                                      "Too many failed logins")
@@ -376,4 +380,4 @@ class _Connection(asyncssh.SSHServer):
         self.touch()
         LOGINS.inc()
         extra = {"read_only": True} if self.read_only else {}
-        srv.audit.event("login", fingerprint=self.accepted_key, **extra, **self.fields)
+        srv.audit.event("login.succeeded", fingerprint=self.accepted_key, **extra, **self.fields)

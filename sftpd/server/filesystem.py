@@ -200,16 +200,18 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
     def _writable(self, op: str, local: bytes, directory: bool = False) -> None:
         """Refuse a change outside /upload, or one that makes or touches a processor's name."""
         if self._read_only:
-            self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?",
+            self._log("request.denied", op=op,
+                      path=self._virtual(local) if self._inside(local) else "?",
                       reason="read_only_key")
             raise _denied(op, "Read-only: this key may not change anything")
         if not self._in_upload(local):
-            self._log("denied", op=op, path=self._virtual(local) if self._inside(local) else "?")
+            self._log("request.denied", op=op,
+                      path=self._virtual(local) if self._inside(local) else "?")
             raise _denied(op, f"Read-only: only /{tree.UPLOAD}/ is writable")
         names = local[len(self._upload) + 1:].split(b"/")
         if any(_is_processor_name(name) for name in names) or \
                 (directory and names[-1] in _PROCESSOR_FILES):
-            self._log("denied", op=op, path=self._virtual(local), reason="reserved_name")
+            self._log("request.denied", op=op, path=self._virtual(local), reason="reserved_name")
             raise _denied(op, "Reserved name: the epoch processor uses it")
 
     def _scopes(self, local: bytes) -> list[bytes]:
@@ -238,7 +240,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         except BlockingIOError:
             _close_all(held)
             ERRORS.labels(op, "busy").inc()
-            self._log("denied", op=op, path=self._virtual(locals_[0]), reason="processing")
+            self._log("request.denied", op=op, path=self._virtual(locals_[0]), reason="processing")
             raise asyncssh.SFTPFailure("The epoch is being processed; try again later") from None
         except BaseException:
             _close_all(held)
@@ -256,7 +258,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
     def _admit_handle(self, op: str, path: str) -> None:
         if len(self._open_files) + self._open_dirs >= self.limits.max_open_handles:
             ERRORS.labels(op, "too_many_handles").inc()
-            self._log("denied", op=op, path=path, reason="too_many_handles",
+            self._log("request.denied", op=op, path=path, reason="too_many_handles",
                       limit=self.limits.max_open_handles)
             raise asyncssh.SFTPFailure(
                 f"Too many open handles in this session (at most "
@@ -348,7 +350,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             fd = self._open(local, os.O_RDONLY)
             handle = OpenFile(fd, self._virtual(local), local, writable=False)
             self._open_files.add(handle)
-            self._log("open", path=handle.path, mode="read")
+            self._log("file.opened", path=handle.path, mode="read")
             return handle
         self._writable("open", local)
         self._admit_handle("open", self._virtual(local))
@@ -371,7 +373,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             hold_write_lock(fd)
         except BlockingIOError:
             os.close(fd)
-            self._log("denied", op="open", path=self._virtual(local), reason="busy")
+            self._log("request.denied", op="open", path=self._virtual(local), reason="busy")
             ERRORS.labels("open", "busy").inc()
             raise asyncssh.SFTPFailure("File is being written by another session") from None
         # Truncate only after the lock is ours, so a second writer can never wipe an upload
@@ -386,7 +388,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         volume = os.fstatvfs(fd)
         handle.size_limit = min(self.limits.max_file_size, volume.f_blocks * volume.f_frsize)
         self._open_files.add(handle)
-        self._log("open", path=handle.path, mode="write")
+        self._log("file.opened", path=handle.path, mode="write")
         return handle
 
     def _create_or_open(self, local: bytes, flags: int, pflags: int,
@@ -474,7 +476,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         ERRORS.labels(op, "file_too_large").inc()
         if not file_obj.limit_logged:  # once per handle: a client may pipeline many writes
             file_obj.limit_logged = True
-            self._log("denied", op=op, path=file_obj.path, reason="file_size_limit",
+            self._log("request.denied", op=op, path=file_obj.path, reason="file_size_limit",
                       limit=file_obj.size_limit)
         undone = " (upload failed and undone)" if file_obj.failed else ""
         return asyncssh.SFTPFailure(f"File size limit exceeded: a file may hold at most "
@@ -525,7 +527,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
                         outcome = "restored"
         except OSError:
             pass
-        self._log("upload_failed", path=file_obj.path, reason=reason,
+        self._log("upload.failed", path=file_obj.path, reason=reason,
                   bytes=file_obj.bytes_written, outcome=outcome)
 
     def close(self, file_obj: object) -> None:
@@ -538,10 +540,10 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         os.close(file_obj.fd)  # also releases the upload write lock
         _close_all(file_obj.held)
         if file_obj.writable:
-            self._log("close", path=file_obj.path, mode="write",
+            self._log("file.closed", path=file_obj.path, mode="write",
                       bytes=file_obj.bytes_written, complete=not file_obj.failed)
         else:
-            self._log("close", path=file_obj.path, mode="read", bytes=file_obj.bytes_read)
+            self._log("file.closed", path=file_obj.path, mode="read", bytes=file_obj.bytes_read)
 
     def fsync(self, file_obj: object) -> None:
         assert isinstance(file_obj, OpenFile)
@@ -602,14 +604,14 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
         self._writable("mkdir", local, directory=True)
         with self._changing("mkdir", local), self._parent(local) as (dir_fd, name):
             os.mkdir(name, 0o755, dir_fd=dir_fd)
-        self._log("mkdir", path=self._virtual(local))
+        self._log("directory.created", path=self._virtual(local))
 
     def rmdir(self, path: bytes) -> None:
         local = self._nofollow("rmdir", path)
         self._writable("rmdir", local)
         with self._changing("rmdir", local), self._parent(local) as (dir_fd, name):
             os.rmdir(name, dir_fd=dir_fd)
-        self._log("rmdir", path=self._virtual(local))
+        self._log("directory.removed", path=self._virtual(local))
 
     def remove(self, path: bytes) -> None:
         local = self._nofollow("remove", path)
@@ -618,7 +620,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
                 raise asyncssh.SFTPFailure("Is a directory")
             os.unlink(name, dir_fd=dir_fd)
-        self._log("remove", path=self._virtual(local))
+        self._log("file.removed", path=self._virtual(local))
 
     def _rename(self, op: str, oldpath: bytes, newpath: bytes, replace: bool) -> None:
         old = self._nofollow(op, oldpath)
@@ -635,7 +637,7 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
             else:
                 # SFTPv3 rename must fail when the target exists.
                 beneath.rename_noreplace(old_dir, old_name, new_dir, new_name)
-        self._log("rename", path=self._virtual(old), to=self._virtual(new))
+        self._log("path.renamed", path=self._virtual(old), to=self._virtual(new))
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         try:
@@ -648,12 +650,12 @@ class DistrictSFTPServer(asyncssh.SFTPServer):
 
     def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         self._mapped("symlink", newpath)
-        self._log("denied", op="symlink")
+        self._log("request.denied", op="symlink")
         raise _denied("symlink", "Creating links is not allowed")
 
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         self._mapped("link", newpath)
-        self._log("denied", op="link")
+        self._log("request.denied", op="link")
         raise _denied("link", "Creating links is not allowed")
 
     def exit(self) -> None:

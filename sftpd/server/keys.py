@@ -92,13 +92,13 @@ class AuthorizedKeys:
             return
         if identity is None:
             if self._identity is not None or not self._entries:
-                self._audit.event("authorized_keys_missing", path=str(self._path))
+                self._audit.event("authorized_keys.missing", path=str(self._path))
             self._identity, self._entries, self.count = None, (), 0
             return
         try:
             text = Path(identity.real_path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            self._audit.event("authorized_keys_unreadable", path=str(self._path), error=str(exc))
+            self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
             return
         entries: list[_Entry] = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -111,7 +111,7 @@ class AuthorizedKeys:
         self._entries = tuple(entries)
         self._identity = identity
         self.count = len(entries)
-        self._audit.event("authorized_keys_loaded", path=str(self._path), keys=len(entries))
+        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=len(entries))
 
     def _judge(self, number: int, line: str) -> _Entry | None:
         """The line as an entry, or None after logging why it is skipped.
@@ -124,18 +124,18 @@ class AuthorizedKeys:
             key = asyncssh.import_public_key(key_text)
             parsed = asyncssh.import_authorized_keys(line)
         except (ValueError, asyncssh.KeyImportError) as exc:
-            self._audit.event("authorized_keys_bad_line", **where, error=str(exc))
+            self._audit.event("authorized_keys.line_skipped", **where, error=str(exc))
             return None
         fingerprint = key.get_fingerprint()
         try:
             options = judge_options(options_text)
         except ValueError as exc:
-            self._audit.event("authorized_keys_refused_option", **where,
+            self._audit.event("authorized_keys.refused_option", **where,
                               fingerprint=fingerprint, error=str(exc))
             return None
         weak = weakness(key)
         if weak is not None:
-            self._audit.event("authorized_keys_weak_key", **where, fingerprint=fingerprint,
+            self._audit.event("authorized_keys.weak_key", **where, fingerprint=fingerprint,
                               error=weak)
             return None
         return _Entry(number, parsed, options)

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncssh
 
+from sftpd.server.internals import Internal
+
 TOO_MANY_FROM_SOURCE = "too_many_unauthenticated_from_source"
 TOO_MANY_UNAUTHENTICATED = "too_many_unauthenticated"
 TOO_MANY_SESSIONS = "too_many_sessions"
@@ -108,6 +110,13 @@ class RefusalThrottle:
             if repeated:
                 unlogged.append((*key, repeated))
         return unlogged
+
+# What cap_channels wraps and reads (checked before the server starts, sftpd.server.internals).
+PATCHED: tuple[Internal, ...] = (
+    Internal(asyncssh.SSHServerConnection, "_process_session_open", ("self", "packet"),
+             "cap_channels"),
+    Internal(asyncssh.SSHServerConnection, "_channels", None, "cap_channels"),
+)
 
 
 def cap_channels(conn: asyncssh.SSHServerConnection, limit: int,

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncssh
 
+from sftpd.server.internals import Internal
+
 # Advertised in server-sig-algs and the only ones a user-auth signature may use. SHA-1 `ssh-rsa`
 # and `ssh-dss` are missing on purpose: OpenSSH refuses them by default since 8.8.
 USER_AUTH_SIG_ALGS: tuple[bytes, ...] = (
@@ -20,6 +22,13 @@ USER_AUTH_SIG_ALGS: tuple[bytes, ...] = (
     b"webauthn-sk-ecdsa-sha2-nistp256@openssh.com",
     b"rsa-sha2-512",
     b"rsa-sha2-256",
+)
+
+# What refuse_weak_signatures wraps (sftpd.server.internals checks it before the server starts:
+# without it SHA-1 signatures would quietly be accepted again).
+PATCHED: tuple[Internal, ...] = (
+    Internal(asyncssh.SSHServerConnection, "validate_public_key",
+             ("self", "username", "key_data", "msg", "signature"), "refuse_weak_signatures"),
 )
 
 

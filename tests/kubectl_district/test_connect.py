@@ -109,7 +109,7 @@ def test_connect_info_commands_work_as_printed(lincoln: ServerProcess, kube: api
                             timeout=60)
     assert pasted.returncode == 0, pasted.stderr
     assert "upload-processed" in pasted.stdout
-    assert lincoln.events("login")[-1]["user"] == LOGIN
+    assert lincoln.events("login.succeeded")[-1]["user"] == LOGIN
     require_binary("lftp")
     lftp = subprocess.run(["bash", "-c", commands["lftp"]], input="cls -1 /\nbye\n",
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
@@ -127,7 +127,7 @@ def test_verify_passes_and_leaves_nothing_in_upload(lincoln: ServerProcess, name
     assert upload_listing(lincoln) == before
     # The probe really went through the server: written under a name the epoch processor
     # leaves alone, then removed.
-    written = [e["path"] for e in lincoln.events("open") if e.get("mode") == "write"]
+    written = [e["path"] for e in lincoln.events("file.opened") if e.get("mode") == "write"]
     assert len(written) == 1
     probe = written[0].rsplit("/", 1)[1]
     from sftpd.uploads import is_temporary_name
@@ -168,8 +168,9 @@ def test_verify_host_key_mismatch(lincoln: ServerProcess, kube: api.Kube, namesp
         if published["type"] == "ssh-ed25519":
             assert published["fingerprint"] in result.stdout
     assert "key accepted" in result.stdout and "skip" in result.stdout
-    assert not lincoln.events("login") or all(
-        e.get("fingerprint") != fingerprint_of(client_keys[1]) for e in lincoln.events("login"))
+    assert not lincoln.events("login.succeeded") or all(
+        e.get("fingerprint") != fingerprint_of(client_keys[1])
+        for e in lincoln.events("login.succeeded"))
 
 
 def test_verify_source_address_not_allowed(lincoln: ServerProcess, namespace: str,
@@ -179,7 +180,7 @@ def test_verify_source_address_not_allowed(lincoln: ServerProcess, namespace: st
     assert result.returncode == 1
     assert "source address not allowed" in result.stdout
     assert "127.0.0.2" in result.stdout and "127.0.0.1/32" in result.stdout
-    lincoln.wait_event("connection_refused")
+    lincoln.wait_event("connection.refused")
 
 
 def test_verify_suspended_district(lincoln: ServerProcess, kube: api.Kube, namespace: str,

@@ -134,7 +134,7 @@ def test_the_job_creates_the_contract_in_an_empty_database(root: Path, database_
                                                            key_file: Path) -> None:
     run = run_docviewer(root, database_url, key_file)
     assert run.returncode == 0, run.stderr
-    assert any(e["event"] == "docviewer-contract-created" for e in run.events)
+    assert any(e["event"] == "docviewer.contract_created" for e in run.events)
     assert run.result is not None and run.result["rows"] == 0
     assert read_epoch(root / DOCVIEWER / run.result["epoch"]) == []
 
@@ -160,7 +160,7 @@ def test_keep_prunes_the_oldest_complete_epochs_first(root: Path, seeded: Seeded
 
 @pytest.mark.parametrize(("extra", "reason", "words"), [
     (("--forms", " , "), "InvalidArguments", "--forms names no form"),
-    (("--keep", "0"), "InvalidArguments", "--keep must be at least 1"),
+    (("--keep", "0"), "InvalidArguments", "argument --keep: '0': must be at least 1, not 0"),
     (("--token-ttl", "forever"), "InvalidArguments", "not a duration"),
     (("--base-url", "javascript:alert(1)"), "InvalidArguments", "must be an http(s) URL"),
     (("--timezone", "Mars/Olympus"), "InvalidArguments", "Mars/Olympus"),

@@ -101,7 +101,7 @@ def test_killed_from_outside_while_writing(root: Path, big: Seeded, key_file: Pa
     assert rerun.returncode == 0
     assert rerun.result is not None
     assert assert_only_whole_epochs(root, rows) == [rerun.result["epoch"]]
-    assert [e["name"] for e in rerun.events if e["event"] == "docviewer-leftover-removed"]
+    assert [e["name"] for e in rerun.events if e["event"] == "docviewer.leftover_removed"]
 
 
 def test_sigterm_mid_write_removes_the_partial_epoch(root: Path, big: Seeded,

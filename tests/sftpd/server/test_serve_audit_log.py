@@ -32,7 +32,7 @@ async def test_names_cannot_split_or_merge_audit_lines(server: ServerProcess,
     # One event per line by every reading of "line", each a JSON object.
     assert text.splitlines() == text.split("\n")[:-1]
     records = [json.loads(line) for line in text.split("\n")[:-1]]
-    closes = [r for r in records if r["event"] == "close" and "/names/" in r["path"]]
+    closes = [r for r in records if r["event"] == "file.closed" and "/names/" in r["path"]]
     assert closes[0]["path"] == "/upload/names/" + SEPARATORS
     # The two names that are not UTF-8 read alike, but their bytes are kept apart.
     odd = [r for r in closes if "path_hex" in r]
@@ -45,8 +45,10 @@ async def test_names_cannot_split_or_merge_audit_lines(server: ServerProcess,
 
 def test_every_field_is_escaped() -> None:
     out = io.StringIO()
-    AuditLog(out).event("x", nested={"k": "\u2028"}, listed=["\x85"], plain="caf\u00e9")
+    AuditLog(out).event("file.closed", nested={"k": "\u2028"}, listed=["\x85"], plain="caf\u00e9")
     line = out.getvalue()
     assert line.count("\n") == 1 and line.splitlines() == [line[:-1]]
-    assert "café" in line  # ordinary non-ASCII stays readable
-    assert json.loads(line)["nested"] == {"k": "\u2028"}
+    assert line.isascii() and "caf\\u00e9" in line  # sftpd's one style: ASCII, escaped
+    record = json.loads(line)
+    assert record["nested"] == {"k": "\u2028"} and record["listed"] == ["\x85"]
+    assert record["plain"] == "caf\u00e9"

@@ -83,7 +83,7 @@ async def test_idle_unauthenticated_sockets_do_not_lock_the_district_out(
         assert all(greeted(s) for s in held)
         extra = [stack.enter_context(idle_socket(server, "127.0.0.9")) for _ in range(5)]
         assert all(is_refused(s) for s in extra)
-        refused = server.wait_event("connection_refused")
+        refused = server.wait_event("connection.refused")
         assert refused[0]["reason"] == "too_many_unauthenticated_from_source"
         assert refused[0]["source"] == "127.0.0.9"
         assert metric(server, "sftpd_unauthenticated_connections") == 3
@@ -98,13 +98,13 @@ async def test_idle_unauthenticated_sockets_do_not_lock_the_district_out(
                 third = await connect(server, keys)
                 third.close()
             assert any(e["reason"] == "too_many_sessions"
-                       for e in server.wait_event("connection_refused", count=2))
+                       for e in server.wait_event("connection.refused", count=2))
         # The total: 3 from .9 and 3 from .10 fill --max-unauthenticated 6; .11 is refused.
         more = [stack.enter_context(idle_socket(server, "127.0.0.10")) for _ in range(3)]
         assert all(greeted(s) for s in more)
         assert is_refused(stack.enter_context(idle_socket(server, "127.0.0.11")))
         assert any(e["reason"] == "too_many_unauthenticated"
-                   for e in server.wait_event("connection_refused", count=3))
+                   for e in server.wait_event("connection.refused", count=3))
     # Closed sockets give their places back: the district logs in again.
     deadline = time.monotonic() + 10
     while True:
@@ -141,13 +141,14 @@ async def test_channels_per_connection_are_capped(server: ServerProcess, keys: K
         assert "downloads" in await replacement.listdir("/")
         for client in [*clients[1:], replacement]:
             client.exit()
-    refused = server.wait_event("channel_refused")
+    refused = server.wait_event("channel.refused")
     assert len(refused) == 1 and refused[0]["open_channels"] == 4
     deadline = time.monotonic() + 10
-    while not any("channels_refused" in e for e in server.events("logout")):
-        assert time.monotonic() < deadline, "no logout line counting the refused channels"
+    while not any("channels_refused" in e for e in server.events("session.ended")):
+        assert time.monotonic() < deadline, "no session.ended line counting the refused channels"
         await asyncio.sleep(0.05)
-    counted = [e["channels_refused"] for e in server.events("logout") if "channels_refused" in e]
+    counted = [e["channels_refused"] for e in server.events("session.ended")
+               if "channels_refused" in e]
     assert len(counted) == 1 and counted[0] >= 3
 
 
@@ -176,5 +177,5 @@ def test_limit_units() -> None:
 
 
 def test_limit_flags_are_checked(tmp_path: Path, keys: Keys) -> None:
-    with pytest.raises(AssertionError, match="max-channels must be at least 1"):
+    with pytest.raises(AssertionError, match=r"--max-channels: '0': must be at least 1"):
         start_server(tmp_path / "data", keys, tmp_path / "audit.jsonl", "--max-channels", "0")

@@ -50,14 +50,14 @@ def limited(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Se
 
 
 def denied(server: ServerProcess, reason: str) -> list[dict[str, object]]:
-    return [e for e in server.events("denied") if e.get("reason") == reason]
+    return [e for e in server.events("request.denied") if e.get("reason") == reason]
 
 
 def failures_of(server: ServerProcess, path: str) -> list[dict[str, object]]:
-    """The upload_failed events for path, waiting (bounded) for the first."""
+    """The upload.failed events for path, waiting (bounded) for the first."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        found = [e for e in server.events("upload_failed") if e["path"] == path]
+        found = [e for e in server.events("upload.failed") if e["path"] == path]
         if found:
             return found
         time.sleep(0.05)

@@ -53,7 +53,7 @@ def test_expiry_time(server: ServerProcess, keys: Keys, restore: None) -> None:
     publish(keys, f'expiry-time="20200101" {keys.pub(keys.client)}',
             f'expiry-time="29991231235959Z" {keys.pub(keys.other)}')
     assert not can_log_in(server, keys)
-    assert any(e["reason"] == "key_expired" for e in server.events("login_failed"))
+    assert any(e["reason"] == "key_expired" for e in server.events("login.failed"))
     assert can_log_in(server, keys, keys.other)
 
 
@@ -90,8 +90,8 @@ async def test_read_only_key(server: ServerProcess, keys: Keys, restore: None) -
                 await attempt
                 pytest.fail(what)
     assert snapshot(server.root) == before
-    assert server.events("login")[-1].get("read_only") is True
-    assert any(e.get("reason") == "read_only_key" for e in server.events("denied"))
+    assert server.events("login.succeeded")[-1].get("read_only") is True
+    assert any(e.get("reason") == "read_only_key" for e in server.events("request.denied"))
 
 
 def test_read_only_key_with_openssh_clients(server: ServerProcess, keys: Keys,
@@ -141,7 +141,7 @@ def test_options_not_honoured_are_refused_loudly(server: ServerProcess, keys: Ke
                                                  restore: None, option: str) -> None:
     publish(keys, f"{option} {keys.pub(keys.client)}", keys.pub(keys.other))
     assert not can_log_in(server, keys)
-    refused = server.wait_event("authorized_keys_refused_option")[-1]
+    refused = server.wait_event("authorized_keys.refused_option")[-1]
     assert refused["line"] == 1
     assert "not honoured" in refused["error"]
     assert refused["fingerprint"].startswith("SHA256:")
@@ -161,7 +161,7 @@ def test_weak_rsa_and_dsa_keys_are_dropped(server: ServerProcess, keys: Keys, re
     assert not can_log_in(server, keys, dsa, "-o", "PubkeyAcceptedAlgorithms=+ssh-dss")
     assert can_log_in(server, keys)
     # The file is read at the first login attempt after it changed: both lines named, once.
-    weak = server.wait_event("authorized_keys_weak_key", count=2)
+    weak = server.wait_event("authorized_keys.weak_key", count=2)
     assert {e["line"] for e in weak[-2:]} == {1, 2}
     assert any("1024 bits" in e["error"] for e in weak)
     assert any("DSA" in e["error"] for e in weak)
@@ -189,7 +189,7 @@ async def test_sha1_rsa_signatures_are_refused(server: ServerProcess, keys: Keys
         await asyncssh.connect("127.0.0.1", server.port, username=LOGIN,
                                client_keys=[str(rsa_client)], known_hosts=None,
                                agent_path=None, signature_algs=["ssh-rsa"])
-    refused = [e for e in server.events("login_failed") if e["reason"] == "weak_signature"]
+    refused = [e for e in server.events("login.failed") if e["reason"] == "weak_signature"]
     assert refused and refused[-1]["algorithm"] == "ssh-rsa"
 
 

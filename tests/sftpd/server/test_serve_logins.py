@@ -45,19 +45,19 @@ def test_openssh_sftp_logs_in_with_the_districts_domain(domain_server: ServerPro
     assert done.returncode == 0, done.stderr
     uploaded = domain_server.root / "upload" / "20261001-120000" / "students.csv"
     assert uploaded.read_text() == local.read_text()
-    assert domain_server.wait_event("login")[-1]["user"] == DOMAIN
+    assert domain_server.wait_event("login.succeeded")[-1]["user"] == DOMAIN
     # The name without its dots, or another domain's, is some other account.
     for other in ("applegrovek12exampleorg", "applegrove.k12.example.org.evil"):
         refused = sftp_as(domain_server, keys, other, "ls /\n")
         assert refused.returncode != 0
-    reasons = [(e["user"], e["reason"]) for e in domain_server.events("login_failed")]
+    reasons = [(e["user"], e["reason"]) for e in domain_server.events("login.failed")]
     assert ("applegrovek12exampleorg", "unknown_user") in reasons
 
 
 def test_a_hostile_user_name_is_logged_bounded(domain_server: ServerProcess,
                                                keys: Keys) -> None:
     # (asyncssh itself refuses 1024 bytes and more before any of our code runs)
-    before = len(domain_server.events("login_failed"))
+    before = len(domain_server.events("login.failed"))
     transport = paramiko.Transport(("127.0.0.1", domain_server.port))
     transport.start_client(timeout=10)
     try:
@@ -66,7 +66,7 @@ def test_a_hostile_user_name_is_logged_bounded(domain_server: ServerProcess,
                 "x" * 1000, paramiko.Ed25519Key.from_private_key_file(str(keys.client)))
     finally:
         transport.close()
-    failed = domain_server.wait_event("login_failed", before + 1)[-1]
+    failed = domain_server.wait_event("login.failed", before + 1)[-1]
     assert failed["reason"] == "unknown_user"
     assert failed["user"] == "x" * LOGIN_MAX + "..."
     assert domain_server.proc.poll() is None

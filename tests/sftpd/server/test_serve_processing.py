@@ -90,7 +90,7 @@ def test_no_write_handle_into_an_epoch_being_processed(
     for original in (DATA / "v1.1-bulk").iterdir():
         assert (moved / original.name).read_bytes() == original.read_bytes()
     assert "rewritten" not in (moved / "processing.json").read_text()
-    busy = [e for e in shared.events("denied") if e.get("reason") == "processing"]
+    busy = [e for e in shared.events("request.denied") if e.get("reason") == "processing"]
     assert len(busy) == len(tried)
 
 
