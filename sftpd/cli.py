@@ -23,11 +23,18 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     commands.PROCESS_EPOCHS: ("sftpd.epochs.command", "process complete upload epochs"),
     commands.RETENTION: ("sftpd.retention", "delete processed epochs and backups past retention"),
     commands.BACKUP: ("sftpd.backup", "export a PostgreSQL backup into downloads/backups"),
+    commands.DOCVIEWER: ("sftpd.downloads.docviewer",
+                         "publish documents.csv into downloads/docviewer"),
+    commands.PDFS: ("sftpd.downloads.pdfs", "extract chosen documents' PDFs into downloads/pdfs"),
+    commands.DOCVIEWER_TOKEN: ("sftpd.downloads.token_command",
+                               "decode and check a docviewer URL token; make a token key"),
 }
 # The jobs that leave a result, which says InvalidArguments when they were used wrongly.
 RESULT_KINDS: dict[str, JobKind] = {commands.PROCESS_EPOCHS: JobKind.EPOCHS,
                                     commands.RETENTION: JobKind.RETENTION,
-                                    commands.BACKUP: JobKind.BACKUP}
+                                    commands.BACKUP: JobKind.BACKUP,
+                                    commands.DOCVIEWER: JobKind.DOCVIEWER,
+                                    commands.PDFS: JobKind.PDFS}
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:

@@ -185,8 +185,9 @@ class Options:
                   required=required, metavar=metavar, deprecated=deprecated)
 
     def custom(self, name: str, help_text: str, convert: Callable[[str], Any],
-               default: str | None = None, *, metavar: str | None = None) -> None:
-        self._add(name, help_text, convert, default, metavar=metavar)
+               default: str | None = None, *, required: bool = False,
+               metavar: str | None = None) -> None:
+        self._add(name, help_text, convert, default, required=required, metavar=metavar)
 
     def switch(self, name: str, help_text: str) -> None:
         variable = env_var(name)

@@ -31,3 +31,5 @@ def test_the_wheel_holds_the_product_and_no_dev_tooling(tmp_path: Path) -> None:
         assert not [f for f in files if marker in f], f"{marker} is in the wheel"
     assert "district_contract/results.py" in files
     assert "kubectl_district/cli.py" in files
+    # Data files the jobs read at run time (importlib.resources), not only modules.
+    assert "sftpd/downloads/documents.sql" in files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Subcommands of the data plane's one entry point (the image's ENTRYPOINT is `sftpd`).
@@ -9,6 +10,10 @@ SERVE: Final = "serve"
 PROCESS_EPOCHS: Final = "process-epochs"
 RETENTION: Final = "retention"
 BACKUP: Final = "backup"
+DOCVIEWER: Final = "docviewer"
+PDFS: Final = "pdfs"
+# The viewer side: decode and check a URL token.
+DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a command name)
 
 # Exit codes of every command, the operator's and the plugin's included.
 EXIT_OK: Final = 0  # the run did what was asked (an idle run included)
@@ -32,12 +37,38 @@ FORMATS: Final = "formats"
 PROCESSED_DAYS: Final = "processed-days"
 KEEP_BACKUPS: Final = "keep-backups"
 DISTRICT: Final = "district"
+# sftpd docviewer (spec.downloads.docviewer)
+FORMS: Final = "forms"
+BASE_URL: Final = "base-url"
+TOKEN_KEY_FILE: Final = "token-key-file"  # noqa: S105 (an option name)
+TOKEN_TTL: Final = "token-ttl"  # noqa: S105 (an option name)
+KEEP: Final = "keep"
+TIMEZONE: Final = "timezone"
+# sftpd pdfs (spec.downloads.pdfs; also FORMS and TIMEZONE)
+STUDENTS: Final = "students"
+KEEP_DAYS: Final = "keep-days"
 
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"
-FORMATS_KNOWN: Final[tuple[str, ...]] = (FORMAT_ONEROSTER,)
+FORMAT_GENERIC_CSV: Final = "generic-csv"  # SameGoal's Generic CSV API
+FORMATS_KNOWN: Final[tuple[str, ...]] = (FORMAT_ONEROSTER, FORMAT_GENERIC_CSV)
 
 ENV_PREFIX: Final = "SFTPD_"
+
+# The login (spec.login, `sftpd serve --login`), as the District CRD's rule has it: SameGoal
+# names each district's account by its domain (applegrove.org), so dots are allowed. A domain's
+# characters plus '_' (safe in every client command line and URL): lowercase letters, digits,
+# '.', '-', '_'; a letter or digit first; no '.' last; no '..'; at most 253 characters.
+LOGIN_MAX: Final = 253
+_LOGIN_PATTERN: Final = re.compile(r"[a-z0-9]([-a-z0-9._]*[-a-z0-9_])?")
+LOGIN_RULE: Final = ("lowercase letters, digits, ., - and _, starting with a letter or digit, "
+                     f"not ending with . and without .. (at most {LOGIN_MAX} characters; for "
+                     "example applegrove.org)")
+
+
+def valid_login(login: str) -> bool:
+    return (len(login) <= LOGIN_MAX and _LOGIN_PATTERN.fullmatch(login) is not None
+            and ".." not in login)
 
 
 def env_var(option: str) -> str:

@@ -37,6 +37,8 @@ class JobKind(StrEnum):
     EPOCHS = "epochs"
     RETENTION = "retention"
     BACKUP = "backup"
+    DOCVIEWER = "docviewer"
+    PDFS = "pdfs"
 
 
 class ResultError(ValueError):
@@ -100,9 +102,42 @@ class BackupResult(_Result):
     pg_dump_major: int = 0
 
 
-JobResult = EpochsResult | RetentionResult | BackupResult
+@dataclass(frozen=True)
+class DocviewerResult(_Result):
+    """One docviewer export: the epoch it published under downloads/docviewer, and pruning."""
+
+    kind: ClassVar[JobKind] = JobKind.DOCVIEWER
+    epoch: str = ""  # the published directory's name, YYYYMMDD-HHMMSS (UTC)
+    rows: int = 0  # documents listed in its documents.csv
+    bytes: int = 0  # size of its documents.csv
+    today: str = ""  # the date (YYYY-MM-DD) documents had to be active on
+    forms: tuple[str, ...] = ()
+    token_expires_at: str = ""  # when this epoch's URL tokens stop being accepted
+    completed_at: str = ""
+    kept: int = 0  # complete epochs left after pruning, this one included
+    pruned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PdfsResult(_Result):
+    """One PDF extraction: the epoch it published under downloads/pdfs, and pruning."""
+
+    kind: ClassVar[JobKind] = JobKind.PDFS
+    epoch: str = ""  # the published directory's name, YYYYMMDD-HHMMSS (UTC); "" if none
+    documents: int = 0  # PDFs written (and listed in its index.csv)
+    bytes: int = 0  # their total size
+    today: str = ""
+    forms: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # "<document id>: <why>" for each chosen document not written
+    completed_at: str = ""
+    keep_days: int = 0
+    pruned: tuple[str, ...] = ()
+
+
+JobResult = EpochsResult | RetentionResult | BackupResult | DocviewerResult | PdfsResult
 RESULT_TYPES: Final[dict[JobKind, type[JobResult]]] = {
-    cls.kind: cls for cls in (EpochsResult, RetentionResult, BackupResult)}
+    cls.kind: cls for cls in (EpochsResult, RetentionResult, BackupResult, DocviewerResult,
+                              PdfsResult)}
 
 
 def _camel(name: str) -> str:
@@ -224,6 +259,6 @@ def write(path: Path | None, result: JobResult) -> str:
     return line
 
 
-__all__ = ["INVALID_ARGUMENTS", "MAX_RESULT_BYTES", "BackupResult", "EpochsResult", "JobKind",
-           "JobResult", "Outcome", "ProcessedEpoch", "ResultError", "RetentionResult", "encode",
-           "parse", "write"]
+__all__ = ["INVALID_ARGUMENTS", "MAX_RESULT_BYTES", "BackupResult", "DocviewerResult",
+           "EpochsResult", "JobKind", "JobResult", "Outcome", "PdfsResult", "ProcessedEpoch",
+           "ResultError", "RetentionResult", "encode", "parse", "write"]

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from district_contract import commands
+
 AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 DeletionPolicy = Literal["Retain", "Delete"]
@@ -127,12 +129,23 @@ def parse_district(body: Mapping[str, Any]) -> District:
     backups = _dict(spec.get("backups"), "spec.backups")
     notifications = _dict(spec.get("notifications"), "spec.notifications")
     formats = processing.get("formats")
+    login = str(spec.get("login") or name)
+    if not commands.valid_login(login):
+        raise InvalidDistrictError(f"login {login!r} is not a valid user name: use "
+                                   f"{commands.LOGIN_RULE}")
+    format_names = ("oneroster",) if formats is None else _strings(formats,
+                                                                   "spec.processing.formats")
+    unknown = [f for f in format_names if f not in commands.FORMATS_KNOWN]
+    if unknown:
+        known = ", ".join(commands.FORMATS_KNOWN)
+        raise InvalidDistrictError(f"spec.processing.formats: unknown format(s) "
+                                   f"{', '.join(unknown)} (known: {known})")
     return District(
         name=name,
         namespace=str(metadata.get("namespace") or "default"),
         uid=str(metadata.get("uid") or ""),
         generation=int(metadata.get("generation") or 0),
-        login=str(spec.get("login") or name),
+        login=login,
         authorized_keys=_strings(spec.get("authorizedKeys"), "spec.authorizedKeys"),
         authorized_keys_secret=_ref(spec.get("authorizedKeysSecretRef"),
                                     "spec.authorizedKeysSecretRef", "authorized_keys"),
@@ -151,8 +164,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
         processing=Processing(
             schedule=str(processing.get("schedule") or "*/10 * * * *"),
             settle_seconds=int(processing.get("settleSeconds", 300)),
-            formats=("oneroster",) if formats is None else _strings(formats,
-                                                                  "spec.processing.formats"),
+            formats=format_names,
             database=_ref(processing.get("databaseSecretRef"),
                           "spec.processing.databaseSecretRef", "uri"),
         ),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import shlex
 import sys
 from collections.abc import Mapping
@@ -36,6 +38,15 @@ class PublishedHostKey:
     public_line: str
     fingerprint: str
     bits: int
+
+    @property
+    def md5_fingerprint(self) -> str:
+        """`MD5:aa:bb:...` as `ssh-keygen -l -E md5` prints it: the form older clients pin
+        (SameGoal's upload agent, older WinSCP)."""
+        blob = base64.b64decode(self.public_line.split()[1])
+        # Not for security: it names the key the way those clients compare it.
+        digest = hashlib.md5(blob, usedforsecurity=False).digest()
+        return "MD5:" + ":".join(f"{b:02x}" for b in digest)
 
     @property
     def winscp_fingerprint(self) -> str:
@@ -88,8 +99,8 @@ def connection_facts(district: District, status: Mapping[str, Any],
         "login": district.login,
         "host": host,
         "port": port,
-        "hostKeys": [{"type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint}
-                     for k in host_keys],
+        "hostKeys": [{"type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint,
+                      "md5": k.md5_fingerprint} for k in host_keys],
         "knownHosts": status["knownHosts"],
         "knownHostsFile": known_hosts_file,
         "commands": {
@@ -112,7 +123,8 @@ def _print(facts: Mapping[str, Any]) -> None:
         f"Endpoint:  {facts['host']} port {facts['port']}",
         f"Login:     {facts['login']} (public key authentication only)",
         "Host keys (what the client must show on first connect):",
-        *(f"  {k['type']:<12} {k['bits']:>4}  {k['fingerprint']}" for k in facts["hostKeys"]),
+        *(f"  {k['type']:<12} {k['bits']:>4}  {k['fingerprint']}  {k['md5']}"
+          for k in facts["hostKeys"]),
         "",
         "known_hosts lines:",
         facts["knownHosts"].rstrip(),

@@ -39,8 +39,9 @@ def add_epochs_arguments(parser: argparse.ArgumentParser, common: argparse.Argum
                                   "to settle")
     process.add_argument("epoch", help="the epoch's directory name in /upload")
     process.add_argument("--format", dest="format_name", metavar="NAME",
-                         help="process it as this format (needed for an upload the processor "
-                              "did not recognize); default: recognize it")
+                         help="process it as this format, one of "
+                              f"{', '.join(commands.FORMATS_KNOWN)} (needed for an upload the "
+                              "processor did not recognize); default: recognize it")
     mark = sub.add_parser("mark-processed", parents=[common],
                           help="move an epoch to /upload-processed without importing it")
     mark.add_argument("epoch", help="the epoch's directory name in /upload")

@@ -222,6 +222,7 @@ class Processor:
         existing = ledger.lookup(self.conn, epoch.name, digest)
         if existing is not None:
             again = dict(existing.report)
+            again["repeat"] = True
             again["note"] = (f"identical content was already processed at "
                              f"{again['processedAt']}; not imported again")
             self._finish(epoch, digest, again)

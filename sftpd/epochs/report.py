@@ -46,7 +46,13 @@ def render_log(report: dict[str, Any]) -> str:
     ]
     if report.get("note"):
         lines.append(f"Note:         {report['note']}")
-    if report["outcome"] == "Succeeded":
+    repeat = bool(report.get("repeat"))
+    if repeat:
+        # A re-drop of content the ledger already has: the figures below are the first run's.
+        lines.append(f"Nothing was imported again: this same content was already processed at "
+                     f"{report['processedAt']} ({report['outcome']}), and this upload did not "
+                     "touch the database. The files and figures below are from that run.")
+    elif report["outcome"] == "Succeeded":
         lines.append("The data was imported into the district's database."
                      if report["files"] else "Nothing was imported.")
     else:

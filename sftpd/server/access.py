@@ -1,4 +1,5 @@
-"""Who may connect: the source-address allow-list and the ban after repeated failed logins."""
+"""Who may connect: the login name, the source-address allow-list and the ban after repeated
+failed logins."""
 
 from __future__ import annotations
 
@@ -8,7 +9,25 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from district_contract import commands
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOGIN_MAX = commands.LOGIN_MAX
+
+
+def check_login(login: str) -> str:
+    """The login, or ValueError saying what a valid one looks like (the contract's rule, which
+    the District CRD and the operator apply too)."""
+    if not commands.valid_login(login):
+        raise ValueError(f"--login {login[:LOGIN_MAX + 1]!r} is not a valid user name: use "
+                         f"{commands.LOGIN_RULE}")
+    return login
+
+
+def shown_user(username: str) -> str:
+    """A client's user name as logged: a hostile client may send tens of kilobytes."""
+    return username if len(username) <= LOGIN_MAX else username[:LOGIN_MAX] + "..."
 
 
 def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:

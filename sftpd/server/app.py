@@ -15,7 +15,7 @@ import asyncssh
 
 from sftpd import tree
 from sftpd.server import batching, internals, limits, quickack, signatures
-from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed
+from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed, shown_user
 from sftpd.server.audit import (
     AUTH_FAILURES,
     LOGINS,
@@ -314,7 +314,7 @@ class _Connection(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         self.server.authorized.refresh()
-        self.fields["user"] = username
+        self.fields["user"] = shown_user(username)
         return True
 
     def public_key_auth_supported(self) -> bool:

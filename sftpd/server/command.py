@@ -15,7 +15,7 @@ from district_contract import commands
 
 from sftpd import options
 from sftpd.server import metrics
-from sftpd.server.access import parse_networks
+from sftpd.server.access import check_login, parse_networks
 from sftpd.server.app import ServerSettings, SFTPDistrictServer
 from sftpd.server.audit import AuditLog
 
@@ -44,8 +44,8 @@ def parse_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.text(commands.ROOT, "the district's data directory", "/data", metavar="PATH")
-    opt.text(commands.LOGIN, "the one user name that may log in", required=True,
-             metavar="NAME")
+    opt.text(commands.LOGIN, "the one user name that may log in, e.g. the district's domain "
+             "applegrove.org (lowercase letters, digits, . - _)", required=True, metavar="NAME")
     opt.items(commands.HOST_KEY, "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS,
               metavar="PATH")
     opt.text(commands.AUTHORIZED_KEYS, "authorized_keys file, re-read when it changes",
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         root=Path(args.root),
-        login=args.login,
+        login=check_login(args.login),
         host_keys=[Path(p) for p in args.host_key],
         authorized_keys=Path(args.authorized_keys),
         port=args.port,

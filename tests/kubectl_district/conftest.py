@@ -125,7 +125,8 @@ def serve_district(kube: api.Kube, namespace: str, district: str, port: int,
     for source in (env.get("SFTPD_ALLOWED_SOURCE") or "").split(","):
         if source:
             extra += ["--allowed-source", source]
-    assert env["SFTPD_LOGIN"] == "lincoln", "start_server logs in as lincoln"
+    # The login the operator set (argparse keeps the last --login, after start_server's own).
+    extra += ["--login", env["SFTPD_LOGIN"]]
     keys = Keys(key_dir, key_dir / names.HOST_KEY_FILES["ssh-ed25519"],
                 key_dir / names.HOST_KEY_FILES["ssh-rsa"], Path("/nonexistent"),
                 Path("/nonexistent"), authorized)

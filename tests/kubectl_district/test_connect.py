@@ -38,15 +38,18 @@ from tests.kubectl_district.conftest import (
 from tests.sftpd.server.conftest import ServerProcess
 
 pytestmark = pytest.mark.cluster
+LOGIN = "lincoln.k12.example.org"
 
 
 @pytest.fixture(scope="module")
 def lincoln(crd: Any, kube: api.Kube, namespace: str, operator: OperatorProcess,
             client_keys: list[Path], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[ServerProcess]:
-    """District lincoln, published at 127.0.0.1:PORT, served there by a local sftpd."""
+    """District lincoln, published at 127.0.0.1:PORT, served there by a local sftpd; its login
+    is its domain, as SameGoal names accounts."""
     port = free_port()
-    create_district(crd, namespace, "lincoln", authorizedKeys=[public_line(client_keys[0])],
+    create_district(crd, namespace, "lincoln", login=LOGIN,
+                    authorizedKeys=[public_line(client_keys[0])],
                     allowedSourceRanges=["127.0.0.1/32"],
                     service={"type": "LoadBalancer", "port": port})
     # Two more, reconciled meanwhile: a cluster-internal one, and a suspended one.
@@ -64,6 +67,13 @@ def lincoln(crd: Any, kube: api.Kube, namespace: str, operator: OperatorProcess,
     assert server.stop() == 0
 
 
+def md5_of(path: Path) -> str:
+    """ssh-keygen's MD5 fingerprint of a key file (`MD5:aa:bb:...`)."""
+    out = subprocess.run([require_binary("ssh-keygen"), "-l", "-E", "md5", "-f", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()[1]
+
+
 def upload_listing(server: ServerProcess) -> list[str]:
     return sorted(p.name for p in (server.root / "upload").iterdir())
 
@@ -79,6 +89,9 @@ def test_connect_info_commands_work_as_printed(lincoln: ServerProcess, kube: api
         public = tmp_path / f"{file_name}.pub"
         public.write_text(host_keys[f"{file_name}.pub"])
         assert fingerprint_of(public) in shown.stdout
+        assert any(fingerprint_of(public) in line and md5_of(public) in line
+                   for line in shown.stdout.splitlines()), shown.stdout
+    assert f"Login:     {LOGIN} (public key authentication only)" in shown.stdout
     assert f"127.0.0.1 port {lincoln.port}" in shown.stdout
     facts = json.loads(plugin("connect-info", "lincoln", "-n", namespace, "--identity",
                               str(key), "-o", "json").stdout)
@@ -96,6 +109,7 @@ def test_connect_info_commands_work_as_printed(lincoln: ServerProcess, kube: api
                             timeout=60)
     assert pasted.returncode == 0, pasted.stderr
     assert "upload-processed" in pasted.stdout
+    assert lincoln.events("login.succeeded")[-1]["user"] == LOGIN
     require_binary("lftp")
     lftp = subprocess.run(["bash", "-c", commands["lftp"]], input="cls -1 /\nbye\n",
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)

@@ -15,12 +15,13 @@ from sftpd.formats.oneroster.database import Entry, import_staged, prepare
 from sftpd.formats.oneroster.source import (
     MANIFEST,
     Source,
+    has_data_rows,
     header_problems,
     locate,
     read_header,
     read_manifest,
 )
-from sftpd.formats.oneroster.spec import MODES, NOT_IMPORTED, VERSIONS, tables_for
+from sftpd.formats.oneroster.spec import MODES, NOT_IMPORTED, VERSIONS, layouts_for, tables_for
 
 
 @dataclass
@@ -99,10 +100,28 @@ class OneRosterFormat:
             header = _header(source, table.file, result)
             if header is None:
                 continue
-            wrong = header_problems(header, [c.name for c in table.columns])
+            # The first layout the header matches; otherwise the current layout's complaints.
+            layout, wrong = table, header_problems(header, [c.name for c in table.columns])
+            for other in layouts_for(version, table)[1:]:
+                if wrong and not header_problems(header, [c.name for c in other.columns]):
+                    layout, wrong = other, []
             result.errors.extend(Problem(w, table.file, 1) for w in wrong)
-            if not wrong:
-                entries.append(Entry(table, mode, tuple(header)))
+            if wrong:
+                continue
+            if not has_data_rows(source, table.file):
+                # The binding: "Files that contain no data rows are NOT permitted". A bulk file
+                # replaces the table, so an empty one would delete every row: refuse it.
+                problem = Problem(f"file.{table.name} is '{mode}' but {table.file} has no data "
+                                  "rows (the binding does not permit empty files)", table.file, 2)
+                if mode == "bulk":
+                    result.errors.append(Problem(problem.message + "; an empty bulk file would "
+                                                 "delete every row, so nothing is imported",
+                                                 table.file, 2))
+                else:
+                    result.warnings.append(Problem(problem.message + "; it changes nothing",
+                                                   table.file, 2))
+                continue
+            entries.append(Entry(layout, mode, tuple(header)))
         known = {t.file for t in tables.values()} | {MANIFEST} | {f"{n}.csv"
                                                                  for n in NOT_IMPORTED}
         for name in sorted(present - known):

@@ -26,7 +26,7 @@ from sftpd.formats.oneroster.database import (
     stage,
     value_checks,
 )
-from sftpd.formats.oneroster.source import Source
+from sftpd.formats.oneroster.source import Source, copy_chunks
 from sftpd.formats.oneroster.spec import Column, all_tables, snake
 
 
@@ -87,6 +87,8 @@ def _load(conn: psycopg.Connection[Any], source: Source, entry: Entry) -> FileCo
         if rows is None:
             raise _Doubt
         count.rows = rows
+        if rows == 0:
+            raise _Doubt
         merge(conn, entry, count)
         return count
     row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(entry.target)).fetchone()
@@ -105,9 +107,11 @@ def _load(conn: psycopg.Connection[Any], source: Source, entry: Entry) -> FileCo
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(entry.target, key))
         with conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, source.open(entry.table.file) as stream:
-                while chunk := stream.read(COPY_CHUNK):
+                for chunk in copy_chunks(stream, COPY_CHUNK):
                     copy.write(chunk)
             count.rows = count.added = cur.rowcount
+        if count.rows == 0:
+            raise _Doubt  # an empty bulk file never empties a table: the staged path refuses it
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (sourced_id)")
                      .format(entry.target, key))
     return count

@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql
 
 from sftpd.formats import FileCount, ImportOutcome, Problem
-from sftpd.formats.oneroster.source import Source
-from sftpd.formats.oneroster.spec import Column, Table, all_tables, snake
+from sftpd.formats.oneroster.source import Source, copy_chunks
+from sftpd.formats.oneroster.spec import EXTENSION_PREFIX, Column, Table, all_tables, snake
 
 SCHEMA = "oneroster"
 TEMP_BUFFERS = "256MB"
@@ -20,6 +20,7 @@ WORK_MEM = "256MB"
 # How many problems of one kind (one check on one file) are listed; all are counted.
 LISTED_PER_CHECK = 200
 COPY_CHUNK = 1 << 20
+EMPTY_BULK = "a bulk file with no data rows would delete every row; nothing is imported"
 
 _HELPERS = r"""
 CREATE OR REPLACE FUNCTION pg_temp.is_date(x text) RETURNS boolean
@@ -110,6 +111,10 @@ def import_staged(conn: psycopg.Connection[Any], source: Source,
             continue
         outcome.files.append(FileCount(entry.table.file, entry.mode, rows=rows))
         staged.append(entry)
+        if rows == 0 and entry.mode == "bulk":
+            # validate() refuses these already; this keeps a bulk merge from ever emptying a
+            # table whatever the caller checked.
+            _add(outcome, [Problem(EMPTY_BULK, entry.table.file, 2)], 1)
         _add(outcome, *_check_values(conn, entry, strict=False))
     if outcome.errors:
         _recheck_strictly(conn, staged, outcome)
@@ -152,7 +157,7 @@ def stage(conn: psycopg.Connection[Any], source: Source, entry: Entry,
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, source.open(entry.table.file) as stream:
-                while chunk := stream.read(COPY_CHUNK):
+                for chunk in copy_chunks(stream, COPY_CHUNK):
                     copy.write(chunk)
             return cur.rowcount
     except psycopg.errors.DataError as exc:
@@ -210,10 +215,16 @@ def value_checks(entry: Entry, strict: bool) -> list[tuple[sql.Composable, sql.C
             rule(sql.SQL("({} IS NULL OR {} = '') AND {}").format(col, col, active),
                  sql.SQL("{} || ' is required'").format(label))
         if column.kind == "enum":
-            rule(sql.SQL("{} <> '' AND {} NOT IN ({})").format(
-                col, col, sql.SQL(", ").join(sql.Literal(v) for v in column.values)),
-                sql.SQL("{} || ' ' || {} || ' is not one of: ' || {}").format(
-                    label, shown(col), sql.Literal(", ".join(column.values))))
+            listed = ", ".join(column.values)
+            bad = sql.SQL("{} <> '' AND {} NOT IN ({})").format(
+                col, col, sql.SQL(", ").join(sql.Literal(v) for v in column.values))
+            if column.extensible:
+                # A proprietary term: the prefix and at least one character after it.
+                bad = sql.SQL("{} AND {} NOT LIKE {}").format(
+                    bad, col, sql.Literal(EXTENSION_PREFIX + "_%"))
+                listed += f" (or a proprietary term starting with '{EXTENSION_PREFIX}')"
+            rule(bad, sql.SQL("{} || ' ' || {} || ' is not one of: ' || {}").format(
+                label, shown(col), sql.Literal(listed)))
         elif column.kind == "bool":
             rule(sql.SQL("{} <> '' AND {} NOT IN ('true', 'false')").format(col, col),
                  sql.SQL("{} || ' ' || {} || ' must be true or false'").format(label,
@@ -239,7 +250,8 @@ def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
                       outcome: ImportOutcome) -> None:
     """The epoch fails anyway: replace the cheap value findings with the strict ones, so every
     bad date is named too, not only the badly shaped ones."""
-    kept = [p for p in outcome.errors if p.message.startswith("cannot read the file")]
+    kept = [p for p in outcome.errors
+            if p.message.startswith("cannot read the file") or p.message == EMPTY_BULK]
     outcome.errors, outcome.error_count = [], len(kept)
     duplicates: list[Problem] = []
     for entry in staged:

@@ -15,6 +15,9 @@ from sftpd.epochs.names import is_reserved
 from sftpd.formats import Problem
 
 MANIFEST = "manifest.csv"
+# Line breaks held back at a chunk's end in case they are the file's last bytes; past this many
+# they are passed on as they are (COPY then names the first blank line).
+MAX_HELD = 1 << 16
 
 
 @dataclass
@@ -121,6 +124,39 @@ def read_header(source: Source, name: str) -> list[str] | None:
     with source.open(name) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         return next(csv.reader(text), None)
+
+
+def has_data_rows(source: Source, name: str) -> bool:
+    """Whether a record follows the header (blank lines are not records). Reads only as far as
+    the first one; a file whose second record cannot be read counts as having one, so the import
+    reports what is wrong with it."""
+    with source.open(name) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        records = csv.reader(text)
+        try:
+            next(records, None)
+            return any(record for record in records)
+        except (csv.Error, UnicodeDecodeError):
+            return True
+
+
+def copy_chunks(stream: IO[bytes], size: int) -> Iterator[bytes]:
+    """The file's bytes for COPY, less any blank lines at its very end: many exports end with
+    one, and COPY would read it as a row with missing columns. The line break that ends the
+    last record is kept."""
+    held = b""
+    while chunk := stream.read(size):
+        data = held + chunk
+        body = data.rstrip(b"\r\n")
+        # Line breaks at the end of a chunk may be the file's last bytes: hold them back.
+        held = data[len(body):]
+        if body:
+            yield body
+        if len(held) > MAX_HELD:  # not a trailing blank line but a flood of them: COPY says so
+            yield held
+            held = b""
+    if held:
+        yield held[:2] if held.startswith(b"\r\n") else held[:1]
 
 
 def header_problems(found: list[str], expected: list[str]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 VERSIONS = ("1.1", "1.2")
 MODES = ("bulk", "delta", "absent")
@@ -15,6 +15,8 @@ class Column:
 
     kind: text | enum | bool | date | datetime | year | list (comma-separated in one field).
     ref: the file whose sourcedId every value must match (for list columns: every element).
+    extensible: an enumeration the binding lets a producer extend with terms that start with
+    EXTENSION_PREFIX.
     """
 
     name: str
@@ -22,6 +24,7 @@ class Column:
     required: bool = False
     values: tuple[str, ...] = ()
     ref: str | None = None
+    extensible: bool = False
 
     @property
     def sql_name(self) -> str:
@@ -47,10 +50,20 @@ class Table:
         return next(c for c in self.columns if c.name == name)
 
 
+def extensible(table: Table, *names: str) -> Table:
+    """The table with the named enumeration columns open to `ext:` terms."""
+    return replace(table, columns=tuple(replace(c, extensible=True) if c.name in names else c
+                                        for c in table.columns))
+
+
 def snake(name: str) -> str:
     """sourcedId -> sourced_id, the database's spelling of a specification name."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
+
+# 1.2.1 binding, "Proprietary Vocabulary Terms": a proprietary term of an extensible vocabulary
+# must start with these characters.
+EXTENSION_PREFIX = "ext:"
 
 _COMMON = (Column("sourcedId", required=True), Column("status"), Column("dateLastModified",
                                                                          "datetime"))
@@ -62,9 +75,9 @@ _USER_ROLES_11 = ("administrator", "aide", "guardian", "parent", "proctor", "rel
 _ROLES_12 = ("aide", "counselor", "districtAdministrator", "guardian", "parent", "principal",
              "proctor", "relative", "siteAdministrator", "student", "systemAdministrator",
              "teacher")
-_ENROLLMENT_ROLES_11 = ("administrator", "proctor", "student", "teacher")
-_ENROLLMENT_ROLES_12 = ("administrator", "proctor", "student", "teacher", "aide", "guardian",
-                        "parent", "relative")
+# The same four in 1.2 and 1.2.1 (the binding's enrollments.csv table); 1.2 lets them be
+# extended with `ext:` terms, it does not take the roles.csv vocabulary.
+_ENROLLMENT_ROLES = ("administrator", "proctor", "student", "teacher")
 
 _ACADEMIC_SESSIONS = Table("academicSessions", (
     *_COMMON,
@@ -129,7 +142,7 @@ _USERS_11 = Table("users", (
     Column("password"),
 ))
 
-_USERS_12 = Table("users", (
+_USERS_12_COLUMNS = (
     *_COMMON,
     Column("enabledUser", "bool", required=True),
     Column("username", required=True),
@@ -145,13 +158,17 @@ _USERS_12 = Table("users", (
     Column("grades", "list"),
     Column("password"),
     Column("userMasterIdentifier"),
-    Column("resourceSourcedIds", "list"),
     Column("preferredGivenName"),
     Column("preferredMiddleName"),
     Column("preferredFamilyName"),
     Column("primaryOrgSourcedId", ref="orgs"),
     Column("pronouns"),
-))
+)
+# 1.2.1 removed `resourceSourcedIds` (after `userMasterIdentifier`) and kept the version string
+# "1.2": a 1.2 manifest's users.csv may have either layout.
+_USERS_12 = Table("users", _USERS_12_COLUMNS)
+_USERS_12_ORIGINAL = Table("users", (
+    *_USERS_12_COLUMNS[:17], Column("resourceSourcedIds", "list"), *_USERS_12_COLUMNS[17:]))
 
 _ROLES_TABLE_12 = Table("roles", (
     *_COMMON,
@@ -167,7 +184,6 @@ _ROLES_TABLE_12 = Table("roles", (
 _USER_PROFILES_12 = Table("userProfiles", (
     *_COMMON,
     Column("userSourcedId", required=True, ref="users"),
-    Column("profileId", required=True),
     Column("profileType", required=True),
     Column("vendorId", required=True),
     Column("applicationId"),
@@ -191,6 +207,8 @@ def _enrollments(roles: tuple[str, ...]) -> Table:
     ))
 
 
+# demographics.sourcedId "MUST be the 'sourcedId' of the User whose demographics are being
+# described" (1.2.1 binding), so it is a reference as well as the key.
 _RACE = ("americanIndianOrAlaskaNative", "asian", "blackOrAfricanAmerican",
          "nativeHawaiianOrOtherPacificIslander", "white", "demographicRaceTwoOrMoreRaces",
          "hispanicOrLatinoEthnicity")
@@ -198,7 +216,8 @@ _RACE = ("americanIndianOrAlaskaNative", "asian", "blackOrAfricanAmerican",
 
 def _demographics(sexes: tuple[str, ...]) -> Table:
     return Table("demographics", (
-        *_COMMON,
+        Column("sourcedId", required=True, ref="users"),
+        *_COMMON[1:],
         Column("birthDate", "date"),
         Column("sex", "enum", values=sexes),
         *(Column(name, "bool") for name in _RACE),
@@ -210,13 +229,21 @@ def _demographics(sexes: tuple[str, ...]) -> Table:
 
 
 # Parents before children, so a person reading the log sees files in a sensible order.
+# 1.2 marks the extensible vocabularies ("Proprietary Vocabulary Terms": classType, role in
+# enrollments and roles, sex, and type in academicSessions and orgs; the others are files we do
+# not import). 1.1 stays closed: its binding text was not at hand to check.
 TABLES: dict[str, tuple[Table, ...]] = {
     "1.1": (_ACADEMIC_SESSIONS, _ORGS, _COURSES, _CLASSES, _USERS_11,
-            _enrollments(_ENROLLMENT_ROLES_11), _demographics(("male", "female"))),
-    "1.2": (_ACADEMIC_SESSIONS, _ORGS, _COURSES, _CLASSES, _USERS_12, _USER_PROFILES_12,
-            _ROLES_TABLE_12, _enrollments(_ENROLLMENT_ROLES_12),
-            _demographics(("male", "female", "unspecified", "other"))),
+            _enrollments(_ENROLLMENT_ROLES), _demographics(("male", "female"))),
+    "1.2": (extensible(_ACADEMIC_SESSIONS, "type"), extensible(_ORGS, "type"), _COURSES,
+            extensible(_CLASSES, "classType"), _USERS_12, _USER_PROFILES_12,
+            extensible(_ROLES_TABLE_12, "role"),
+            extensible(_enrollments(_ENROLLMENT_ROLES), "role"),
+            extensible(_demographics(("male", "female", "unspecified", "other")), "sex")),
 }
+
+# Other layouts a version accepts for a file, tried when the header does not match the first.
+ALTERNATES: dict[str, dict[str, tuple[Table, ...]]] = {"1.2": {"users": (_USERS_12_ORIGINAL,)}}
 
 # Files of the specification that we recognize in a manifest but do not import (gradebook and
 # resources): their presence is reported as a warning, never silently dropped.
@@ -230,11 +257,16 @@ def tables_for(version: str) -> dict[str, Table]:
     return {t.name: t for t in TABLES[version]}
 
 
+def layouts_for(version: str, table: Table) -> tuple[Table, ...]:
+    """Every accepted layout of a file, the current one first."""
+    return (table, *ALTERNATES.get(version, {}).get(table.name, ()))
+
+
 def all_tables() -> dict[str, tuple[Column, ...]]:
     """Each database table with the union of its columns over all versions, first seen first."""
     merged: dict[str, dict[str, Column]] = {}
     for version in VERSIONS:
-        for table in TABLES[version]:
+        for table in (t for first in TABLES[version] for t in layouts_for(version, first)):
             cols = merged.setdefault(table.name, {})
             for col in table.columns:
                 cols.setdefault(col.sql_name, col)

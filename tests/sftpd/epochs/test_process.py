@@ -85,7 +85,7 @@ def test_version_12_bulk_zipped_then_delta(root: Path, database_url: str) -> Non
 
     assert code == 0 and result["outcome"] == "Succeeded", result
     assert counts(database_url) == {**BULK_11, "users": 6, "roles": 7, "user_profiles": 2,
-                                    "enrollments": 7}
+                                    "enrollments": 7, "demographics": 2}
     assert scalar(database_url, "SELECT array_agg(sourced_id ORDER BY sourced_id) "
                   "FROM oneroster.roles WHERE user_sourced_id = 'u-s3'") is None
     assert scalar(database_url, "SELECT pronouns FROM oneroster.users "
@@ -143,7 +143,7 @@ def test_bad_values_fail_the_epoch(root: Path, database_url: str) -> None:
         ("academicSessions.csv", 4, "schoolYear '27' is not a year"),
         ("orgs.csv", 4, "status must be blank in a bulk file, found 'deleted'"),
         ("users.csv", 4, "enabledUser 'yes' must be true or false"),
-        ("userProfiles.csv", 3, "profileId is required"),
+        ("userProfiles.csv", 3, "credentialType is required"),
         ("roles.csv", 6, "dateLastModified '2026-13-01T00:00:00Z' is not a valid date"),
         ("enrollments.csv", 5, "role 'pupil' is not one of"),
     ])
@@ -161,6 +161,8 @@ def test_delta_deleting_a_referenced_user_fails(root: Path, database_url: str) -
     log = _assert_failed_and_untouched(root, database_url, "delta-dangling", [
         ("users.csv", 2, "enrollments 'e7' (already in the database) refers to "
          "userSourcedId 'u-s3'"),
+        ("users.csv", 2, "demographics 'u-s3' (already in the database) refers to "
+         "sourcedId 'u-s3'"),
     ])
     assert "users.csv line 2: enrollments 'e7'" in log
 

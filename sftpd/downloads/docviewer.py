@@ -1,0 +1,261 @@
+"""`sftpd docviewer`: tonight's documents.csv, published as a complete docviewer epoch."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from district_contract import commands, layout, results
+from district_contract.results import DocviewerResult, Outcome
+
+from sftpd import options, tree
+from sftpd.downloads import publish
+from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
+from sftpd.downloads.tokens import (
+    TokenIssuer,
+    TokenKeyError,
+    aware_time,
+    parse_duration,
+    read_keys,
+)
+from sftpd.epochs import checkpoints
+from sftpd.epochs.checkpoints import checkpoint
+from sftpd.events import emit, utc_iso
+from sftpd.options import UsageError
+
+CSV_NAME = "documents.csv"
+HEADER = b"Student Id,Form,Start Date,End Date,URL\r\n"
+DEFAULT_KEEP = 7
+DEFAULT_TTL = "7d"
+MAX_FORMS = 200
+MAX_FORM_CHARS = 200
+TOKEN_KEY_INVALID = "TokenKeyInvalid"  # noqa: S105 (a result reason)
+# The id comes last so each COPY row (one row per CopyData message, by the protocol) splits
+# at its last comma: the four columns before it are already CSV, quoted by PostgreSQL.
+EXPORT_QUERY = """
+COPY (
+    SELECT d.student_id, d.form, to_char(d.start_date, 'YYYY-MM-DD'),
+           to_char(d.end_date, 'YYYY-MM-DD'), d.id
+    FROM documents.documents AS d
+    WHERE d.complete AND NOT d.deleted
+      AND d.form = ANY(%(forms)s)
+      AND d.start_date <= %(today)s AND d.end_date >= %(today)s
+      AND EXISTS (SELECT 1 FROM documents.students AS s
+                  WHERE s.student_id = d.student_id AND NOT s.deleted)
+    ORDER BY d.student_id, d.form, d.start_date, d.id
+) TO STDOUT (FORMAT csv)
+"""
+
+
+class ExportError(Exception):
+    """The run failed before publishing; reason is a short CamelCase word for the result."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _Stopped(BaseException):
+    """SIGTERM arrived: unwind through the cleanups, then report."""
+
+
+def parse_forms(text: str) -> tuple[str, ...]:
+    """The form names of --forms, separated by commas only (a form name may hold spaces)."""
+    forms = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+    if not forms:
+        raise ValueError("--forms names no form: choose at least one")
+    if len(forms) > MAX_FORMS or any(len(f) > MAX_FORM_CHARS for f in forms):
+        raise ValueError(f"--forms: at most {MAX_FORMS} forms of at most {MAX_FORM_CHARS} "
+                         "characters each")
+    return forms
+
+
+def url_cell(base_url: str) -> tuple[bytes, bytes]:
+    """The CSV bytes before and after each token in the URL column."""
+    parts = urlsplit(base_url)
+    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment
+            or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in base_url)):
+        raise ValueError(f"--base-url {base_url!r} must be an http(s) URL with a host, no "
+                         "fragment and no whitespace")
+    joined = base_url + ("&" if parts.query else "?") + "token="
+    if any(ch in joined for ch in ',"'):
+        return b'"' + joined.replace('"', '""').encode(), b'"'
+    return joined.encode(), b""
+
+
+def base_url(text: str) -> str:
+    url_cell(text)
+    return text
+
+
+def time_zone(text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(text)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(f"unknown time zone {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    opt = options.prepare(parser)
+    opt.path(commands.ROOT, "the district's volume", required=True)
+    opt.text("database-url", "libpq URL of the district's database", required=True,
+             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.custom(commands.FORMS, "the form types to export, separated by commas (form names may "
+               "hold spaces)", parse_forms, required=True, metavar="FORMS")
+    opt.custom(commands.BASE_URL, "the document viewer's http(s) URL; each row's URL is "
+               "<base-url>?token=<token>", base_url, required=True, metavar="URL")
+    opt.path(commands.TOKEN_KEY_FILE, "file of Fernet keys, one a line, the first encrypts",
+             required=True)
+    opt.custom(commands.TOKEN_TTL, "how long a URL works, e.g. 7d, 36h", parse_duration,
+               DEFAULT_TTL, metavar="DURATION")
+    opt.number(commands.KEEP, "complete epochs to keep; the newest is never deleted",
+               DEFAULT_KEEP, minimum=1)
+    opt.custom(commands.TIMEZONE, "the district's time zone, which decides what day today is",
+               time_zone, "UTC", metavar="ZONE")
+    opt.custom("now", "ISO 8601 time with a zone to use as the current time (tests)",
+               aware_time, metavar="TIME")
+    opt.path(commands.RESULT_FILE, "write the one-line JSON result here")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked options of one run."""
+
+    docviewer: Path
+    database_url: str
+    forms: tuple[str, ...]
+    url_prefix: bytes  # CSV-ready start of each URL cell, up to and including `token=`
+    url_suffix: bytes
+    issuer: TokenIssuer
+    keep: int
+    now: datetime
+    today: date
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The run's settings from its checked options; the key file is read here
+    (ExportError(TokenKeyInvalid) when it cannot be)."""
+    now: datetime = args.now or datetime.now(UTC)
+    prefix, suffix = url_cell(args.base_url)
+    try:
+        keys = read_keys(args.token_key_file)
+    except TokenKeyError as exc:
+        raise ExportError(TOKEN_KEY_INVALID, str(exc)) from None
+    return Settings(docviewer=args.root / tree.DOCVIEWER, database_url=args.database_url,
+                    forms=args.forms, url_prefix=prefix, url_suffix=suffix,
+                    issuer=TokenIssuer(keys, now + args.token_ttl), keep=args.keep, now=now,
+                    today=now.astimezone(args.timezone).date())
+
+
+def write_documents(conn: psycopg.Connection[tuple[object, ...]], s: Settings,
+                    path: Path) -> int:
+    """Stream the export query into path as documents.csv; the number of rows."""
+    rows = 0
+    token = s.issuer.token
+    prefix, suffix = s.url_prefix, s.url_suffix
+    with path.open("xb", buffering=1 << 20) as out, conn.cursor() as cur, \
+            cur.copy(EXPORT_QUERY, {"forms": list(s.forms), "today": s.today}) as copy:
+        out.write(HEADER)
+        for data in copy:
+            head, _, doc_id = bytes(data).rstrip(b"\n").rpartition(b",")
+            out.write(b"%s,%s%s%s\r\n" % (head, prefix, token(int(doc_id)), suffix))
+            rows += 1
+            if rows == 1:
+                out.flush()
+                checkpoint("docviewer: documents.csv half written")
+    return rows
+
+
+def export(s: Settings) -> DocviewerResult:
+    s.docviewer.mkdir(parents=True, exist_ok=True)
+    with publish.locked(s.docviewer):
+        for name in publish.remove_leftovers(s.docviewer):
+            emit("docviewer.leftover_removed", name=name)
+        checkpoint("docviewer: locked, leftovers removed")
+        try:
+            conn = psycopg.connect(s.database_url, connect_timeout=30)
+        except psycopg.OperationalError as exc:
+            raise ExportError("DatabaseUnavailable",
+                              f"cannot connect to the district's database: {exc}") from None
+        with conn:
+            if ensure_contract(conn):
+                emit("docviewer.contract_created", relations=[DOCUMENTS, STUDENTS])
+            name = publish.new_epoch_name(s.docviewer, s.now)
+            building = publish.start_build(s.docviewer, name)
+            published = False
+            try:
+                started = time.monotonic()
+                rows = write_documents(conn, s, building / CSV_NAME)
+                written = time.monotonic()
+                size = (building / CSV_NAME).stat().st_size
+                emit("docviewer.written", epoch=name, rows=rows, bytes=size,
+                     writeSeconds=round(written - started, 3))
+                publish.publish(s.docviewer, building, name)
+                emit("docviewer.fsynced", epoch=name,
+                     publishSeconds=round(time.monotonic() - written, 3))
+                published = True
+            finally:
+                if not published:
+                    publish.remove_leftovers(s.docviewer)
+        emit("docviewer.published", epoch=name, rows=rows, bytes=size)
+        pruned = publish.prune(s.docviewer, s.keep)
+        for old in pruned:
+            emit("docviewer.pruned", epoch=old)
+        kept = len(publish.complete_epochs(s.docviewer))
+    return DocviewerResult(
+        outcome=Outcome.SUCCEEDED, epoch=name, rows=rows, bytes=size, today=s.today.isoformat(),
+        forms=s.forms, token_expires_at=utc_iso(s.issuer.expires_at),
+        completed_at=utc_iso(datetime.now(UTC)), kept=kept, pruned=tuple(pruned),
+        message=f"epoch {name}: {rows} documents; {kept} kept, {len(pruned)} pruned")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if not root.is_dir():
+        raise UsageError(f"--root {root} is not a directory")
+    code = commands.EXIT_FAILED
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        result = export(settings(args))
+        code = commands.EXIT_OK
+    except ExportError as exc:
+        # A key file that cannot be used is bad usage too: nothing was attempted.
+        code = commands.EXIT_USAGE if exc.reason == TOKEN_KEY_INVALID else commands.EXIT_FAILED
+        result = DocviewerResult(outcome=Outcome.FAILED, reason=exc.reason, message=exc.message)
+    except publish.Busy as exc:
+        result = DocviewerResult(outcome=Outcome.FAILED, reason="Busy", message=str(exc))
+    except _Stopped:
+        result = DocviewerResult(outcome=Outcome.FAILED, reason="Interrupted",
+                                 message="stopped (SIGTERM) before publishing; nothing partial "
+                                         "is visible")
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+        result = DocviewerResult(outcome=Outcome.FAILED, reason="ContractMismatch",
+                                 message=f"the documents contract is not met: {exc}")
+    except psycopg.Error as exc:
+        result = DocviewerResult(outcome=Outcome.FAILED, reason="DatabaseError",
+                                 message=f"the export query failed: {exc}")
+    except OSError as exc:
+        reason = "DiskFull" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "FileSystemError"
+        result = DocviewerResult(outcome=Outcome.FAILED, reason=reason,
+                                 message=f"writing the epoch failed: {exc}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.failed:
+        emit("docviewer.failed", reason=result.reason, message=result.message)
+    line = results.write(args.result_file, result)
+    emit("docviewer.finished", result=line, checkpoints=checkpoints.passed())
+    return code
