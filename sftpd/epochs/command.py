@@ -12,6 +12,7 @@ import psycopg
 
 from sftpd.epochs import checkpoints
 from sftpd.epochs.processor import Processor, Summary, emit
+from sftpd.epochs.walk import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, Limits
 from sftpd.formats import registered_formats
 from sftpd.results import write_result
 
@@ -38,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-wait-seconds", type=int,
                         default=int(_env("lock-wait-seconds", "15") or 15),
                         help="how long to wait for another run to finish (default 15)")
+    parser.add_argument("--max-tree-depth", type=int,
+                        default=int(_env("max-tree-depth", str(DEFAULT_MAX_DEPTH)) or 0),
+                        help="folders an epoch may nest; a deeper one is left for staff "
+                             f"(default {DEFAULT_MAX_DEPTH})")
+    parser.add_argument("--max-tree-entries", type=int,
+                        default=int(_env("max-tree-entries", str(DEFAULT_MAX_ENTRIES)) or 0),
+                        help="files and folders an epoch may hold; a larger one is left for "
+                             f"staff (default {DEFAULT_MAX_ENTRIES})")
     parser.add_argument("--epoch", default=_env("epoch"),
                         help="staff: process only this epoch now, without waiting to settle")
     parser.add_argument("--format", dest="format_name", default=_env("format"),
@@ -58,7 +67,7 @@ def _parse_now(text: str | None) -> float | None:
 def _outcome(summary: Summary) -> str:
     if summary.problems or any(p["outcome"] == "Failed" for p in summary.processed):
         return "Failed"
-    if summary.unrecognized:
+    if summary.unrecognized or summary.refused:
         return "NeedsAttention"
     if not summary.processed:
         return "NothingToDo"
@@ -72,6 +81,9 @@ def _message(summary: Summary, outcome: str) -> str:
         parts.append("failed: " + ", ".join(failed))
     if summary.unrecognized:
         parts.append("unrecognized, waiting for staff: " + ", ".join(summary.unrecognized))
+    if summary.refused:
+        parts.append("left alone, waiting for staff: " + "; ".join(
+            f"{name} ({why})" for name, why in summary.refused.items()))
     if summary.pending:
         parts.append(f"{len(summary.pending)} not complete yet")
     parts += summary.problems
@@ -92,6 +104,8 @@ def _usage_problem(args: argparse.Namespace, formats: list[str]) -> str | None:
         return f"unknown format(s) in --formats: {', '.join(unknown)}"
     if args.epoch and args.mark_processed:
         return "--epoch and --mark-processed exclude each other"
+    if args.max_tree_depth < 1 or args.max_tree_entries < 1:
+        return "--max-tree-depth and --max-tree-entries must be at least 1"
     return None
 
 
@@ -112,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         "kind": "epochs", "outcome": outcome,
         "processed": [{k: v for k, v in p.items() if k != "movedTo"}
                       for p in summary.processed],
-        "unrecognized": summary.unrecognized, "pending": summary.pending,
+        # Refused entries wait for staff like unrecognized ones (the message says why).
+        "unrecognized": summary.unrecognized + list(summary.refused),
+        "pending": summary.pending,
         "message": _message(summary, outcome)}
     line = write_result(args.result_file, result)
     emit("epochs.result", result=line, checkpoints=checkpoints.passed())
@@ -129,7 +145,8 @@ def _process(args: argparse.Namespace, formats: dict[str, Any], now: float | Non
             if not ledger.try_lock(conn, args.lock_wait_seconds):
                 emit("epochs.busy")
                 return Summary(problems=["another process-epochs run holds the lock"])
-            processor = Processor(args.root, conn, formats, enabled, args.settle_seconds, now)
+            processor = Processor(args.root, conn, formats, enabled, args.settle_seconds, now,
+                                  Limits(args.max_tree_depth, args.max_tree_entries))
             if args.mark_processed:
                 return processor.mark_processed(args.mark_processed)
             if args.epoch:

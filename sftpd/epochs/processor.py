@@ -27,11 +27,12 @@ from typing import Any
 import psycopg
 
 from sftpd import tree
-from sftpd.epochs import completion, ledger, report
+from sftpd.epochs import completion, ledger, report, stagings
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
 from sftpd.epochs.gather import gather_loose_files
-from sftpd.epochs.names import GATHER_PREFIX
+from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
+from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
 from sftpd.formats import FileCount, Format, Problem
 
 # Data problems that fail an epoch (it moves, logged). Anything else (the database going away,
@@ -44,7 +45,7 @@ def emit(event: str, **fields: Any) -> None:
     """One JSON progress line on stdout."""
     line = {"ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "event": event,
             **fields}
-    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    sys.stdout.write(json.dumps(report.printable(line), default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -56,11 +57,15 @@ class Summary:
     unrecognized: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Entries of upload/ the processor will not touch, and why (waiting for staff, like the
+    # unrecognized ones): names are shown with undecodable bytes escaped.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class Processor:
     def __init__(self, root: Path, conn: psycopg.Connection[Any], formats: dict[str, Format],
-                 enabled: list[str], settle_seconds: float, now: float | None = None) -> None:
+                 enabled: list[str], settle_seconds: float, now: float | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.upload = root / tree.UPLOAD
         self.processed_dir = root / tree.UPLOAD_PROCESSED
         self.conn = conn
@@ -68,9 +73,11 @@ class Processor:
         self.enabled = enabled
         self.settle_seconds = settle_seconds
         self.now = time.time() if now is None else now
+        self.limits = limits
         self.summary = Summary()
         tree.ensure_tree(root)
         ledger.ensure(conn)
+        self.stagings = stagings.Record(conn, self.when)
         self.unfinished = self._reconcile()
 
     @property
@@ -93,7 +100,7 @@ class Processor:
         entries = self.unfinished.get(epoch.name)
         if not entries:
             return False
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         match = next((e for e in entries if e.digest == digest), None)
         if match is None:
             return False
@@ -102,33 +109,57 @@ class Processor:
         return True
 
     def run_all(self) -> Summary:
-        gathering = gather_loose_files(self.upload, self.settle_seconds, self.now)
+        gathering = gather_loose_files(self.upload, self.settle_seconds, self.now,
+                                       self.stagings)
         if gathering.waiting:
             self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
             emit("loose.waiting", reason=gathering.waiting)
         for name in gathering.epochs:
             emit("loose.gathered", epoch=name)
+        for name in gathering.untrusted:
+            self._refuse(name, "a reserved name (.sftpd-gather-*) not made by the processor")
         for epoch in sorted(self.upload.iterdir()):
             if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
                 continue
-            if self._resume(epoch):
-                continue
-            state = completion.check(epoch, self.settle_seconds, self.now,
-                                     skip_quiet=epoch.name in gathering.epochs)
-            if not state.complete:
-                self.summary.pending.append(epoch.name)
-                emit("epoch.pending", epoch=epoch.name, reason=state.reason)
-                continue
-            claimed = self._recognize(epoch, self.enabled)
-            if claimed is None:
-                self.summary.unrecognized.append(epoch.name)
-                emit("epoch.unrecognized", epoch=epoch.name)
-                continue
-            self._process(epoch, *claimed)
+            try:
+                self._run_epoch(epoch, skip_quiet=epoch.name in gathering.epochs)
+            except TreeTooLarge as exc:
+                self._refuse(epoch.name, f"{exc}")
         return self.summary
+
+    def _run_epoch(self, epoch: Path, skip_quiet: bool) -> None:
+        if not is_utf8(epoch.name):
+            self._refuse(epoch.name, "its name is not valid UTF-8; rename it")
+            return
+        if self._resume(epoch):
+            return
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=skip_quiet,
+                                 limits=self.limits)
+        if not state.complete:
+            self.summary.pending.append(epoch.name)
+            emit("epoch.pending", epoch=epoch.name, reason=state.reason)
+            return
+        claimed = self._recognize(epoch, self.enabled)
+        if claimed is None:
+            self.summary.unrecognized.append(epoch.name)
+            emit("epoch.unrecognized", epoch=epoch.name)
+            return
+        self._process(epoch, *claimed)
+
+    def _refuse(self, name: str, why: str) -> None:
+        """Leave an entry of upload/ alone for staff, saying why."""
+        self.summary.refused[shown(name)] = why
+        emit("epoch.refused", epoch=name, reason=why)
 
     def run_one(self, name: str, forced_format: str | None) -> Summary:
         """Staff: process one epoch now (no settle wait), optionally as a given format."""
+        try:
+            return self._run_one(name, forced_format)
+        except TreeTooLarge as exc:
+            self._refuse(name, f"{exc}")
+            return self.summary
+
+    def _run_one(self, name: str, forced_format: str | None) -> Summary:
         epoch = self._staff_epoch(name)
         if epoch is None or self._resume(epoch):
             return self.summary
@@ -148,10 +179,17 @@ class Processor:
 
     def mark_processed(self, name: str) -> Summary:
         """Staff: move an epoch to upload-processed/ without importing anything."""
+        try:
+            return self._mark_processed(name)
+        except TreeTooLarge as exc:
+            self._refuse(name, f"{exc}")
+            return self.summary
+
+    def _mark_processed(self, name: str) -> Summary:
         epoch = self._staff_epoch(name)
         if epoch is None or self._resume(epoch):
             return self.summary
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         existing = ledger.lookup(self.conn, name, digest)
         if existing is not None:
             self._finish(epoch, digest, existing.report)
@@ -168,10 +206,12 @@ class Processor:
 
     def _staff_epoch(self, name: str) -> Path | None:
         epoch = self.upload / name
-        if "/" in name or name.startswith(".") or not epoch.is_dir():
-            self.summary.problems.append(f"no epoch named {name!r} in {tree.UPLOAD}/")
+        if ("/" in name or name.startswith(".") or not epoch.is_dir() or epoch.is_symlink()
+                or not is_utf8(name)):
+            self.summary.problems.append(f"no epoch named {shown(name)!r} in {tree.UPLOAD}/")
             return None
-        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=True)
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=True,
+                                 limits=self.limits)
         if not state.complete and not self.unfinished.get(name):
             self.summary.pending.append(name)
             emit("epoch.pending", epoch=name, reason=state.reason)
@@ -187,7 +227,7 @@ class Processor:
 
     def _process(self, epoch: Path, fmt: Format, description: str, note: str = "") -> None:
         emit("epoch.start", epoch=epoch.name, format=fmt.name, description=description)
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         checkpoint("digest computed")
         existing = ledger.lookup(self.conn, epoch.name, digest)
         if existing is not None:
