@@ -130,16 +130,16 @@ def _parsed(path: Path) -> Iterator[zipfile.ZipFile]:
             yield archive
 
 
-def refusal(archive: zipfile.ZipFile, zip_name: str) -> str | None:
+def refusal(archive: zipfile.ZipFile) -> str | None:
     """Why the archive may not be read (naming the member), or None."""
     total = 0
     for info in archive.infolist():
         problem = member_problem(info)
         if problem is not None:
-            return f"{zip_name}: {problem}"
+            return problem
         total += info.file_size
     if total > MAX_TOTAL_BYTES:
-        return f"{zip_name} expands to {total:,} bytes in all (limit {MAX_TOTAL_BYTES:,})"
+        return f"the members expand to {total:,} bytes in all (limit {MAX_TOTAL_BYTES:,})"
     return None
 
 
@@ -148,16 +148,16 @@ def inspect(path: Path) -> tuple[list[str], str | None]:
     ArchiveError when it is no readable zip, TooManyMembers when it is too crowded to look at."""
     with _parsed(path) as archive:
         return ([n for n in archive.namelist() if not n.endswith("/")],
-                refusal(archive, path.name))
+                refusal(archive))
 
 
 @contextmanager
 def open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
     """The zip at path once the whole archive passed the checks (ArchiveError otherwise)."""
     with _parsed(path) as archive:
-        problem = refusal(archive, path.name)
+        problem = refusal(archive)
         if problem is not None:
-            raise ArchiveError(problem)
+            raise ArchiveError(f"{path.name}: {problem}")
         yield archive
 
 

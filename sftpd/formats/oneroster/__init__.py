@@ -62,8 +62,7 @@ class OneRosterFormat:
                 "its only zip file)")])
         if source.refused is not None:
             return Validation(_describe(source, {}), errors=[Problem(
-                f"the zip file is refused: {source.refused}", source.zip_path.name
-                if source.zip_path else None)])
+                source.refused, source.zip_path.name if source.zip_path else None)])
         props, problems = read_manifest(source)
         result = Validation(_describe(source, props), errors=problems)
         version = props.get("oneroster.version", "")
