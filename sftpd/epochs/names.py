@@ -11,6 +11,8 @@ WRITING_SUFFIX = ".sftpd-writing"
 # Loose files are gathered into `upload/<GATHER_PREFIX><epoch name>/` before it is renamed to
 # `upload/<epoch name>/`; the hidden name keeps a half-gathered epoch from being processed.
 GATHER_PREFIX = ".sftpd-gather-"
+# The list file inside a staging directory of processors before the staging record
+# (sftpd.epochs.stagings); still reserved, never read.
 GATHER_LIST = ".sftpd-gather-list"
 # Something of the district's found where the processor writes its own file (a directory named
 # processing.log, say) is renamed to `<name><DISPLACED_SUFFIX>`: kept, out of the way.

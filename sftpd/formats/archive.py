@@ -188,7 +188,8 @@ class _Checked(io.RawIOBase):
             data = self.raw.read(len(buffer))
         except ArchiveError:
             raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            # (not OSError: a failing disk stops the run and leaves the epoch for the next one)
             raise ArchiveError(f"{self.where} is damaged: {exc}") from exc
         buffer[: len(data)] = data
         return len(data)
