@@ -267,3 +267,24 @@ def test_hostile_archives_are_refused_naming_the_member_with_bounded_memory(
     assert run.result["unrecognized"] == ["2026-09-05-crowd"]
     assert (upload / "2026-09-05-crowd" / "set.zip").is_file()
     assert shutil.disk_usage(root).free > 0
+
+
+def test_a_huge_manifest_or_header_line_is_read_only_up_to_its_bound(root: Path,
+                                                                    database_url: str) -> None:
+    manifest = put_epoch(root, "2026-09-01", "v1.1-bulk") / "manifest.csv"
+    manifest.write_bytes(manifest.read_bytes() + b"x,y\n" * 20_000)
+    users = put_epoch(root, "2026-09-02", "v1.1-bulk") / "users.csv"
+    users.write_bytes(b",".join([b"metadata.x"] * 20_000) + b"\n" + users.read_bytes())
+
+    run = run_process(root, database_url)
+
+    assert run.result is not None, run.stderr
+    assert [(p["name"], p["outcome"]) for p in run.result["processed"]] == [
+        ("2026-09-01", "Failed"), ("2026-09-02", "Failed")]
+    _, first = processing(root, "2026-09-01")
+    assert [(p["file"], p["message"]) for p in first["problems"]] == [
+        ("manifest.csv", "the manifest is larger than 65,536 bytes (a manifest has a few "
+         "dozen lines)")]
+    _, second = processing(root, "2026-09-02")
+    assert [(p["file"], p["line"], p["message"]) for p in second["problems"]] == [
+        ("users.csv", 1, "the header line is longer than 65,536 bytes")]
