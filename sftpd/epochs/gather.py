@@ -38,6 +38,8 @@ class Gathering:
     epochs: list[str] = field(default_factory=list)
     waiting: str | None = None
     untrusted: list[str] = field(default_factory=list)
+    # Why the loose files are not gathered at all (too many), for staff.
+    refused: str | None = None
 
 
 def epoch_name_for(files: list[Path]) -> str:
@@ -45,16 +47,24 @@ def epoch_name_for(files: list[Path]) -> str:
     return time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(newest))
 
 
-def gather_loose_files(upload: Path, settle_seconds: float, now: float,
-                       record: Record) -> Gathering:
+def gather_loose_files(upload: Path, settle_seconds: float, now: float, record: Record,
+                       max_files: int = walk.DEFAULT_MAX_ENTRIES) -> Gathering:
     result = Gathering()
     for staging in record.all():
         name = _finish(upload, staging, record)
         if name is not None:
             result.epochs.append(name)
     result.untrusted = _untrusted_stagings(upload)
-    loose = sorted(p for p in upload.iterdir()
-                   if walk.is_plain_file(p) and not p.name.startswith(GATHER_PREFIX))
+    loose: list[Path] = []
+    with os.scandir(upload) as listing:
+        for entry in listing:
+            if entry.name.startswith(GATHER_PREFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            loose.append(Path(entry.path))
+            if len(loose) > max_files:  # the same bound as an epoch's entries
+                result.refused = f"more than {max_files} loose files"
+                return result
+    loose.sort()
     if not loose:
         return result
     busy = still_uploading(loose)

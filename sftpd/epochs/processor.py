@@ -110,7 +110,9 @@ class Processor:
 
     def run_all(self) -> Summary:
         gathering = gather_loose_files(self.upload, self.settle_seconds, self.now,
-                                       self.stagings)
+                                       self.stagings, self.limits.max_entries)
+        if gathering.refused:
+            self._refuse(f"{tree.UPLOAD}/ (loose files)", gathering.refused)
         if gathering.waiting:
             self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
             emit("loose.waiting", reason=gathering.waiting)

@@ -191,6 +191,7 @@ def test_an_epoch_a_thousand_folders_deep_is_refused_and_the_others_processed(
     wide.mkdir()
     for n in range(60):
         (wide / f"{n}.csv").write_text("x\n")
+        (root / tree.UPLOAD / f"loose-{n}.csv").write_text("x\n")
 
     run = run_process(root, database_url, "--max-tree-entries", "50")
 
@@ -198,10 +199,13 @@ def test_an_epoch_a_thousand_folders_deep_is_refused_and_the_others_processed(
     assert "RecursionError" not in run.stderr
     assert [(p["name"], p["outcome"]) for p in run.result["processed"]] == [
         ("2026-09-01", "Succeeded"), ("2026-09-03", "Succeeded")]
-    assert run.result["unrecognized"] == ["2026-09-02-deep", "2026-09-04-wide"]
+    assert run.result["unrecognized"] == ["upload/ (loose files)", "2026-09-02-deep",
+                                          "2026-09-04-wide"]
     assert "folders nested deeper than 32" in run.result["message"]
     assert "more than 50 files and folders" in run.result["message"]
+    assert "more than 50 loose files" in run.result["message"]
     assert deep.is_dir() and wide.is_dir()
+    assert len(list((root / tree.UPLOAD).glob("loose-*.csv"))) == 60
 
 
 def _zip_set(path: Path, extra: list[tuple[zipfile.ZipInfo, bytes]],
