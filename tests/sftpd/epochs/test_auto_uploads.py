@@ -1,0 +1,108 @@
+"""SameGoal's epoch conventions in gathering: `<name>_auto.csv` files become an epoch with a
+`COMPLETE` as soon as they are closed, named `YYYYMMDD-HHMMSS` (UTC), the `_auto` dropped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sftpd import tree
+from sftpd.epochs.completion import check
+from sftpd.epochs.gather import gather_loose_files, gathered_note
+from sftpd.epochs.names import GATHERED_FROM
+
+STAMP = datetime(2026, 11, 28, 2, 0, 7, tzinfo=UTC).timestamp()
+
+
+def loose(root: Path, name: str, text: str = "Email\n", mtime: float = STAMP) -> Path:
+    path = root / tree.UPLOAD / name
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+@contextmanager
+def held_open(path: Path) -> Iterator[None]:
+    """Another process holds the file open for writing the way `sftpd serve` does."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys; from sftpd.uploads import hold_write_lock; "
+         "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND); hold_write_lock(fd); "
+         "print('locked', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "locked\n"
+        yield
+    finally:
+        writer.communicate("", timeout=10)
+
+
+def test_auto_files_closed_together_become_one_epoch_at_once(root: Path) -> None:
+    loose(root, "students_auto.csv", "Student Id\n", STAMP - 5)
+    loose(root, "guardians_auto.csv", "Student Id\n")
+    # Written a second ago: the quiet time (an hour here) is not awaited for _auto files.
+    result = gather_loose_files(root / tree.UPLOAD, 3600, STAMP + 1)
+    assert result.epochs == ["20261128-020007"] and result.waiting is None
+    epoch = root / tree.UPLOAD / "20261128-020007"
+    assert sorted(p.name for p in epoch.iterdir()) == [
+        GATHERED_FROM, "COMPLETE", "guardians.csv", "students.csv"]
+    assert (epoch / "COMPLETE").read_bytes() == b""
+    assert (epoch / "students.csv").read_text() == "Student Id\n"
+    assert gathered_note(epoch) == ("gathered from loose files in upload/: guardians_auto.csv "
+                                    "(as guardians.csv), students_auto.csv (as students.csv)")
+    # A later run (no longer in this run's list) still sees it complete: the marker.
+    assert check(epoch, 3600, STAMP + 2).reason == "COMPLETE marker"
+
+
+def test_auto_file_open_for_writing_waits_and_holds_back_its_batch(root: Path) -> None:
+    loose(root, "students_auto.csv")
+    guardians = loose(root, "guardians_auto.csv")
+    with held_open(guardians):
+        result = gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10)
+        assert result.epochs == []
+        assert result.waiting == "guardians_auto.csv is still open for writing"
+    result = gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10)
+    assert result.epochs == ["20261128-020007"]
+    assert not guardians.exists()
+
+
+def test_auto_file_under_a_temporary_name_waits(root: Path) -> None:
+    loose(root, "students_auto.csv")
+    part = loose(root, "guardians_auto.csv.filepart")
+    result = gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10)
+    assert result.epochs == [] and "temporary upload name" in (result.waiting or "")
+    part.rename(part.with_name("guardians_auto.csv"))
+    assert gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10).epochs == ["20261128-020007"]
+
+
+def test_other_loose_files_still_settle_and_are_not_renamed(root: Path) -> None:
+    loose(root, "users_auto.csv")
+    loose(root, "notes_from_vendor.csv", "x\n", time.time())
+    result = gather_loose_files(root / tree.UPLOAD, 300, time.time())
+    # The _auto file went at once; the other loose file waits for its quiet time.
+    assert result.epochs == ["20261128-020007"]
+    assert result.waiting is not None and result.waiting.startswith("last change")
+    assert (root / tree.UPLOAD / "notes_from_vendor.csv").is_file()
+    result = gather_loose_files(root / tree.UPLOAD, 300, time.time() + 301)
+    assert len(result.epochs) == 1
+    epoch = root / tree.UPLOAD / result.epochs[0]
+    assert datetime.strptime(epoch.name, "%Y%m%d-%H%M%S")  # the documented form
+    assert sorted(p.name for p in epoch.iterdir()) == [GATHERED_FROM, "notes_from_vendor.csv"]
+
+
+def test_names_taken_within_the_same_second_move_on_by_a_second(root: Path) -> None:
+    (root / tree.UPLOAD_PROCESSED / "20261128-020007").mkdir()  # processed last night
+    (root / tree.UPLOAD / "20261128-020008").mkdir()  # the district's own epoch
+    loose(root, "users_auto.csv")
+    first = gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10).epochs
+    loose(root, "users_auto.csv")  # uploaded again within the same second
+    second = gather_loose_files(root / tree.UPLOAD, 0, STAMP + 10).epochs
+    assert first == ["20261128-020009"] and second == ["20261128-020010"]
+    for name in ("20261128-020009", "20261128-020010"):
+        assert (root / tree.UPLOAD / name / "users.csv").is_file()
