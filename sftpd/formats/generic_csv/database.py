@@ -33,6 +33,7 @@ from sftpd.formats.generic_csv.spec import (
 )
 
 SCHEMA = "generic_csv"
+TEMP_BUFFERS = "256MB"
 WORK_MEM = "256MB"
 COPY_CHUNK = 1 << 20
 # How many problems of one check are listed; all are counted.
@@ -40,7 +41,6 @@ LISTED_PER_CHECK = 200
 # Blank lines at the very end of a file are dropped (editors leave them); this many bytes of
 # them at most, so a file of nothing but newlines is still refused by COPY.
 TRAILING_BLANK_LIMIT = 1 << 16
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _YES = ("Y", "y", "Yes", "yes", "true", "TRUE")
 
 _DDL = """
@@ -111,6 +111,9 @@ class Entry:
 
 def prepare(conn: psycopg.Connection[Any]) -> None:
     conn.execute(_DDL)
+    # Staging lives in temporary tables (no WAL): let a million rows of them stay in memory.
+    # temp_buffers is per session and only takes effect before the session's first one.
+    conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
     conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
     conn.execute(f"SET LOCAL maintenance_work_mem = '{WORK_MEM}'")
     conn.execute("SET LOCAL timezone = 'UTC'")
@@ -252,7 +255,8 @@ def checks(entry: Entry, strict: bool) -> list[Check]:
             rule(column, sql.SQL("length({}) > {}").format(col, sql.Literal(STUDENT_ID_LENGTH)),
                  sql.SQL("{} || ' is ' || length({}) || ' characters long; at most {} are "
                          "allowed'").format(_shown(col), col, sql.SQL(str(STUDENT_ID_LENGTH))))
-            rule(column, sql.SQL("translate({}, {}, '') <> ''").format(col, sql.Literal(_ALNUM)),
+            # (a regular expression: translate() with 62 letters costs several times more)
+            rule(column, sql.SQL("{} ~ '[^A-Za-z0-9]'").format(col),
                  sql.SQL("{} || ' may hold only letters and digits'").format(_shown(col)))
         elif column.kind == "date":
             bad: sql.Composable = sql.SQL("NOT ({})").format(_date_shape(col))
@@ -489,17 +493,26 @@ def _merge_guardians(conn: psycopg.Connection[Any], entry: Entry, students: Entr
         outcome.warnings.append(Problem(
             f"... {len(skipped) - LISTED_PER_CHECK} more guardian rows skipped the same way",
             GUARDIANS.file))
-    cur = conn.execute(sql.SQL(
-        "DELETE FROM generic_csv.guardians g USING {} s WHERE g.student_id = s.c1").format(
-        students.stage))
-    count.deleted = cur.rowcount
+    empty = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM generic_csv.guardians)").fetchone() == (True,)
+    if not empty:
+        cur = conn.execute(sql.SQL(
+            "DELETE FROM generic_csv.guardians g USING {} s WHERE g.student_id = s.c1").format(
+            students.stage))
+        count.deleted = cur.rowcount
+    else:
+        # The first load: build the index once after the rows, not row by row.
+        conn.execute("DROP INDEX generic_csv.guardians_student_id")
     cols = sql.SQL(", ").join(sql.Identifier(c.sql_name) for c in GUARDIANS.columns)
     values = sql.SQL(", ").join(_value(entry, c) for c in GUARDIANS.columns)
+    # (in file order: a seq scan of the fresh staging table reads it that way)
     cur = conn.execute(sql.SQL(
         "INSERT INTO generic_csv.guardians ({}) SELECT {} FROM {} g WHERE EXISTS "
-        "(SELECT 1 FROM {} s WHERE s.c1 = g.{}) ORDER BY g.ctid").format(
+        "(SELECT 1 FROM {} s WHERE s.c1 = g.{})").format(
         cols, values, entry.stage, students.stage, sid))
     count.added = cur.rowcount
+    if empty:
+        conn.execute("CREATE INDEX guardians_student_id ON generic_csv.guardians (student_id)")
 
 
 def _merge_users(conn: psycopg.Connection[Any], entry: Entry, count: FileCount,
