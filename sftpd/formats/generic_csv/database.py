@@ -481,18 +481,6 @@ def _merge_guardians(conn: psycopg.Connection[Any], entry: Entry, students: Entr
                 f"guardians are loaded only together with students.csv; all {count.rows} "
                 "rows were skipped", GUARDIANS.file))
         return
-    skipped = [str(r[0]) for r in conn.execute(sql.SQL(
-        "SELECT g.ctid::text FROM {} g WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.c1 = g.{}) "
-        "ORDER BY g.ctid").format(entry.stage, students.stage, sid)).fetchall()]
-    lines = file_lines(conn, entry, skipped[:LISTED_PER_CHECK])
-    for ctid in skipped[:LISTED_PER_CHECK]:
-        outcome.warnings.append(Problem(
-            "column 'Student Id': the student is not in this load's students.csv; row skipped",
-            GUARDIANS.file, lines.get(ctid)))
-    if len(skipped) > LISTED_PER_CHECK:
-        outcome.warnings.append(Problem(
-            f"... {len(skipped) - LISTED_PER_CHECK} more guardian rows skipped the same way",
-            GUARDIANS.file))
     empty = conn.execute(
         "SELECT NOT EXISTS (SELECT 1 FROM generic_csv.guardians)").fetchone() == (True,)
     if not empty:
@@ -513,6 +501,26 @@ def _merge_guardians(conn: psycopg.Connection[Any], entry: Entry, students: Entr
     count.added = cur.rowcount
     if empty:
         conn.execute("CREATE INDEX guardians_student_id ON generic_csv.guardians (student_id)")
+    if count.added < count.rows:  # (only then is it worth a scan to name the skipped rows)
+        _warn_skipped(conn, entry, students, count.rows - count.added, outcome)
+
+
+def _warn_skipped(conn: psycopg.Connection[Any], entry: Entry, students: Entry, total: int,
+                  outcome: ImportOutcome) -> None:
+    sid = entry.col("Student Id")
+    skipped = [str(r[0]) for r in conn.execute(sql.SQL(
+        "SELECT g.ctid::text FROM {} g WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.c1 = g.{}) "
+        "ORDER BY g.ctid LIMIT {}").format(entry.stage, students.stage, sid,
+                                           sql.Literal(LISTED_PER_CHECK))).fetchall()]
+    lines = file_lines(conn, entry, skipped)
+    for ctid in skipped:
+        outcome.warnings.append(Problem(
+            "column 'Student Id': the student is not in this load's students.csv; row skipped",
+            GUARDIANS.file, lines.get(ctid)))
+    if total > len(skipped):
+        outcome.warnings.append(Problem(
+            f"... {total - len(skipped)} more guardian rows skipped the same way",
+            GUARDIANS.file))
 
 
 def _merge_users(conn: psycopg.Connection[Any], entry: Entry, count: FileCount,
