@@ -35,6 +35,8 @@ from sftpd.formats.generic_csv.spec import (
     meant_file,
 )
 
+# Headers are read from at most this many bytes (the longest real one is under 400).
+HEADER_LIMIT = 64 * 1024
 # A OneRoster set has this; it is never a Generic CSV API epoch.
 _ONEROSTER_MANIFEST = "manifest.csv"
 # Which columns identify a row, for the repeated-row check, per file.
@@ -58,9 +60,15 @@ def _top_files(epoch: Path) -> list[Path]:
 
 
 def read_header(path: Path) -> list[str] | None:
-    """The first CSV record (a UTF-8 byte order mark is dropped), or None for an empty file."""
+    """The first CSV record (a UTF-8 byte order mark is dropped), or None for an empty file;
+    read from the first HEADER_LIMIT bytes only, so a hostile file cannot fill the memory."""
     with path.open("rb") as raw:
-        return next(csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")), None)
+        data = raw.read(HEADER_LIMIT)
+    if len(data) == HEADER_LIMIT:
+        if b"\n" not in data:
+            raise csv.Error(f"no line end in the first {HEADER_LIMIT // 1024} KiB")
+        data = data[: data.rindex(b"\n") + 1]  # (never half a UTF-8 character)
+    return next(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")), None)
 
 
 def _squash(name: str) -> str:

@@ -239,3 +239,12 @@ def test_invalid_epoch_is_refused_and_changes_nothing(root: Path, database_url: 
     assert expected in log, log
     assert "Nothing was imported: the database is unchanged." in log
     assert everything(database_url) == before
+
+
+def test_a_hostile_header_is_refused_without_reading_the_file(tmp_path: Path) -> None:
+    epoch = Path(shutil.copytree(DATA / "district", tmp_path / "e"))
+    with (epoch / "users.csv").open("wb") as out:  # 64 MiB of commas and no line end
+        out.write(b"Email" + b"," * (64 << 20))
+    validation = GenericCsvFormat().validate(epoch)
+    assert [p.describe() for p in validation.errors] == [
+        "users.csv line 1: the header is not RFC 4180 CSV: no line end in the first 64 KiB"]
