@@ -106,3 +106,39 @@ def test_names_taken_within_the_same_second_move_on_by_a_second(root: Path) -> N
     assert first == ["20261128-020009"] and second == ["20261128-020010"]
     for name in ("20261128-020009", "20261128-020010"):
         assert (root / tree.UPLOAD / name / "users.csv").is_file()
+
+
+_GATHER = ("import sys; from pathlib import Path; from sftpd.epochs.gather import "
+           "gather_loose_files; from sftpd.epochs.checkpoints import passed; "
+           "print(gather_loose_files(Path(sys.argv[1]), 0, float(sys.argv[2])).epochs, passed())")
+
+
+def test_auto_gathering_killed_at_every_step_ends_in_one_complete_epoch(root: Path) -> None:
+    """SIGKILL at each of gathering's checkpoints, then a rerun: one epoch, every file in it
+    under its new name, its COMPLETE and its record, nothing left behind in upload/."""
+    upload = root / tree.UPLOAD
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    files = {"students_auto.csv": "Student Id\nS1\n", "guardians_auto.csv": "Student Id\nS1\n"}
+
+    def run(kill_at: int | None) -> subprocess.CompletedProcess[str]:
+        extra = {} if kill_at is None else {"SFTPD_TEST_KILL_AT": str(kill_at)}
+        return subprocess.run([sys.executable, "-c", _GATHER, str(upload), str(STAMP + 10)],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=60)
+
+    for name, text in files.items():
+        loose(root, name, text)
+    steps = int(run(None).stdout.split()[-1])
+    assert steps == 6  # staging made, list written, 2 files moved, list removed, revealed
+    for kill_at in range(1, steps + 1):
+        for child in upload.iterdir():
+            subprocess.run(["rm", "-rf", str(child)], check=True)
+        for name, text in files.items():
+            loose(root, name, text)
+        assert run(kill_at).returncode == -9
+        done = run(None)
+        assert done.returncode == 0, done.stderr
+        epochs = [p for p in upload.iterdir()]
+        assert [p.name for p in epochs] == ["20261128-020007"], (kill_at, epochs)
+        assert sorted(p.name for p in epochs[0].iterdir()) == [
+            GATHERED_FROM, "COMPLETE", "guardians.csv", "students.csv"], kill_at
+        assert (epochs[0] / "students.csv").read_text() == "Student Id\nS1\n"
