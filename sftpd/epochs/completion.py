@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sftpd.epochs import walk
-from sftpd.epochs.names import COMPLETION_MARKER, is_reserved, shown
+from sftpd.epochs.names import COMPLETION_MARKERS, is_reserved, shown
 from sftpd.epochs.walk import DEFAULT_LIMITS, Limits
 from sftpd.uploads import is_open_for_writing, is_temporary_name
 
@@ -62,8 +62,9 @@ def check(epoch: Path, settle_seconds: float, now: float,
         return Completion(False, busy)
     if skip_quiet:
         return Completion(True, "forced")
-    if (epoch / COMPLETION_MARKER).is_file():
-        return Completion(True, f"{COMPLETION_MARKER} marker")
+    marker = next((m for m in COMPLETION_MARKERS if walk.is_plain_file(epoch / m)), None)
+    if marker is not None:
+        return Completion(True, f"{marker} marker")
     quiet = now - newest_change(entries)
     if quiet < settle_seconds:
         return Completion(False, f"last change {quiet:.0f}s ago, settling for "

@@ -75,16 +75,21 @@ def write_atomically(path: Path, text: str) -> None:
     else that is not a regular file (a directory the district made) is renamed aside with
     DISPLACED_SUFFIX, kept."""
     with open_dir(path.parent) as parent:
-        tmp = path.name + WRITING_SUFFIX
-        _clear_for_file(parent, tmp)
-        _clear_for_file(parent, path.name, remove=False)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+        write_atomically_at(parent, path.name, text.encode("utf-8"))
+
+
+def write_atomically_at(parent: int, name: str, data: bytes) -> None:
+    """write_atomically for `name` in an open directory, with the content as bytes."""
+    tmp = name + WRITING_SUFFIX
+    _clear_for_file(parent, tmp)
+    _clear_for_file(parent, name, remove=False)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=parent)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
 
 
 def _clear_for_file(parent: int, name: str, remove: bool = True) -> None:

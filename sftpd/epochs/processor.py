@@ -30,7 +30,7 @@ from sftpd import tree
 from sftpd.epochs import completion, ledger, report, stagings
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
-from sftpd.epochs.gather import gather_loose_files
+from sftpd.epochs.gather import gather_loose_files, gathered_note
 from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
 from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
 from sftpd.formats import FileCount, Format, Problem
@@ -238,6 +238,7 @@ class Processor:
                              f"{again['processedAt']}; not imported again")
             self._finish(epoch, digest, again)
             return
+        note = "; ".join(n for n in (note, gathered_note(epoch)) if n)
         result = self._import(epoch, digest, fmt, description, note)
         checkpoint("import committed")
         self._finish(epoch, digest, result)

@@ -288,7 +288,7 @@ INVALID = [
                  id="access-mode-read-only"),
     pytest.param({"spec": {"processing": {"formats": ["csv"]}}},
                  "spec.processing.formats[0]", 'Unsupported value: "csv": supported values: '
-                 '"oneroster"', id="format-unknown"),
+                 '"oneroster", "generic-csv"', id="format-unknown"),
     pytest.param({"spec": {"processing": {"formats": ["oneroster", "oneroster"]}}},
                  "spec.processing.formats[1]", 'Duplicate value: "oneroster"',
                  id="format-twice"),
@@ -387,6 +387,8 @@ VALID = [
                  id="cron-ranges-names-lists-steps-macros"),
     pytest.param({"spec": {"processing": {"schedule": "  0  2 * * 7 ", "settleSeconds": 0,
                                           "formats": []}}}, id="cron-extra-spaces-settle-zero"),
+    pytest.param({"spec": {"processing": {"formats": ["generic-csv", "oneroster"]}}},
+                 id="formats-generic-csv-and-oneroster"),
     pytest.param({"spec": {"storage": {"size": "512Mi", "accessMode": "ReadWriteOncePod"},
                            "service": {"type": "ClusterIP", "port": 2022},
                            "retention": {"processedDays": 3650}, "backups": {"keep": 365}}},

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sftpd import tree
+from sftpd.epochs.names import GATHERED_FROM
 from sftpd.formats import archive
 from tests.sftpd.epochs.conftest import DATA, processing, put_epoch, run_process
 
@@ -51,11 +52,16 @@ def test_planted_gather_staging_never_moves_anything_out_of_its_place(root: Path
     # A staging directory with a list naming paths outside upload/ (the parent that the
     # first rename would need exists), one that is a link to downloads/, and loose files.
     (upload / "downloads").mkdir()
-    planted = upload / f"{GATHER}2026-01-01T000000Z"
+    planted = upload / f"{GATHER}20260101-000000"
     planted.mkdir()
     (planted / ".sftpd-gather-list").write_text(
         "../downloads/backups\n../upload-processed\n../../downloads/backups\n.\n..\n")
-    (upload / f"{GATHER}2026-01-02T000000Z").symlink_to(root / tree.DOWNLOADS)
+    (upload / f"{GATHER}20260102-000000").symlink_to(root / tree.DOWNLOADS)
+    # The same as an `_auto` staging (with the COMPLETE gathering would put there).
+    planted_auto = upload / f"{GATHER}auto-20260103-000000"
+    planted_auto.mkdir()
+    (planted_auto / ".sftpd-gather-list").write_text("../downloads/backups\nusers_auto.csv\n")
+    (planted_auto / "COMPLETE").write_bytes(b"")
     loose = _put_loose(root, "v1.1-bulk", datetime(2026, 11, 28, 2, 0, 7, tzinfo=UTC))
     (upload / "link-to-backups").symlink_to(backups)
 
@@ -69,14 +75,16 @@ def test_planted_gather_staging_never_moves_anything_out_of_its_place(root: Path
     assert (root / tree.DOWNLOADS).is_dir() and not (root / tree.DOWNLOADS).is_symlink()
     # The planted staging is not the processor's: left alone and named for staff.
     assert sorted(p.name for p in planted.iterdir()) == [".sftpd-gather-list"]
-    assert (upload / f"{GATHER}2026-01-02T000000Z").is_symlink()
-    assert f"{GATHER}2026-01-01T000000Z" in run.result["unrecognized"]
+    assert (upload / f"{GATHER}20260102-000000").is_symlink()
+    assert f"{GATHER}20260101-000000" in run.result["unrecognized"]
+    assert sorted(p.name for p in planted_auto.iterdir()) == [".sftpd-gather-list", "COMPLETE"]
+    assert f"{GATHER}auto-20260103-000000" in run.result["unrecognized"]
     assert "not made by the processor" in run.result["message"]
     # The loose files were gathered and imported as usual, beside the planted staging.
     assert [(p["name"], p["outcome"]) for p in run.result["processed"]] == [
-        ("2026-11-28T020007Z", "Succeeded")]
-    gathered = root / tree.UPLOAD_PROCESSED / "2026-11-28T020007Z"
-    assert sorted(set(loose)) == sorted(p.name for p in gathered.iterdir()
+        ("20261128-020007", "Succeeded")]
+    gathered = root / tree.UPLOAD_PROCESSED / "20261128-020007"
+    assert sorted({*loose, GATHERED_FROM}) == sorted(p.name for p in gathered.iterdir()
                                         if not p.name.startswith("processing."))
     assert (upload / "link-to-backups").is_symlink()
 
@@ -86,19 +94,20 @@ def test_a_file_named_like_the_staging_directory_does_not_stop_processing(
     upload = root / tree.UPLOAD
     # The name the processor gives its staging for these loose files, taken by a plain file.
     _put_loose(root, "v1.1-bulk", datetime(2026, 11, 28, 2, 0, 7, tzinfo=UTC))
-    (upload / f"{GATHER}2026-11-28T020007Z").write_bytes(b"not a directory")
-    put_epoch(root, "2026-11-29", "v1.1-delta")
+    (upload / f"{GATHER}20261128-020007").write_bytes(b"not a directory")
+    # (the delta's name in the districts' form, like the gathered one's: it sorts after it)
+    put_epoch(root, "20261129-000000", "v1.1-delta")
 
     first = run_process(root, database_url)
     second = run_process(root, database_url)
 
     assert first.result is not None, first.stderr
     assert [(p["name"], p["outcome"]) for p in first.result["processed"]] == [
-        ("2026-11-28T020007Z", "Succeeded"), ("2026-11-29", "Succeeded")]
+        ("20261128-020007", "Succeeded"), ("20261129-000000", "Succeeded")]
     assert first.result["outcome"] == "NeedsAttention"
-    assert f"{GATHER}2026-11-28T020007Z" in first.result["unrecognized"]
+    assert f"{GATHER}20261128-020007" in first.result["unrecognized"]
     assert second.result is not None and second.result["outcome"] == "NeedsAttention"
-    assert (upload / f"{GATHER}2026-11-28T020007Z").read_bytes() == b"not a directory"
+    assert (upload / f"{GATHER}20261128-020007").read_bytes() == b"not a directory"
 
 
 def test_a_directory_named_processing_log_is_set_aside_and_the_epoch_moves(
@@ -158,8 +167,8 @@ def test_non_utf8_names_are_skipped_or_shown_escaped_and_the_run_completes(
     assert "2026-09-03-\\xff" in run.result["unrecognized"]
     assert "name is not valid UTF-8" in run.result["message"]
     assert os.path.isdir(bad_epoch)
-    assert "2026-11-28T000000Z" in run.result["unrecognized"]
-    with open(os.path.join(upload, b"2026-11-28T000000Z", b"caf\xe9.csv"), "rb") as f:
+    assert "20261128-000000" in run.result["unrecognized"]
+    with open(os.path.join(upload, b"20261128-000000", b"caf\xe9.csv"), "rb") as f:
         assert f.read() == b"a,b\n"
 
 
