@@ -8,11 +8,12 @@ setup:
 	scripts/setup
 
 demo: setup
-	$(PYTHON) -m district_operator.demo
+	PYTHONPATH=devtools $(PYTHON) -m district_devtools.demo
 
 lint: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
+	$(PYTHON) -c 'from importlinter.cli import lint_imports_command as c; c()' --no-cache
 
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 test: setup

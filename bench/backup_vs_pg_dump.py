@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from district_operator.localcluster.postgres import start_postgres
+from district_devtools.postgres import start_postgres
 
 from sftpd.backup.pgclient import (
     Connection,
@@ -72,14 +72,14 @@ def time_sftpd_backup(url: str, root: Path) -> tuple[float, float, int]:
     result_file = root.parent / "backup-result.json"
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "sftpd", "backup", "--root", str(root),
-                          "--database-url", url, "--keep", "1", "--district", "bench",
+                          "--database-url", url, "--keep-backups", "1", "--district", "bench",
                           "--result-file", str(result_file)],
                          check=True, stdout=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     result = json.loads(result_file.read_text())
     assert result["outcome"] == "Succeeded", result
     events = [json.loads(line) for line in out.stdout.splitlines()]
-    dumped = next(e for e in events if e["event"] == "backup-dumped")
+    dumped = next(e for e in events if e["event"] == "backup.dumped")
     return elapsed, float(dumped["dumpSeconds"]), int(result["bytes"])
 
 

@@ -68,7 +68,7 @@ def run(root: Path, url: str, code: str | None, timeout: float) -> tuple[float, 
     if ended == "exit":
         ended = f"exit {proc.returncode}"
         last = log.read_text(errors="replace").strip().splitlines()[-1:]
-        if last and '"epochs.result"' in last[0]:
+        if last and '"epochs.finished"' in last[0]:
             result = json.loads(json.loads(last[0])["result"])
             ended += f": {result['message'][:70]}"
             for report in (root / tree.UPLOAD_PROCESSED).glob("*/processing.json"):

@@ -39,9 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from district_devtools.localcluster.controlplane import ControlPlane
+from district_devtools.ports import free_port
 from district_operator import api, builders, drift, keys, names
-from district_operator.localcluster.controlplane import ControlPlane
-from district_operator.localcluster.ports import free_port
 from district_operator.model import parse_district
 
 REPO = Path(__file__).resolve().parent.parent
@@ -227,7 +227,9 @@ def main() -> int:
                 plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "district.yaml"))
                 plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                               f"crd/{names.PLURAL}.{names.GROUP}")
-                kube = api.Kube(api.load_configuration(pool_size=args.workers * 2))
+                # The operator's field manager: raw_apply stands for the operator's own applies.
+                kube = api.Kube(api.load_configuration(pool_size=args.workers * 2),
+                                field_manager=names.FIELD_MANAGER)
                 bodies = prepare_namespace(plane, kube, "raw", count, args.workers)
                 pregenerated, keygen_cpu = pregenerate_keys(count)
                 wait_until_quiet(plane)

@@ -15,31 +15,19 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sftpd import tree
-from sftpd.backup.events import log_event, utc_iso
+from district_contract import commands, results
+from district_contract.results import Outcome, RetentionResult
+
+from sftpd import options, tree
 from sftpd.backup.rotation import fsync_directory, locked, plan_prune, prune
 from sftpd.epochs.names import PROCESSING_JSON
-from sftpd.results import write_result
+from sftpd.events import emit, utc_iso
+from sftpd.options import UsageError
 
 # An epoch is renamed to this hidden name before its files go, so a district never sees half
 # an epoch, and a sweep killed midway is finished by the next one.
 DELETING_PREFIX = ".retention-deleting-"
-
-
-def _env(option: str) -> str | None:
-    return os.environ.get("SFTPD_" + option.upper().replace("-", "_"))
-
-
-def _at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
 
 
 def aware_time(text: str) -> datetime:
@@ -54,26 +42,16 @@ def aware_time(text: str) -> datetime:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    root, days = _env("root"), _env("processed_days")
-    parser.add_argument("--root", type=Path, default=root, required=root is None,
-                        help="the district's volume (env SFTPD_ROOT)")
-    parser.add_argument("--processed-days", type=_at_least(1), default=days,
-                        required=days is None,
-                        help="delete processed epochs older than this many days "
-                             "(env SFTPD_PROCESSED_DAYS)")
-    parser.add_argument("--keep-backups", type=_at_least(1), default=_env("keep_backups"),
-                        help="also prune good backups beyond the newest N; the newest is never "
-                             "deleted (env SFTPD_KEEP_BACKUPS; default: leave backups alone)")
-    parser.add_argument("--now", type=aware_time, default=_env("now"),
-                        help="the time to measure ages from, ISO-8601 with zone (env SFTPD_NOW; "
-                             "default: the clock)")
-    parser.add_argument("--dry-run", action="store_true",
-                        default=(_env("dry_run") or "").lower() in ("1", "true", "yes"),
-                        help="list what would be deleted, delete nothing (env SFTPD_DRY_RUN)")
-    result_file = _env("result_file")
-    parser.add_argument("--result-file", type=Path,
-                        default=None if result_file is None else Path(result_file),
-                        help="write the one-line JSON result here (env SFTPD_RESULT_FILE)")
+    opt = options.prepare(parser)
+    opt.path(commands.ROOT, "the district's volume", required=True)
+    opt.number(commands.PROCESSED_DAYS, "delete processed epochs older than this many days",
+               minimum=1, required=True)
+    opt.number(commands.KEEP_BACKUPS, "also prune good backups beyond the newest N; the newest "
+               "is never deleted (default: leave backups alone)", minimum=1)
+    opt.custom("now", "the time to measure ages from, ISO-8601 with zone (default: the clock)",
+               aware_time, metavar="TIME")
+    opt.switch("dry-run", "list what would be deleted, delete nothing")
+    opt.path(commands.RESULT_FILE, "write the one-line JSON result here")
 
 
 class MalformedReportError(Exception):
@@ -134,7 +112,7 @@ def sweep_epochs(root: Path, days: int, now: datetime, dry_run: bool, sweep: Swe
         if entry.name.startswith(DELETING_PREFIX) and entry.is_dir(follow_symlinks=False):
             if not dry_run:
                 shutil.rmtree(entry.path)
-                log_event("retention-finished-interrupted-delete", directory=relative)
+                emit("retention.interrupted_delete_finished", directory=relative)
             continue
         # Hidden entries are other jobs' work in progress; files and symlinks are not epochs.
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
@@ -143,7 +121,7 @@ def sweep_epochs(root: Path, days: int, now: datetime, dry_run: bool, sweep: Swe
             processed_at, source = processing_time(Path(entry.path))
         except MalformedReportError as exc:
             sweep.errors.append(f"{relative}/{PROCESSING_JSON} {exc}; epoch kept")
-            log_event("retention-epoch-kept-malformed-report", epoch=entry.name, error=str(exc))
+            emit("retention.epoch_kept", epoch=entry.name, error=str(exc))
             sweep.kept_epochs += 1
             continue
         if processed_at >= cutoff:
@@ -154,16 +132,16 @@ def sweep_epochs(root: Path, days: int, now: datetime, dry_run: bool, sweep: Swe
                   "ageDays": age_days}
         if dry_run:
             sweep.deleted.append(relative)
-            log_event("retention-epoch-would-delete", **fields)
+            emit("retention.epoch_would_delete", **fields)
             continue
         try:
             _delete_epoch(processed, entry.name)
         except OSError as exc:
             sweep.errors.append(f"{relative}: cannot delete: {exc}")
-            log_event("retention-epoch-delete-failed", epoch=entry.name, error=str(exc))
+            emit("retention.epoch_delete_failed", epoch=entry.name, error=str(exc))
             continue
         sweep.deleted.append(relative)
-        log_event("retention-epoch-deleted", **fields)
+        emit("retention.epoch_deleted", **fields)
 
 
 def sweep_backups(root: Path, keep: int, dry_run: bool, sweep: Sweep) -> None:
@@ -179,37 +157,37 @@ def sweep_backups(root: Path, keep: int, dry_run: bool, sweep: Sweep) -> None:
             else:
                 names = prune(directory, keep)
     except BlockingIOError:
-        log_event("retention-backups-skipped", reason="a backup is running and rotates them")
+        emit("retention.backups_skipped", reason="a backup is running and rotates them")
         return
     for name in names:
         sweep.deleted.append(f"{tree.BACKUPS}/{name}")
-        log_event("retention-backup-would-delete" if dry_run else "retention-backup-deleted",
-                  file=name)
+        emit("retention.backup_would_delete" if dry_run else "retention.backup_deleted",
+             file=name)
 
 
 def run(args: argparse.Namespace) -> int:
     now: datetime = args.now or datetime.now(UTC)
-    sweep = Sweep()
     root: Path = args.root
     if not root.is_dir():
-        sweep.errors.append(f"--root {root} is not a directory")
-    else:
-        try:
-            sweep_epochs(root, args.processed_days, now, args.dry_run, sweep)
-            if args.keep_backups is not None:
-                sweep_backups(root, args.keep_backups, args.dry_run, sweep)
-        except OSError as exc:
-            sweep.errors.append(f"retention stopped: {exc}")
+        raise UsageError(f"--root {root} is not a directory")
+    sweep = Sweep()
+    try:
+        sweep_epochs(root, args.processed_days, now, args.dry_run, sweep)
+        if args.keep_backups is not None:
+            sweep_backups(root, args.keep_backups, args.dry_run, sweep)
+    except OSError as exc:
+        sweep.errors.append(f"retention stopped: {exc}")
     verb = "would delete" if args.dry_run else "deleted"
     message = (f"{verb} {len(sweep.deleted)} (epochs processed before "
                f"{utc_iso(now - timedelta(days=args.processed_days))}); "
                f"{sweep.kept_epochs} epochs kept")
     if sweep.errors:
         message += f"; {len(sweep.errors)} problems: " + "; ".join(sweep.errors[:3])
-    result = {"kind": "retention", "outcome": "Failed" if sweep.errors else "Succeeded",
-              "deleted": sweep.deleted, "dryRun": bool(args.dry_run), "errors": sweep.errors,
-              "message": message, "now": utc_iso(now), "processedDays": args.processed_days}
-    log_event("retention-finished", outcome=result["outcome"], deleted=len(sweep.deleted),
-              errors=len(sweep.errors), dryRun=bool(args.dry_run))
-    write_result(args.result_file, result)
-    return 0 if not sweep.errors else 1
+    result = RetentionResult(outcome=Outcome.FAILED if sweep.errors else Outcome.SUCCEEDED,
+                             message=message, deleted=tuple(sweep.deleted),
+                             errors=tuple(sweep.errors), dry_run=bool(args.dry_run),
+                             now=utc_iso(now), processed_days=args.processed_days)
+    emit("retention.finished", outcome=result.outcome, deleted=len(sweep.deleted),
+         errors=len(sweep.errors), dryRun=result.dry_run)
+    results.write(args.result_file, result)
+    return commands.EXIT_FAILED if result.failed else commands.EXIT_OK

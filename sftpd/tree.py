@@ -1,18 +1,21 @@
-"""The district's directory tree on its volume: the one place its layout is written down."""
+"""The district's directory tree on its volume; the layout itself is district_contract.layout's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-UPLOAD = "upload"
-UPLOAD_PROCESSED = "upload-processed"
-DOWNLOADS = "downloads"
-BACKUPS = f"{DOWNLOADS}/backups"
-DOCVIEWER = f"{DOWNLOADS}/docviewer"
-PDFS = f"{DOWNLOADS}/pdfs"
+from district_contract.layout import (
+    BACKUPS,
+    DOCVIEWER,
+    DOWNLOADS,
+    PDFS,
+    TREE,
+    UPLOAD,
+    UPLOAD_PROCESSED,
+)
 
-# Every directory a district sees, parents first.
-TREE: tuple[str, ...] = (UPLOAD, UPLOAD_PROCESSED, DOWNLOADS, BACKUPS, DOCVIEWER, PDFS)
+__all__ = ["BACKUPS", "DOCVIEWER", "DOWNLOADS", "PDFS", "TREE", "UPLOAD", "UPLOAD_PROCESSED",
+           "ensure_tree"]
 
 
 def ensure_tree(root: Path) -> None:

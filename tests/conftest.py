@@ -7,15 +7,18 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from district_operator.localcluster.postgres import (
+from district_devtools.postgres import (
     PostgresServer,
     PostgresUnavailable,
     start_postgres,
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# The field manager of the tests' own API writes (creating Districts, Secrets, ...).
+TEST_FIELD_MANAGER = "district-tests"
 
 
 def missing(what: str) -> None:
@@ -66,7 +69,7 @@ def database_url(postgres: PostgresServer) -> str:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real etcd + kube-apiserver + kube-controller-manager for the whole session."""
-    from district_operator.localcluster.controlplane import ControlPlane, ControlPlaneUnavailable
+    from district_devtools.localcluster.controlplane import ControlPlane, ControlPlaneUnavailable
 
     try:
         plane = ControlPlane.start(tmp_path_factory.mktemp("cluster"))
@@ -83,3 +86,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Any) -> Any:
+    """The cluster with the District CRD from crds/ installed (operator and plugin tests)."""
+    from district_operator import names
+
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(REPO / "crds" / "district.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    f"crd/{names.PLURAL}.{names.GROUP}")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def kube(crd: Any) -> Iterator[Any]:
+    """An API client writing as the tests (field manager `district-tests`)."""
+    from district_operator import api
+
+    client = api.Kube(field_manager=TEST_FIELD_MANAGER)
+    yield client
+    client.close()

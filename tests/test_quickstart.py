@@ -95,7 +95,7 @@ def test_demo_serves_sftp_and_stops_cleanly(tmp_path: Path) -> None:
     require_binary("sftp")
     if os.geteuid() != 0:
         missing("root, for the demo's mount namespace")
-    from district_operator.localcluster.controlplane import (
+    from district_devtools.localcluster.controlplane import (
         ControlPlaneUnavailable,
         binaries_dir,
     )
@@ -104,7 +104,7 @@ def test_demo_serves_sftp_and_stops_cleanly(tmp_path: Path) -> None:
     except ControlPlaneUnavailable as exc:
         missing(str(exc))
     stderr = (tmp_path / "demo.err").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "district_operator.demo"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "district_devtools.demo"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=stderr, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base: Path | None = None

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
-import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from district_operator import metrics, names
+from district_operator import names
 
-# kind -> (API path prefix, plural): every kind the operator reads or writes.
+# kind -> (API path prefix, plural): every kind read or written through Kube.
 KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Service": ("/api/v1", "services"),
     "Pod": ("/api/v1", "pods"),
+    "PersistentVolume": ("/api/v1", "persistentvolumes"),
     "Event": ("/api/v1", "events"),
     "Deployment": ("/apis/apps/v1", "deployments"),
+    "ReplicaSet": ("/apis/apps/v1", "replicasets"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "CronJob": ("/apis/batch/v1", "cronjobs"),
     "Job": ("/apis/batch/v1", "jobs"),
@@ -75,12 +77,33 @@ def path(kind: str, namespace: str | None, name: str | None = None,
     return "/".join(parts)
 
 
-class Kube:
-    """A thin, thread-safe JSON client: plain dicts in and out, no generated model classes."""
+# Called with (verb, kind) before every request: the operator counts them in its metrics.
+RequestHook = Callable[[str, str], None]
 
-    def __init__(self, configuration: k8s_client.Configuration | None = None) -> None:
+
+class Kube:
+    """A thin, thread-safe JSON client: plain dicts in and out, no generated model classes.
+
+    Every write carries `field_manager`, so managedFields tell its writer apart from the
+    others (the operator, `kubectl district`, the kubelet stand-in); `on_request` sees every
+    request's verb and kind.
+    """
+
+    def __init__(self, configuration: k8s_client.Configuration | None = None, *,
+                 field_manager: str, on_request: RequestHook | None = None) -> None:
         self._client = k8s_client.ApiClient(configuration or load_configuration())
-        self._lock = threading.Lock()
+        self.field_manager = field_manager
+        self._on_request = on_request
+
+    def acting_as(self, field_manager: str) -> Kube:
+        """This client's connection writing as another field manager, with no request hook.
+
+        The two share one connection pool: close only the original.
+        """
+        other = copy.copy(self)
+        other.field_manager = field_manager
+        other._on_request = None
+        return other
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
@@ -88,7 +111,8 @@ class Kube:
     def request(self, verb: str, method: str, kind: str, url: str, *,
                 body: Any = None, query: Mapping[str, str] | None = None,
                 content_type: str = "application/json") -> dict[str, Any]:
-        metrics.record_request(verb, kind)
+        if self._on_request is not None:
+            self._on_request(verb, kind)
         _, full_url, headers, body_out, _ = self._client.param_serialize(
             method=method, resource_path=url, query_params=list((query or {}).items()),
             header_params={"Accept": "application/json", "Content-Type": content_type},
@@ -126,19 +150,28 @@ class Kube:
     # ---- writes ---------------------------------------------------------------------------
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply with our one field manager; force takes fields back from hand edits."""
+        """Server-side apply as this client's field manager; force takes back hand-edited fields."""
         meta = manifest["metadata"]
         return self.request(
             "apply", "PATCH", manifest["kind"], path(manifest["kind"], meta["namespace"],
                                                      meta["name"]),
             body=dict(manifest), content_type="application/apply-patch+yaml",
-            query={"fieldManager": names.FIELD_MANAGER, "force": "true"})
+            query={"fieldManager": self.field_manager, "force": "true"})
 
     def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the object (cluster-scoped when its metadata names no namespace)."""
         meta = manifest["metadata"]
         return self.request("create", "POST", manifest["kind"],
-                            path(manifest["kind"], meta["namespace"]), body=dict(manifest),
-                            query={"fieldManager": names.FIELD_MANAGER})
+                            path(manifest["kind"], meta.get("namespace")), body=dict(manifest),
+                            query={"fieldManager": self.field_manager})
+
+    def bind_pod(self, namespace: str, pod: str, node: str) -> None:
+        """The scheduler's write: bind a pending Pod to a node (its `binding` subresource)."""
+        self.request("create", "POST", "Pod", path("Pod", namespace, pod, "binding"),
+                     body={"apiVersion": "v1", "kind": "Binding",
+                           "metadata": {"name": pod, "namespace": namespace},
+                           "target": {"apiVersion": "v1", "kind": "Node", "name": node}},
+                     query={"fieldManager": self.field_manager})
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -149,7 +182,7 @@ class Kube:
                     subresource: str | None = None) -> dict[str, Any]:
         return self.request("patch", "PATCH", kind, path(kind, namespace, name, subresource),
                             body=dict(patch), content_type="application/merge-patch+json",
-                            query={"fieldManager": names.FIELD_MANAGER})
+                            query={"fieldManager": self.field_manager})
 
     def patch_district_status(self, namespace: str, name: str,
                               patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,9 +204,9 @@ class Kube:
             "type": event_type,
             "reason": reason,
             "message": message[:1000],
-            "source": {"component": names.FIELD_MANAGER},
-            "reportingComponent": names.FIELD_MANAGER,
-            "reportingInstance": names.FIELD_MANAGER,
+            "source": {"component": self.field_manager},
+            "reportingComponent": self.field_manager,
+            "reportingInstance": self.field_manager,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

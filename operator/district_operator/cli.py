@@ -9,10 +9,12 @@ from collections.abc import Sequence
 
 import kopf
 
-from district_operator import allocator, api, config, handlers, metrics
+from district_operator import allocator, api, config, handlers, metrics, names
+from district_operator.jobrecorder import JobRecorder
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
 from district_operator.resync import Resyncer
+from district_operator.watchcache import WatchCache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +30,15 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     allocator.limit_malloc_arenas()  # before any thread starts
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)))
-    notifier = Notifier(attempts=settings.webhook_attempts,
-                        backoff_seconds=settings.webhook_backoff_seconds)
-    reconciler = Reconciler(kube, settings.inputs, notifier)
+    kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)),
+                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request)
+    notifier = Notifier()
+    cache = WatchCache()
+    metrics.count_districts(cache.districts_by_readiness)
+    reconciler = Reconciler(kube, settings.inputs, cache)
+    recorder = JobRecorder(kube, cache, notifier)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, settings, reconciler)
+    handlers.register(registry, settings, reconciler, recorder)
     metrics.serve(settings.metrics_port)
     resyncer = Resyncer(kube, settings.namespaces, settings.resync_seconds,
                         lambda body: handlers.resync_district(reconciler, body), settings.workers)

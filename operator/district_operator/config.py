@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from district_operator.builders.common import BuildInputs, Resources
 
@@ -47,9 +47,6 @@ class OperatorConfig:
     health_port: int = 8081
     peering: str | None = None
     workers: int = 16
-    webhook_attempts: int = 5
-    webhook_backoff_seconds: float = 2.0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _env(name: str, default: str) -> str:

@@ -1,4 +1,4 @@
-"""Thin kopf handlers: each turns a kopf cause or watch event into one Reconciler call."""
+"""Thin kopf handlers: each cause or watch event is one call to reconciler, cache or recorder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import kopf
 
 from district_operator import api, metrics, names
 from district_operator.config import OperatorConfig
+from district_operator.jobrecorder import JobRecorder
 from district_operator.model import InvalidDistrictError
 from district_operator.reconciler import Reconciler
 from district_operator.storage import MemoryDiffBaseStorage, MemoryProgressStorage
@@ -61,7 +62,7 @@ def resync_district(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
-             reconciler: Reconciler) -> None:
+             reconciler: Reconciler, recorder: JobRecorder) -> None:
     """Register every handler for one operator instance (no module-level global state)."""
     diffbase = MemoryDiffBaseStorage()
     progress = MemoryProgressStorage()
@@ -121,7 +122,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         # Children go with the garbage collector (owner references); only memory is freed here.
         # (No on.delete handler and no kopf timer: either would put a finalizer on Districts.)
         meta = body.get("metadata", {})
-        reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
+        reconciler.cache.forget(meta.get("namespace", ""), meta.get("name", ""),
+                                meta.get("uid", ""))
         diffbase.forget(meta.get("uid", ""))
         progress.forget(meta.get("uid", ""))
 
@@ -131,7 +133,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         def check(type: str | None, body: kopf.Body, **_: Any) -> bool:
             if type is None:
                 return False  # initial listing: each District's own resume covers its children
-            return type == "DELETED" or not reconciler.is_known_version(kind, body)
+            return type == "DELETED" or not reconciler.cache.is_known_version(kind, body)
         return check
 
     def reconcile_owner(kind: str, event_type: str, body: Mapping[str, Any]) -> None:
@@ -159,4 +161,4 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=MANAGED,
                    when=job_finished_unrecorded, id="job-finished")
     def job_finished(body: kopf.Body, **_: Any) -> None:
-        _measured("job", lambda: reconciler.record_job(body))
+        _measured("job", lambda: recorder.record(body))

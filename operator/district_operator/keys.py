@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from district_contract.keyoptions import judge_options, split_options
 
 from district_operator import names
 
@@ -24,11 +25,13 @@ SUPPORTED_KEY_TYPES = frozenset({
 
 @dataclass(frozen=True)
 class AuthorizedKey:
-    """One accepted public key, normalized to `type base64 [comment]`."""
+    """One accepted public key, normalized to `[options ]type base64 [comment]`."""
 
     key_type: str
     line: str
     fingerprint: str
+    options: str = ""
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,30 @@ def fingerprint(blob: bytes) -> str:
     return f"SHA256:{digest}"
 
 
-def parse_authorized_key(line: str) -> AuthorizedKey:
-    """Parse one OpenSSH public key line; raise ValueError saying what is wrong with it."""
+def parse_authorized_key(line: str, allow_options: bool = False) -> AuthorizedKey:
+    """Parse one OpenSSH public key line; raise ValueError saying what is wrong with it.
+
+    With allow_options (authorized_keys lines from a Secret), the options the server honours
+    (district_contract.keyoptions: from=, expiry-time=, restrict, no-*, the read-only
+    command="internal-sftp -R") are kept in the line and any other option refuses the key,
+    naming it: the server would skip such a line too. Without it (a District's
+    spec.authorizedKeys, a .pub file) no option is accepted.
+    """
     text = line.strip()
     if not text:
         raise ValueError("empty line")
     if "PRIVATE KEY" in text:
         raise ValueError("this is a private key, not a public key")
+    options, text = split_options(text)
+    if options:
+        if not allow_options:
+            raise ValueError(
+                f"authorized_keys options ({options[:60]}) are not accepted here: give only the "
+                "key type, the key data and a comment (options such as from=... are not "
+                "accepted either; source addresses belong in spec.allowedSourceRanges)")
+        judge_options(options)
+    if not text:
+        raise ValueError("the key type and key data are missing")
     fields = text.split(None, 2)
     key_type = fields[0]
     if key_type not in SUPPORTED_KEY_TYPES:
@@ -97,12 +117,19 @@ def parse_authorized_key(line: str) -> AuthorizedKey:
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise ValueError(f"RSA key of {key.key_size} bits is too weak: use at least "
                          f"{MIN_RSA_BITS} bits, or better an ssh-ed25519 key")
-    normalized = " ".join(fields[:2] + ([fields[2].strip()] if len(fields) > 2 else []))
-    return AuthorizedKey(key_type=key_type, line=normalized, fingerprint=fingerprint(blob))
+    comment = fields[2].strip() if len(fields) > 2 else None
+    normalized = " ".join(([options] if options else []) + fields[:2]
+                          + ([comment] if comment else []))
+    return AuthorizedKey(key_type=key_type, line=normalized, fingerprint=fingerprint(blob),
+                         options=options, comment=comment)
 
 
 def check_keys(sources: list[tuple[str, str]]) -> KeyCheck:
-    """Validate (source, line) pairs; keep good keys once each, report every bad one."""
+    """Validate (source, line) pairs; keep good keys once each, report every bad one.
+
+    Options the server honours are accepted (spec.authorizedKeys cannot carry any: the CRD
+    refuses them at admission); a line with any other option is reported and left out.
+    """
     accepted: list[AuthorizedKey] = []
     rejected: list[RejectedKey] = []
     seen: set[str] = set()
@@ -110,12 +137,15 @@ def check_keys(sources: list[tuple[str, str]]) -> KeyCheck:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            key = parse_authorized_key(line)
+            key = parse_authorized_key(line, allow_options=True)
         except ValueError as exc:
             rejected.append(RejectedKey(source=source, reason=str(exc)))
             continue
-        if key.fingerprint not in seen:
-            seen.add(key.fingerprint)
+        # The same key from spec and Secret once; with different options (from= one place,
+        # read-only from another) each line counts, as the server reads them in order.
+        identity = f"{key.fingerprint} {key.options}"
+        if identity not in seen:
+            seen.add(identity)
             accepted.append(key)
     return KeyCheck(accepted=tuple(accepted), rejected=tuple(rejected))
 

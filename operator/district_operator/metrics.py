@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RECONCILES = Counter("district_operator_reconciles_total",
                      "District reconciles by trigger and result", ["trigger", "result"])
@@ -18,7 +23,6 @@ API_WRITES = Counter("district_operator_api_writes_total",
                      ["verb", "kind"])
 NOTIFICATIONS = Counter("district_operator_notifications_total",
                         "Webhook notifications by result", ["result"])
-DISTRICTS = Gauge("district_operator_districts", "Districts this operator has reconciled")
 
 WRITE_VERBS = frozenset({"create", "apply", "patch", "delete"})
 
@@ -27,6 +31,30 @@ def record_request(verb: str, kind: str) -> None:
     API_REQUESTS.labels(verb, kind).inc()
     if verb in WRITE_VERBS:
         API_WRITES.labels(verb, kind).inc()
+
+
+class DistrictsCollector(Collector):
+    """`district_operator_districts{namespace,ready}`, counted from the operator's memory at
+    each scrape: a deleted District leaves it the moment it is forgotten."""
+
+    def __init__(self, count: Callable[[], Tally[tuple[str, str]]]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "district_operator_districts",
+            "Districts this operator keeps a status for, by namespace and Ready condition",
+            labels=["namespace", "ready"])
+        for (namespace, ready), number in sorted(self.count().items()):
+            family.add_metric([namespace, ready], number)
+        yield family
+
+
+def count_districts(count: Callable[[], Tally[tuple[str, str]]]) -> DistrictsCollector:
+    """Publish the districts gauge from `count` ((namespace, Ready status) -> Districts)."""
+    collector = DistrictsCollector(count)
+    REGISTRY.register(collector)
+    return collector
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - scraped by Prometheus

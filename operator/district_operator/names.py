@@ -1,8 +1,11 @@
-"""Every name, label, annotation, path and port the operator writes: spelled here only."""
+"""Every name, label and annotation the operator writes; pod paths and ports are the contract's."""
 
 from __future__ import annotations
 
 from typing import Final
+
+from district_contract import commands, layout
+from district_contract.results import JobKind
 
 GROUP: Final = "districtsftp.io"
 VERSION: Final = "v1alpha1"
@@ -34,24 +37,25 @@ COMPONENT_HOST_KEYS: Final = "host-keys"
 COMPONENT_AUTHORIZED_KEYS: Final = "authorized-keys"
 COMPONENT_STORAGE: Final = "storage"
 COMPONENT_NETWORK: Final = "network"
-JOB_EPOCHS: Final = "epochs"
-JOB_RETENTION: Final = "retention"
-JOB_BACKUP: Final = "backup"
+JOB_EPOCHS: Final = JobKind.EPOCHS.value
+JOB_RETENTION: Final = JobKind.RETENTION.value
+JOB_BACKUP: Final = JobKind.BACKUP.value
 JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP)
 # The sftpd subcommand each CronJob runs.
-JOB_COMMANDS: Final = {JOB_EPOCHS: "process-epochs", JOB_RETENTION: "retention",
-                       JOB_BACKUP: "backup"}
+JOB_COMMANDS: Final = {JOB_EPOCHS: commands.PROCESS_EPOCHS, JOB_RETENTION: commands.RETENTION,
+                       JOB_BACKUP: commands.BACKUP}
 
-# Pod contract shared with the data plane (see /tmp contract in docs/operator.md).
-DATA_MOUNT: Final = "/data"
-HOST_KEYS_DIR: Final = "/etc/sftpd/host-keys"
-AUTHORIZED_KEYS_DIR: Final = "/etc/sftpd/authorized-keys"
-AUTHORIZED_KEYS_FILE: Final = "authorized_keys"
-HOST_KEY_FILES: Final = {"ssh-ed25519": "ssh_host_ed25519_key", "ssh-rsa": "ssh_host_rsa_key"}
-TERMINATION_LOG: Final = "/dev/termination-log"
-SSH_PORT: Final = 2222
-METRICS_PORT: Final = 9090
-RUN_AS_USER: Final = 10001
+# The pod's side of the contract with the data plane: paths, ports and user are the contract's.
+DATA_MOUNT: Final = layout.DATA_MOUNT
+HOST_KEYS_DIR: Final = layout.HOST_KEYS_DIR
+AUTHORIZED_KEYS_DIR: Final = layout.AUTHORIZED_KEYS_DIR
+AUTHORIZED_KEYS_FILE: Final = layout.AUTHORIZED_KEYS_FILE
+HOST_KEY_FILES: Final = layout.HOST_KEY_FILES
+TERMINATION_LOG: Final = layout.TERMINATION_LOG
+SSH_PORT: Final = layout.SSH_PORT
+METRICS_PORT: Final = layout.METRICS_PORT
+RUN_AS_USER: Final = layout.RUN_AS_USER
+DATABASE_URL_ENV: Final = layout.DATABASE_URL_ENV
 PORT_NAME_SSH: Final = "ssh"
 PORT_NAME_METRICS: Final = "metrics"
 CONTAINER_SERVER: Final = "sftpd"
@@ -63,7 +67,6 @@ VOLUME_TMP: Final = "tmp"
 # Secret keys read from the district's own Secrets (defaults; the District may name others).
 DATABASE_URI_KEY: Final = "uri"
 WEBHOOK_URL_KEY: Final = "url"
-DATABASE_URL_ENV: Final = "DATABASE_URL"
 
 
 def host_keys_secret(district: str) -> str:

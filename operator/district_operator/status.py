@@ -2,45 +2,56 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from district_contract import results
+from district_contract.results import (
+    BackupResult,
+    EpochsResult,
+    JobKind,
+    JobResult,
+    Outcome,
+    RetentionResult,
+)
+
 from district_operator import keys, names
+from district_operator.conditions import (
+    ABNORMAL_TRUE,
+    CLAIM_PHASES,
+    EPOCHS_OUTCOME_REASONS,
+    JOB_REASONS,
+    KEYS_LOCK_OUT,
+    NOT_READY,
+    ConditionType,
+    Reason,
+)
 from district_operator.model import District
 
-READY = "Ready"
-STORAGE_READY = "StorageReady"
-SERVER_READY = "ServerReady"
-KEYS_VALID = "KeysValid"
-PROCESSING_HEALTHY = "ProcessingHealthy"
-BACKUPS_HEALTHY = "BackupsHealthy"
-UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
-CONDITION_ORDER = (READY, STORAGE_READY, SERVER_READY, KEYS_VALID, PROCESSING_HEALTHY,
-                   BACKUPS_HEALTHY, UPLOADS_NEED_ATTENTION)
+CONDITION_ORDER: tuple[ConditionType, ...] = tuple(ConditionType)
+# Where status timestamps come from (tests pass a fixed one).
+Clock = Callable[[], datetime]
 
-# Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
-JOB_REASONS = frozenset({"Succeeded", "NothingToDo", "NeedsAttention", "JobFailed",
-                         "BackupSucceeded", "BackupFailed"})
-# Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
-ABNORMAL_TRUE = frozenset({UPLOADS_NEED_ATTENTION})
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class Condition:
-    type: str
+    type: ConditionType
     status: str  # "True" | "False" | "Unknown"
-    reason: str
+    reason: Reason
     message: str
 
 
 @dataclass(frozen=True)
 class SecretProblem:
-    """Why a Secret the District names cannot be used (reason is CamelCase)."""
+    """Why a Secret the District names cannot be used."""
 
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -64,97 +75,106 @@ def timestamp(now: datetime) -> str:
 
 
 def _keys_condition(district: District, observed: Observed) -> Condition:
+    kind = ConditionType.KEYS_VALID
     if observed.keys_problem is not None:
-        return Condition(KEYS_VALID, "False", observed.keys_problem.reason,
+        return Condition(kind, "False", observed.keys_problem.reason,
                          observed.keys_problem.message)
     check = observed.key_check or keys.KeyCheck((), ())
     if check.rejected:
         bad = "; ".join(f"{r.source}: {r.reason}" for r in check.rejected)
-        reason = "InvalidKeys" if check.accepted else "NoValidKeys"
-        return Condition(KEYS_VALID, "False", reason,
+        reason = Reason.INVALID_KEYS if check.accepted else Reason.NO_VALID_KEYS
+        return Condition(kind, "False", reason,
                          f"{len(check.rejected)} key(s) rejected and left out ({bad}); "
                          f"{len(check.accepted)} valid key(s) in use")
     if not check.accepted and not district.suspend:
-        return Condition(KEYS_VALID, "False", "NoValidKeys", "no authorized key: nobody can log in")
-    return Condition(KEYS_VALID, "True", "KeysValid",
-                     f"{len(check.accepted)} valid key(s) in use")
+        return Condition(kind, "False", Reason.NO_VALID_KEYS,
+                         "no authorized key: nobody can log in")
+    return Condition(kind, "True", Reason.KEYS_VALID, f"{len(check.accepted)} valid key(s) in use")
 
 
 def _storage_condition(district: District, observed: Observed) -> Condition:
+    kind = ConditionType.STORAGE_READY
     if "PersistentVolumeClaim" in observed.apply_errors:
-        return Condition(STORAGE_READY, "False", "StorageUpdateRefused",
+        return Condition(kind, "False", Reason.STORAGE_UPDATE_REFUSED,
                          observed.apply_errors["PersistentVolumeClaim"])
     pvc = observed.pvc
     if pvc is None:
-        return Condition(STORAGE_READY, "False", "NotCreated", "the data volume claim is missing")
+        return Condition(kind, "False", Reason.NOT_CREATED, "the data volume claim is missing")
     phase = (pvc.get("status") or {}).get("phase", "Pending")
     claim = names.data_pvc(district.name)
     if phase != "Bound":
-        return Condition(STORAGE_READY, "False", phase if phase.isalpha() else "NotBound",
+        return Condition(kind, "False", CLAIM_PHASES.get(phase, Reason.NOT_BOUND),
                          f"volume claim {claim} is {phase}: waiting for a volume")
     capacity = ((pvc.get("status") or {}).get("capacity") or {}).get("storage")
     requested = pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
     if capacity and requested and capacity != requested:
-        return Condition(STORAGE_READY, "True", "Resizing",
+        return Condition(kind, "True", Reason.RESIZING,
                          f"volume claim {claim} is bound; resizing from {capacity} to {requested}")
-    return Condition(STORAGE_READY, "True", "Bound", f"volume claim {claim} is bound")
+    return Condition(kind, "True", Reason.BOUND, f"volume claim {claim} is bound")
 
 
 def _server_condition(district: District, observed: Observed) -> Condition:
+    kind = ConditionType.SERVER_READY
     if "Deployment" in observed.apply_errors:
-        return Condition(SERVER_READY, "False", "ApplyFailed", observed.apply_errors["Deployment"])
+        return Condition(kind, "False", Reason.APPLY_FAILED, observed.apply_errors["Deployment"])
     if district.suspend:
-        return Condition(SERVER_READY, "False", "Suspended",
+        return Condition(kind, "False", Reason.SUSPENDED,
                          "the District is suspended: logins are refused, data is kept")
     deployment = observed.deployment
     if deployment is None:
-        return Condition(SERVER_READY, "False", "NotCreated", "the SFTP server is not created")
+        return Condition(kind, "False", Reason.NOT_CREATED, "the SFTP server is not created")
     status = deployment.get("status") or {}
     if int(status.get("availableReplicas") or 0) >= 1:
-        return Condition(SERVER_READY, "True", "Available", "the SFTP server accepts connections")
+        return Condition(kind, "True", Reason.AVAILABLE, "the SFTP server accepts connections")
     # A fixed message: the Deployment's own wording changes with every controller update, and
     # each change would be one more status write.
-    return Condition(SERVER_READY, "False", "Unavailable",
+    return Condition(kind, "False", Reason.UNAVAILABLE,
                      "the SFTP server is not ready yet (see its Deployment and pod)")
 
 
-def _job_condition(kind: str, problem: SecretProblem | None, configured: bool,
-                   previous: Mapping[str, Any] | None, absent_reason: str,
-                   absent_message: str) -> Condition:
+def _job_condition(kind: ConditionType, problem: SecretProblem | None,
+                   previous: Mapping[str, Any] | None) -> Condition:
     if problem is not None:
         return Condition(kind, "False", problem.reason, problem.message)
-    if not configured:
-        return Condition(kind, "True", absent_reason, absent_message)
     if previous is not None and previous.get("reason") in JOB_REASONS:
-        return Condition(kind, str(previous["status"]), str(previous["reason"]),
+        return Condition(kind, str(previous["status"]), Reason(previous["reason"]),
                          str(previous.get("message", "")))
-    return Condition(kind, "Unknown", "NoRunYet", "no job has finished yet")
+    return Condition(kind, "Unknown", Reason.NO_RUN_YET, "no job has finished yet")
+
+
+def _backups_condition(district: District, observed: Observed,
+                       previous: Mapping[str, Any] | None) -> Condition:
+    if district.backups.database is None:
+        return Condition(ConditionType.BACKUPS_HEALTHY, "True", Reason.NOT_CONFIGURED,
+                         "no backups configured (spec.backups.databaseSecretRef)")
+    return _job_condition(ConditionType.BACKUPS_HEALTHY, observed.backups_database, previous)
 
 
 def _uploads_condition(status: Mapping[str, Any]) -> Condition:
+    kind = ConditionType.UPLOADS_NEED_ATTENTION
     waiting = list(status.get("uploadsNeedingAttention") or [])
     if waiting:
-        return Condition(UPLOADS_NEED_ATTENTION, "True", "UnrecognizedUploads",
+        return Condition(kind, "True", Reason.UNRECOGNIZED_UPLOADS,
                          f"{len(waiting)} upload(s) in /upload/ were not recognized and wait "
                          f"for staff: {', '.join(waiting[:10])}")
-    return Condition(UPLOADS_NEED_ATTENTION, "False", "NoneWaiting",
-                     "no unrecognized uploads are waiting")
+    return Condition(kind, "False", Reason.NONE_WAITING, "no unrecognized uploads are waiting")
 
 
 def _ready_condition(parts: Sequence[Condition], district: District) -> Condition:
     if district.suspend:
-        return Condition(READY, "False", "Suspended", "the District is suspended")
+        return Condition(ConditionType.READY, "False", Reason.SUSPENDED,
+                         "the District is suspended")
     by_type = {c.type: c for c in parts}
-    problems = [c for c in (by_type[STORAGE_READY], by_type[SERVER_READY]) if c.status != "True"]
-    if by_type[KEYS_VALID].reason in ("NoValidKeys", "KeysSecretNotFound", "KeysSecretKeyMissing"):
-        problems.append(by_type[KEYS_VALID])
-    problems += [c for c in (by_type[PROCESSING_HEALTHY], by_type[BACKUPS_HEALTHY])
-                 if c.status == "False"]
+    problems = [c for c in (by_type[ConditionType.STORAGE_READY],
+                            by_type[ConditionType.SERVER_READY]) if c.status != "True"]
+    if by_type[ConditionType.KEYS_VALID].reason in KEYS_LOCK_OUT:
+        problems.append(by_type[ConditionType.KEYS_VALID])
+    problems += [c for c in (by_type[ConditionType.PROCESSING_HEALTHY],
+                             by_type[ConditionType.BACKUPS_HEALTHY]) if c.status == "False"]
     if not problems:
-        return Condition(READY, "True", "Ready", "the district can log in and its jobs are healthy")
-    first = problems[0]
-    reason = first.type.removesuffix("Ready").removesuffix("Valid").removesuffix("Healthy")
-    return Condition(READY, "False", f"{reason}NotReady",
+        return Condition(ConditionType.READY, "True", Reason.READY,
+                         "the district can log in and its jobs are healthy")
+    return Condition(ConditionType.READY, "False", NOT_READY[problems[0].type],
                      "; ".join(f"{c.type}: {c.message}" for c in problems))
 
 
@@ -167,9 +187,9 @@ def merge_conditions(previous: Sequence[Mapping[str, Any]], current: Sequence[Co
         old = before.get(condition.type)
         changed = old is None or old.get("status") != condition.status
         merged.append({
-            "type": condition.type,
+            "type": str(condition.type),
             "status": condition.status,
-            "reason": condition.reason,
+            "reason": str(condition.reason),
             "message": condition.message[:32000],
             "observedGeneration": generation,
             "lastTransitionTime": timestamp(now) if changed or old is None
@@ -201,11 +221,9 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         _storage_condition(district, observed),
         _server_condition(district, observed),
         _keys_condition(district, observed),
-        _job_condition(PROCESSING_HEALTHY, observed.processing_database, True,
-                       before.get(PROCESSING_HEALTHY), "", ""),
-        _job_condition(BACKUPS_HEALTHY, observed.backups_database,
-                       district.backups.database is not None, before.get(BACKUPS_HEALTHY),
-                       "NotConfigured", "no backups configured (spec.backups.databaseSecretRef)"),
+        _job_condition(ConditionType.PROCESSING_HEALTHY, observed.processing_database,
+                       before.get(ConditionType.PROCESSING_HEALTHY)),
+        _backups_condition(district, observed, before.get(ConditionType.BACKUPS_HEALTHY)),
         _uploads_condition(previous),
     ]
     conditions = [_ready_condition(parts, district), *parts]
@@ -235,10 +253,15 @@ def status_patch(previous: Mapping[str, Any], desired: Mapping[str, Any]) -> dic
 class JobReport:
     """What a finished Job said, ready to merge into the status and to notify about."""
 
-    job: str  # epochs | retention | backup
-    outcome: str
+    job: JobKind
+    outcome: Outcome
     message: str
-    result: Mapping[str, Any]
+    # The job's typed result; None when it left none that could be read.
+    result: JobResult | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAILED
 
 
 def last_termination(pods: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None]:
@@ -259,24 +282,52 @@ def last_termination(pods: Sequence[Mapping[str, Any]]) -> tuple[str | None, str
     return None, ended
 
 
-def parse_termination_message(job: str, message: str | None, succeeded: bool,
+def parse_termination_message(job_name: str, message: str | None, succeeded: bool,
                               fallback: str) -> JobReport:
-    """Read a job's one-line JSON result; anything else is a failure described by `fallback`."""
+    """Read a job's one-line result (the contract's); anything else is described by `fallback`
+    or the message's last line, and counts as the Job controller's verdict."""
+    job = JobKind(job_name)
+    unread = Outcome.SUCCEEDED if succeeded else Outcome.FAILED
+    lines = (message or "").strip().splitlines()
+    if not lines:
+        return JobReport(job=job, outcome=unread, message=fallback)
     try:
-        result = json.loads(message or "")
-        if not isinstance(result, dict) or "outcome" not in result:
-            raise ValueError("no outcome")
-    except ValueError:
-        text = (message or "").strip().splitlines()
-        detail = text[-1][:500] if text else fallback
-        return JobReport(job=job, outcome="Succeeded" if succeeded else "Failed",
-                         message=detail, result={})
-    return JobReport(job=job, outcome=str(result["outcome"]),
-                     message=str(result.get("message", "")), result=result)
+        result = results.parse(lines[-1])
+    except results.ResultError as exc:
+        # A log tail (FallbackToLogsOnError) says more than "not JSON"; a JSON line that is not
+        # a result says what is wrong with it.
+        detail = lines[-1][:500] if not lines[-1].lstrip().startswith("{") else \
+            f"the job's result cannot be read: {exc}"[:500]
+        return JobReport(job=job, outcome=unread, message=detail)
+    if result.kind != job:
+        return JobReport(job=job, outcome=unread,
+                         message=f"the {job} job left a {result.kind} result")
+    return JobReport(job=job, outcome=result.outcome, message=result.message, result=result)
 
 
 def _newer(candidate: str | None, current: str | None) -> bool:
     return bool(candidate) and (not current or str(candidate) > str(current))
+
+
+def _epochs_status(status: dict[str, Any], previous: Mapping[str, Any],
+                   result: EpochsResult) -> None:
+    if result.processed:
+        newest = max(result.processed, key=lambda p: p.processed_at or "")
+        current = (previous.get("lastEpoch") or {}).get("processedAt")
+        if _newer(newest.processed_at, current):
+            last = {"name": newest.name, "outcome": newest.outcome, "format": newest.format,
+                    "processedAt": newest.processed_at}
+            status["lastEpoch"] = {k: v for k, v in last.items() if v is not None}
+    # A result shortened to fit the termination message may have lost the list: keep the last.
+    if result.unrecognized or not result.truncated:
+        status["uploadsNeedingAttention"] = list(result.unrecognized)
+
+
+def _backup_status(status: dict[str, Any], previous: Mapping[str, Any],
+                   result: BackupResult) -> None:
+    if _newer(result.completed_at, (previous.get("lastBackup") or {}).get("completedAt")):
+        status["lastBackup"] = {"file": result.file, "bytes": result.bytes,
+                                "sha256": result.sha256, "completedAt": result.completed_at}
 
 
 def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: str,
@@ -286,37 +337,28 @@ def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: s
     conditions = list(previous.get("conditions") or [])
     updates: list[Condition] = []
     result = report.result
-    if report.job == names.JOB_EPOCHS:
-        processed = [p for p in result.get("processed") or [] if isinstance(p, dict)]
-        if processed:
-            newest = max(processed, key=lambda p: str(p.get("processedAt", "")))
-            current = (previous.get("lastEpoch") or {}).get("processedAt")
-            if _newer(newest.get("processedAt"), current):
-                status["lastEpoch"] = {k: newest[k] for k in
-                                       ("name", "outcome", "format", "processedAt")
-                                       if newest.get(k) is not None}
-        if "unrecognized" in result:
-            status["uploadsNeedingAttention"] = [str(e) for e in result.get("unrecognized") or []]
-        healthy = report.outcome != "Failed"
-        updates.append(Condition(PROCESSING_HEALTHY, "True" if healthy else "False",
-                                 report.outcome if healthy else "JobFailed",
+    if report.job is JobKind.EPOCHS:
+        if isinstance(result, EpochsResult):
+            _epochs_status(status, previous, result)
+        updates.append(Condition(ConditionType.PROCESSING_HEALTHY,
+                                 "False" if report.failed else "True",
+                                 EPOCHS_OUTCOME_REASONS[report.outcome],
                                  f"job {job_name}: {report.message or report.outcome}"))
         updates.append(_uploads_condition(status))
-    elif report.job == names.JOB_BACKUP:
-        if report.outcome == "Succeeded":
-            if _newer(result.get("completedAt"), (previous.get("lastBackup") or {})
-                      .get("completedAt")):
-                status["lastBackup"] = {k: result[k] for k in
-                                        ("file", "bytes", "sha256", "completedAt")
-                                        if result.get(k) is not None}
-            updates.append(Condition(BACKUPS_HEALTHY, "True", "BackupSucceeded",
-                                     f"job {job_name}: {report.message or 'backup written'}"))
-        else:
-            updates.append(Condition(BACKUPS_HEALTHY, "False", "BackupFailed",
+    elif report.job is JobKind.BACKUP:
+        if report.failed:
+            updates.append(Condition(ConditionType.BACKUPS_HEALTHY, "False",
+                                     Reason.BACKUP_FAILED,
                                      f"job {job_name}: {report.message or 'backup failed'}"))
-    elif report.job == names.JOB_RETENTION:
-        status["lastRetention"] = {"outcome": report.outcome,
-                                   "deleted": len(result.get("deleted") or []),
+        else:
+            if isinstance(result, BackupResult):
+                _backup_status(status, previous, result)
+            updates.append(Condition(ConditionType.BACKUPS_HEALTHY, "True",
+                                     Reason.BACKUP_SUCCEEDED,
+                                     f"job {job_name}: {report.message or 'backup written'}"))
+    elif report.job is JobKind.RETENTION:
+        deleted = len(result.deleted) if isinstance(result, RetentionResult) else 0
+        status["lastRetention"] = {"outcome": str(report.outcome), "deleted": deleted,
                                    "completedAt": timestamp(now)}
     replaced = {c.type for c in updates}
     kept = [c for c in conditions if c.get("type") not in replaced]
@@ -352,8 +394,8 @@ def transitions(previous: Sequence[Mapping[str, Any]],
             change = Transition(c["type"], c["status"], c["reason"], c["message"])
             # A new District starts with every condition: only bad news a person can act on is
             # worth an Event (a volume or a pod still coming up is not).
-            if old is None and (not change.warning or change.type in (STORAGE_READY,
-                                                                       SERVER_READY)):
+            if old is None and (not change.warning or change.type in (
+                    ConditionType.STORAGE_READY, ConditionType.SERVER_READY)):
                 continue
             changed.append(change)
     return changed

@@ -20,13 +20,13 @@ from datetime import datetime
 from pathlib import Path
 
 from sftpd.backup.errors import BackupError
-from sftpd.backup.events import log_event
 from sftpd.backup.pgclient import ClientTools, Connection, classify_connect_error
 from sftpd.backup.rotation import (
     CHECKSUM_SUFFIX,
     TEMPORARY_PREFIX,
     fsync_directory,
 )
+from sftpd.events import emit
 
 # Errors from the file system that mean "no room": the disk, or the volume's quota.
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -173,9 +173,9 @@ def make_backup(directory: Path, name: str, tools: ClientTools, connection: Conn
         verify_archive(tools, temp_dump, verify)
         digest = sha256_of(temp_dump)
         size = temp_dump.stat().st_size
-        log_event("backup-dumped", file=name, bytes=size,
-                  dumpSeconds=round(dumped - started, 3),
-                  fsyncVerifyHashSeconds=round(time.monotonic() - dumped, 3))
+        emit("backup.dumped", file=name, bytes=size,
+             dumpSeconds=round(dumped - started, 3),
+             fsyncVerifyHashSeconds=round(time.monotonic() - dumped, 3))
         # sha256sum's own format (two spaces: text mode), so `sha256sum -c` works as is.
         with temp_sum.open("w", encoding="ascii") as handle:
             handle.write(f"{digest}  {name}\n")

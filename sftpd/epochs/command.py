@@ -3,56 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from district_contract import commands, layout, results
+from district_contract.results import EpochsResult, Outcome, ProcessedEpoch
 
+from sftpd import options
 from sftpd.epochs import checkpoints
-from sftpd.epochs.processor import Processor, Summary, emit
+from sftpd.epochs.processor import Processor, Summary
 from sftpd.epochs.walk import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, Limits
+from sftpd.events import emit
 from sftpd.formats import registered_formats
-from sftpd.results import write_result
-
-
-def _env(option: str, default: str | None = None) -> str | None:
-    return os.environ.get("SFTPD_" + option.upper().replace("-", "_"), default)
+from sftpd.options import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    known = ",".join(registered_formats())
-    parser.add_argument("--root", type=Path, default=_env("root"),
-                        help="the district's tree (env SFTPD_ROOT)")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
-                        help="libpq URL of the district's database (env DATABASE_URL)")
-    parser.add_argument("--settle-seconds", type=float,
-                        default=float(_env("settle-seconds", "300") or 300),
-                        help="quiet time after which an epoch is complete (default 300)")
-    parser.add_argument("--now", default=_env("now"),
-                        help="ISO 8601 time to use as the current time (for tests)")
-    parser.add_argument("--result-file", type=Path, default=_env("result-file"),
-                        help="where to write the one-line JSON result")
-    parser.add_argument("--formats", default=_env("formats", known),
-                        help=f"formats processed automatically (default {known})")
-    parser.add_argument("--lock-wait-seconds", type=int,
-                        default=int(_env("lock-wait-seconds", "15") or 15),
-                        help="how long to wait for another run to finish (default 15)")
-    parser.add_argument("--max-tree-depth", type=int,
-                        default=int(_env("max-tree-depth", str(DEFAULT_MAX_DEPTH)) or 0),
-                        help="folders an epoch may nest; a deeper one is left for staff "
-                             f"(default {DEFAULT_MAX_DEPTH})")
-    parser.add_argument("--max-tree-entries", type=int,
-                        default=int(_env("max-tree-entries", str(DEFAULT_MAX_ENTRIES)) or 0),
-                        help="files and folders an epoch may hold; a larger one is left for "
-                             f"staff (default {DEFAULT_MAX_ENTRIES})")
-    parser.add_argument("--epoch", default=_env("epoch"),
-                        help="staff: process only this epoch now, without waiting to settle")
-    parser.add_argument("--format", dest="format_name", default=_env("format"),
-                        help="staff, with --epoch: process it as this format")
-    parser.add_argument("--mark-processed", metavar="EPOCH", default=_env("mark-processed"),
-                        help="staff: move this epoch to upload-processed without importing")
+    opt = options.prepare(parser)
+    opt.path(commands.ROOT, "the district's tree", required=True)
+    opt.text("database-url", "libpq URL of the district's database", required=True,
+             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.number(commands.SETTLE_SECONDS, "quiet time after which an epoch is complete", 300,
+               kind=float, minimum=0)
+    opt.text("now", "ISO 8601 time to use as the current time (for tests)", metavar="TIME")
+    opt.path(commands.RESULT_FILE, "where to write the one-line JSON result")
+    opt.items(commands.FORMATS, "formats processed automatically", tuple(registered_formats()),
+              metavar="FORMAT")
+    opt.number("lock-wait-seconds", "how long to wait for another run to finish", 15,
+               minimum=0)
+    opt.number("max-tree-depth", "folders an epoch may nest; a deeper one is left for staff",
+               DEFAULT_MAX_DEPTH, minimum=1)
+    opt.number("max-tree-entries", "files and folders an epoch (or upload/ as loose files) "
+               "may hold; a larger one is left for staff", DEFAULT_MAX_ENTRIES, minimum=1)
+    opt.text("epoch", "staff: process only this epoch now, without waiting to settle",
+             metavar="EPOCH")
+    opt.text("format", "staff, with --epoch: process it as this format", metavar="FORMAT")
+    opt.text("mark-processed", "staff: move this epoch to upload-processed without importing",
+             metavar="EPOCH")
 
 
 def _parse_now(text: str | None) -> float | None:
@@ -64,19 +52,26 @@ def _parse_now(text: str | None) -> float | None:
     return moment.timestamp()
 
 
-def _outcome(summary: Summary) -> str:
-    if summary.problems or any(p["outcome"] == "Failed" for p in summary.processed):
-        return "Failed"
+def _processed(summary: Summary) -> tuple[ProcessedEpoch, ...]:
+    return tuple(ProcessedEpoch(name=p["name"], outcome=p["outcome"], format=p["format"],
+                                processed_at=p["processedAt"], rows=p["rows"],
+                                errors=p["errors"])
+                 for p in summary.processed)
+
+
+def _outcome(summary: Summary) -> Outcome:
+    if summary.problems or any(p["outcome"] == Outcome.FAILED for p in summary.processed):
+        return Outcome.FAILED
     if summary.unrecognized or summary.refused:
-        return "NeedsAttention"
+        return Outcome.NEEDS_ATTENTION
     if not summary.processed:
-        return "NothingToDo"
-    return "Succeeded"
+        return Outcome.NOTHING_TO_DO
+    return Outcome.SUCCEEDED
 
 
-def _message(summary: Summary, outcome: str) -> str:
+def _message(summary: Summary, outcome: Outcome) -> str:
     parts = [f"{len(summary.processed)} processed"]
-    failed = [p["name"] for p in summary.processed if p["outcome"] == "Failed"]
+    failed = [p["name"] for p in summary.processed if p["outcome"] == Outcome.FAILED]
     if failed:
         parts.append("failed: " + ", ".join(failed))
     if summary.unrecognized:
@@ -90,53 +85,41 @@ def _message(summary: Summary, outcome: str) -> str:
     return f"{outcome}: " + "; ".join(parts)
 
 
-def _usage_problem(args: argparse.Namespace, formats: list[str]) -> str | None:
-    if args.root is None:
-        return "--root (or SFTPD_ROOT) is required"
-    if not args.database_url:
-        return "--database-url (or DATABASE_URL) is required"
-    if args.format_name and not args.epoch:
-        return "--format needs --epoch"
-    if args.format_name and args.format_name not in formats:
-        return f"unknown format {args.format_name!r}; known: {', '.join(formats)}"
-    unknown = [f for f in args.formats.split(",") if f and f not in formats]
+def _check_usage(args: argparse.Namespace, formats: list[str]) -> None:
+    if args.format and not args.epoch:
+        raise UsageError("--format needs --epoch")
+    if args.format and args.format not in formats:
+        raise UsageError(f"unknown format {args.format!r}; known: {', '.join(formats)}")
+    unknown = [f for f in args.formats if f not in formats]
     if unknown:
-        return f"unknown format(s) in --formats: {', '.join(unknown)}"
+        raise UsageError(f"unknown format(s) in --formats: {', '.join(unknown)}; "
+                         f"known: {', '.join(formats)}")
     if args.epoch and args.mark_processed:
-        return "--epoch and --mark-processed exclude each other"
-    if args.max_tree_depth < 1 or args.max_tree_entries < 1:
-        return "--max-tree-depth and --max-tree-entries must be at least 1"
-    return None
+        raise UsageError("--epoch and --mark-processed exclude each other")
 
 
 def run(args: argparse.Namespace) -> int:
     formats = registered_formats()
-    summary = Summary()
-    problem = _usage_problem(args, list(formats))
+    _check_usage(args, list(formats))
     try:
         now = _parse_now(args.now)
     except ValueError as exc:
-        problem, now = str(exc), None
-    if problem is not None:
-        summary.problems.append(problem)
-    else:
-        summary = _process(args, formats, now)
+        raise UsageError(str(exc)) from None
+    summary = _process(args, formats, now)
     outcome = _outcome(summary)
-    result: dict[str, Any] = {
-        "kind": "epochs", "outcome": outcome,
-        "processed": [{k: v for k, v in p.items() if k != "movedTo"}
-                      for p in summary.processed],
-        # Refused entries wait for staff like unrecognized ones (the message says why).
-        "unrecognized": summary.unrecognized + list(summary.refused),
-        "pending": summary.pending,
-        "message": _message(summary, outcome)}
-    line = write_result(args.result_file, result)
-    emit("epochs.result", result=line, checkpoints=checkpoints.passed())
-    return 1 if outcome == "Failed" else 0
+    result = EpochsResult(outcome=outcome, message=_message(summary, outcome),
+                          processed=_processed(summary),
+                          # Refused entries wait for staff like unrecognized ones (the
+                          # message says why).
+                          unrecognized=(*summary.unrecognized, *summary.refused),
+                          pending=tuple(summary.pending))
+    line = results.write(args.result_file, result)
+    emit("epochs.finished", result=line, checkpoints=checkpoints.passed())
+    return commands.EXIT_FAILED if result.failed else commands.EXIT_OK
 
 
 def _process(args: argparse.Namespace, formats: dict[str, Any], now: float | None) -> Summary:
-    enabled = [f for f in args.formats.split(",") if f]
+    enabled: list[str] = args.formats
     try:
         with psycopg.connect(args.database_url, autocommit=True,
                              application_name="sftpd process-epochs") as conn:
@@ -150,8 +133,8 @@ def _process(args: argparse.Namespace, formats: dict[str, Any], now: float | Non
             if args.mark_processed:
                 return processor.mark_processed(args.mark_processed)
             if args.epoch:
-                return processor.run_one(args.epoch, args.format_name)
+                return processor.run_one(args.epoch, args.format)
             return processor.run_all()
     except (psycopg.Error, OSError) as exc:
-        emit("epochs.error", error=str(exc))
+        emit("epochs.failed", error=str(exc))
         return Summary(problems=[f"the run stopped: {exc}"])

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from district_contract.layout import TEMPORARY_SUFFIXES
+
 from sftpd import tree
 from sftpd.epochs import walk
 from sftpd.epochs.checkpoints import checkpoint
@@ -49,7 +51,7 @@ from sftpd.epochs.names import (
     shown,
 )
 from sftpd.epochs.stagings import Record, Staging
-from sftpd.uploads import TEMPORARY_SUFFIXES, is_temporary_name
+from sftpd.uploads import is_temporary_name
 
 # How far past a taken name (one second at a time) gathering looks for a free one.
 _NAME_TRIES = 3600

@@ -14,11 +14,11 @@ Crash-safety argument (the checkpoints mark every gap between durable steps):
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
-import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,13 +26,14 @@ from typing import Any
 
 import psycopg
 
-from sftpd import tree
+from sftpd import tree, uploads
 from sftpd.epochs import completion, ledger, report, stagings
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
-from sftpd.epochs.gather import gather_loose_files, gathered_note
+from sftpd.epochs.gather import Gathering, gather_loose_files, gathered_note
 from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
 from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
+from sftpd.events import emit
 from sftpd.formats import FileCount, Format, Problem
 
 # Data problems that fail an epoch (it moves, logged). Anything else (the database going away,
@@ -41,12 +42,7 @@ _DATA_FAILURES = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                   zipfile.BadZipFile, UnicodeDecodeError, csv.Error)
 
 
-def emit(event: str, **fields: Any) -> None:
-    """One JSON progress line on stdout."""
-    line = {"ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "event": event,
-            **fields}
-    sys.stdout.write(json.dumps(report.printable(line), default=str) + "\n")
-    sys.stdout.flush()
+_BEING_WRITTEN = "it is being written or changed over SFTP"
 
 
 @dataclass
@@ -104,49 +100,59 @@ class Processor:
         match = next((e for e in entries if e.digest == digest), None)
         if match is None:
             return False
-        emit("epoch.resume", epoch=epoch.name, outcome=match.outcome)
+        emit("epoch.resumed", epoch=epoch.name, outcome=match.outcome)
         self._finish(epoch, digest, match.report)
         return True
 
     def run_all(self) -> Summary:
-        gathering = gather_loose_files(self.upload, self.settle_seconds, self.now,
-                                       self.stagings, self.limits.max_entries)
+        # Each step holds its directory against changes over SFTP (uploads.claimed) from
+        # before it looks until it is done, so nothing can be opened for writing in between.
+        with uploads.claimed(self.upload) as ours:
+            gathering = (gather_loose_files(self.upload, self.settle_seconds, self.now,
+                                            self.stagings, self.limits.max_entries) if ours
+                         else Gathering(waiting=_BEING_WRITTEN))
         if gathering.refused:
             self._refuse(f"{tree.UPLOAD}/ (loose files)", gathering.refused)
         if gathering.waiting:
             self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
-            emit("loose.waiting", reason=gathering.waiting)
+            emit("loose_files.waiting", reason=gathering.waiting)
         for name in gathering.epochs:
-            emit("loose.gathered", epoch=name)
+            emit("loose_files.gathered", epoch=name)
         for name in gathering.untrusted:
             self._refuse(name, "a reserved name (.sftpd-gather-*) not made by the processor")
         for epoch in sorted(self.upload.iterdir()):
             if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
                 continue
-            try:
-                self._run_epoch(epoch, skip_quiet=epoch.name in gathering.epochs)
-            except TreeTooLarge as exc:
-                self._refuse(epoch.name, f"{exc}")
+            with uploads.claimed(epoch) as ours:
+                if not ours:
+                    self.summary.pending.append(epoch.name)
+                    emit("epoch.pending", epoch=epoch.name, reason=_BEING_WRITTEN)
+                    continue
+                try:
+                    self._take(epoch, epoch.name in gathering.epochs)
+                except TreeTooLarge as exc:
+                    self._refuse(epoch.name, f"{exc}")
         return self.summary
 
-    def _run_epoch(self, epoch: Path, skip_quiet: bool) -> None:
+    def _take(self, epoch: Path, gathered: bool) -> None:
+        """Finish, process or leave one epoch (claimed by the caller)."""
         if not is_utf8(epoch.name):
             self._refuse(epoch.name, "its name is not valid UTF-8; rename it")
             return
         if self._resume(epoch):
             return
-        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=skip_quiet,
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=gathered,
                                  limits=self.limits)
         if not state.complete:
             self.summary.pending.append(epoch.name)
             emit("epoch.pending", epoch=epoch.name, reason=state.reason)
             return
-        claimed = self._recognize(epoch, self.enabled)
-        if claimed is None:
+        found = self._recognize(epoch, self.enabled)
+        if found is None:
             self.summary.unrecognized.append(epoch.name)
             emit("epoch.unrecognized", epoch=epoch.name)
             return
-        self._process(epoch, *claimed)
+        self._process(epoch, *found)
 
     def _refuse(self, name: str, why: str) -> None:
         """Leave an entry of upload/ alone for staff, saying why."""
@@ -155,11 +161,39 @@ class Processor:
 
     def run_one(self, name: str, forced_format: str | None) -> Summary:
         """Staff: process one epoch now (no settle wait), optionally as a given format."""
-        try:
-            return self._run_one(name, forced_format)
-        except TreeTooLarge as exc:
-            self._refuse(name, f"{exc}")
-            return self.summary
+        with self._staff_claim(name) as ours:
+            if not ours:
+                return self.summary
+            try:
+                return self._run_one(name, forced_format)
+            except TreeTooLarge as exc:
+                self._refuse(name, f"{exc}")
+                return self.summary
+
+    def mark_processed(self, name: str) -> Summary:
+        """Staff: move an epoch to upload-processed/ without importing anything."""
+        with self._staff_claim(name) as ours:
+            if not ours:
+                return self.summary
+            try:
+                return self._mark_processed(name)
+            except TreeTooLarge as exc:
+                self._refuse(name, f"{exc}")
+                return self.summary
+
+    @contextlib.contextmanager
+    def _staff_claim(self, name: str) -> Iterator[bool]:
+        """Hold a staff command's epoch as run_all holds each; a missing one is left to
+        _staff_epoch to report."""
+        epoch = self.upload / name
+        if "/" in name or name.startswith(".") or not epoch.is_dir() or epoch.is_symlink():
+            yield True
+            return
+        with uploads.claimed(epoch) as ours:
+            if not ours:
+                self.summary.pending.append(name)
+                emit("epoch.pending", epoch=name, reason=_BEING_WRITTEN)
+            yield ours
 
     def _run_one(self, name: str, forced_format: str | None) -> Summary:
         epoch = self._staff_epoch(name)
@@ -178,14 +212,6 @@ class Processor:
         else:
             self._process(epoch, *claimed)
         return self.summary
-
-    def mark_processed(self, name: str) -> Summary:
-        """Staff: move an epoch to upload-processed/ without importing anything."""
-        try:
-            return self._mark_processed(name)
-        except TreeTooLarge as exc:
-            self._refuse(name, f"{exc}")
-            return self.summary
 
     def _mark_processed(self, name: str) -> Summary:
         epoch = self._staff_epoch(name)
@@ -228,7 +254,7 @@ class Processor:
         return None
 
     def _process(self, epoch: Path, fmt: Format, description: str, note: str = "") -> None:
-        emit("epoch.start", epoch=epoch.name, format=fmt.name, description=description)
+        emit("epoch.started", epoch=epoch.name, format=fmt.name, description=description)
         digest = completion.content_digest(epoch, self.limits)
         checkpoint("digest computed")
         existing = ledger.lookup(self.conn, epoch.name, digest)

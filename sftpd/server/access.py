@@ -30,6 +30,14 @@ def _normalize(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return parsed
 
 
+def canonical_address(address: str) -> str:
+    """The address as limits count it: an IPv4-mapped IPv6 address as IPv4, a scope dropped."""
+    try:
+        return str(_normalize(address))
+    except ValueError:
+        return address
+
+
 def is_allowed(address: str, networks: tuple[IPNetwork, ...]) -> bool:
     """True when no allow-list is configured or the address falls inside one of its networks."""
     if not networks:

@@ -14,19 +14,23 @@ from typing import Any
 import asyncssh
 
 from sftpd import tree
-from sftpd.server.access import BanList, IPNetwork, is_allowed
+from sftpd.server import batching, internals, limits, quickack, signatures
+from sftpd.server.access import BanList, IPNetwork, canonical_address, is_allowed
 from sftpd.server.audit import (
     AUTH_FAILURES,
     LOGINS,
     REJECTED,
     SESSIONS,
     SESSIONS_TOTAL,
+    WAITING,
     AuditLog,
 )
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
-from sftpd.server.filesystem import DistrictSFTPServer
+from sftpd.server.filesystem import DistrictSFTPServer, SessionLimits
 from sftpd.server.keys import AuthorizedKeys
+from sftpd.server.limits import TOO_MANY_SESSIONS, ConnectionLimits, RefusalThrottle, cap_channels
 from sftpd.server.quickack import ack_promptly
+from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
 # Post-quantum hybrids first; the classical curve25519 exchanges stay for clients that have no
 # hybrid yet (paramiko, libssh2/curl, OpenSSH before 9.0; see docs/sftpd.md).
@@ -75,10 +79,15 @@ class ServerSettings:
     max_auth_tries: int = 6
     idle_timeout_seconds: float = 900.0
     max_sessions: int = 100
+    max_unauthenticated_per_source: int = 10
+    max_unauthenticated: int = 50
+    max_channels: int = 10
     ban_after_failures: int = 10
     ban_window_seconds: float = 600.0
     ban_seconds: float = 900.0
     compat_macs: bool = False
+    max_open_handles: int = 64
+    max_file_size: int = 64 << 30
 
 
 class SFTPDistrictServer:
@@ -89,9 +98,16 @@ class SFTPDistrictServer:
         self.audit = audit or AuditLog()
         tree.ensure_tree(settings.root)
         self.root = os.fsencode(os.path.realpath(settings.root))
+        # Every session resolves its paths beneath this descriptor (sftpd.server.beneath).
+        self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.session_limits = SessionLimits(max_open_handles=settings.max_open_handles,
+                                            max_file_size=settings.max_file_size)
         self.authorized = AuthorizedKeys(settings.authorized_keys, self.audit)
         self.bans = BanList(settings.ban_after_failures, settings.ban_window_seconds,
                             settings.ban_seconds)
+        self.limits = ConnectionLimits(settings.max_unauthenticated_per_source,
+                                       settings.max_unauthenticated, settings.max_sessions)
+        self.refusals = RefusalThrottle()
         self.connections: set[_Connection] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -132,7 +148,11 @@ class SFTPDistrictServer:
         from asyncssh.encryption import get_encryption_algs
         from asyncssh.kex import get_kex_algs
         from asyncssh.mac import get_mac_algs
+        from asyncssh.public_key import get_public_key_algs
 
+        # Refuse an asyncssh whose internals the per-connection patches would miss.
+        internals.require(batching.PATCHED + quickack.PATCHED + signatures.PATCHED
+                          + limits.PATCHED)
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
         self._acceptor = await asyncssh.listen(
@@ -150,6 +170,9 @@ class SFTPDistrictServer:
             mac_algs=supported(MAC_ALGS + (COMPAT_MAC_ALGS if s.compat_macs else ()),
                                get_mac_algs()),
             compression_algs=["none"],
+            # server-sig-algs: what clients are told they may sign user auth with (no SHA-1).
+            signature_algs=supported(tuple(a.decode() for a in USER_AUTH_SIG_ALGS),
+                                     get_public_key_algs()),
             public_key_auth=True, password_auth=False, kbdint_auth=False,
             host_based_auth=False, gss_auth=False, gss_kex=False,
             allow_pty=False, x11_forwarding=False, agent_forwarding=False,
@@ -161,7 +184,7 @@ class SFTPDistrictServer:
             config=[],
         )
         self._reaper = asyncio.create_task(self._reap_idle())
-        self.audit.event("listening", port=self.port, bind=s.bind, root=str(s.root),
+        self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
                          login=s.login, keys=self.authorized.count)
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
@@ -169,7 +192,15 @@ class SFTPDistrictServer:
         assert isinstance(owner, _Connection)
         owner.touch()
         cut_channel_writes(chan)
-        return DistrictSFTPServer(chan, self.root, self.audit, owner.fields, owner.touch)
+        return DistrictSFTPServer(chan, self.root, self.root_fd, self.audit, owner.fields,
+                                  owner.touch, self.session_limits, read_only=owner.read_only)
+
+    def refused(self, reason: str, address: str, **fields: Any) -> None:
+        """Count a refusal and log it, at most once per reason and address per few seconds."""
+        REJECTED.labels(reason).inc()
+        extra = self.refusals.check(reason, address)
+        if extra is not None:
+            self.audit.event("connection.refused", reason=reason, **fields, **extra)
 
     async def _reap_idle(self) -> None:
         """Close sessions idle longer than the idle timeout; forget stale ban data."""
@@ -180,9 +211,12 @@ class SFTPDistrictServer:
             for conn in list(self.connections):
                 if conn.conn is not None and \
                         now - conn.last_activity > self.settings.idle_timeout_seconds:
-                    self.audit.event("idle_timeout", **conn.fields)
+                    self.audit.event("connection.timed_out", **conn.fields)
                     conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Idle timeout")
             self.bans.prune()
+            for reason, source, repeated in self.refusals.prune():
+                self.audit.event("connection.refused", reason=reason, source=source,
+                                 repeated=repeated)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting, tell clients goodbye, and wait (bounded) for sessions to finish."""
@@ -200,21 +234,25 @@ class SFTPDistrictServer:
                 await asyncio.wait_for(self._drained.wait(), grace_seconds)
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
-        self.audit.event("stopped", open_sessions=len(self.connections))
+        self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
 class _Connection(asyncssh.SSHServer):
-    """Per-connection policy: source checks, the one login, key auth, failure counting."""
+    """Per-connection policy: source checks, limits, the one login, key auth, failure counting."""
 
     def __init__(self, server: SFTPDistrictServer) -> None:
         self.server = server
         self.conn: asyncssh.SSHServerConnection | None = None
         self.address = "?"
+        self.source = "?"
         self.fields: dict[str, Any] = {}
         self.failures = 0
         self.accepted_key: str | None = None
+        self.read_only = False
         self.last_activity = time.monotonic()
+        self.admitted = False
         self.authenticated = False
+        self.channels_refused = 0
         self.stop_quick_acks: Callable[[], None] = lambda: None
 
     def touch(self) -> None:
@@ -222,40 +260,57 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
-        batch_writes(conn)
-        drop_ignore_packets(conn)
-        self.stop_quick_acks = ack_promptly(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
+        self.source = canonical_address(self.address)
         self.fields = {"source": self.address, "port": peer[1]}
         srv = self.server
         SESSIONS_TOTAL.inc()
+        # Refuse before anything else is set up for the connection: a refusal must stay cheap.
         reason = None
         if not is_allowed(self.address, srv.settings.allowed_sources):
             reason = "source_not_allowed"
         elif srv.bans.is_banned(self.address):
             reason = "banned"
-        elif len(srv.connections) >= srv.settings.max_sessions:
-            reason = "too_many_sessions"
+        else:
+            reason = srv.limits.admit(self.source)
+            WAITING.set(srv.limits.waiting)
         if reason is not None:
-            REJECTED.labels(reason).inc()
-            srv.audit.event("connection_refused", reason=reason, **self.fields)
+            srv.refused(reason, self.source, **self.fields)
             conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE
-                            if reason != "too_many_sessions"
+                            if reason in ("source_not_allowed", "banned")
                             else asyncssh.DISC_TOO_MANY_CONNECTIONS, "Not allowed")
             return
+        self.admitted = True
+        batch_writes(conn)
+        drop_ignore_packets(conn)
+        self.stop_quick_acks = ack_promptly(conn)
+        refuse_weak_signatures(conn, self._weak_signature)
+        cap_channels(conn, srv.settings.max_channels, self._channel_refused)
         srv.connections.add(self)
         srv._drained.clear()
         SESSIONS.inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self in self.server.connections:
-            self.server.connections.discard(self)
-            SESSIONS.dec()
-            if not self.server.connections:
-                self.server._drained.set()
-            if self.authenticated:
-                self.server.audit.event("logout", **self.fields)
+        if not self.admitted:
+            return
+        self.admitted = False
+        self.server.limits.release(self.source, logged_in=self.authenticated)
+        WAITING.set(self.server.limits.waiting)
+        self.server.connections.discard(self)
+        SESSIONS.dec()
+        if not self.server.connections:
+            self.server._drained.set()
+        if self.authenticated:
+            extra = {"channels_refused": self.channels_refused} if self.channels_refused else {}
+            self.server.audit.event("session.ended", **self.fields, **extra)
+
+    def _channel_refused(self, open_now: int) -> None:
+        self.channels_refused += 1
+        REJECTED.labels("too_many_channels").inc()
+        if self.channels_refused == 1:  # the rest are counted in the logout line
+            self.server.audit.event("channel.refused", reason="too_many_channels",
+                                    open_channels=open_now, **self.fields)
 
     def begin_auth(self, username: str) -> bool:
         self.server.authorized.refresh()
@@ -268,22 +323,41 @@ class _Connection(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         self.touch()
         fingerprint = key.get_fingerprint()
-        if username == self.server.settings.login and \
-                self.server.authorized.allows(key, self.address, self.address):
-            self.accepted_key = fingerprint
-            return True
-        self._failed("unknown_key" if username == self.server.settings.login
-                     else "unknown_user", fingerprint)
-        return False
+        srv = self.server
+        if username != srv.settings.login:
+            self._failed("unknown_user", fingerprint)
+            return False
+        verdict = srv.authorized.verdict(key, self.address)
+        if verdict.options is None:
+            self._failed(verdict.reason, fingerprint)
+            return False
+        if srv.limits.logged_in >= srv.limits.sessions:
+            # Said before the login succeeds, so that the client hears why; the slot itself
+            # is taken in auth_completed, once the signature has been checked.
+            self._refuse_session(fingerprint)
+            return False
+        self.accepted_key = fingerprint
+        self.read_only = verdict.options.read_only
+        return True
 
-    def _failed(self, reason: str, fingerprint: str | None) -> None:
+    def _refuse_session(self, fingerprint: str | None) -> None:
+        self.server.refused(TOO_MANY_SESSIONS, self.source, fingerprint=fingerprint,
+                            **self.fields)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
+
+    def _weak_signature(self, algorithm: bytes, fingerprint: str) -> None:
+        self._failed("weak_signature", fingerprint,
+                     algorithm=algorithm.decode("ascii", "backslashreplace"))
+
+    def _failed(self, reason: str, fingerprint: str | None, **extra: Any) -> None:
         srv = self.server
         self.failures += 1
         AUTH_FAILURES.labels(reason).inc()
-        srv.audit.event("login_failed", reason=reason, fingerprint=fingerprint,
-                        attempt=self.failures, **self.fields)
+        srv.audit.event("login.failed", reason=reason, fingerprint=fingerprint,
+                        attempt=self.failures, **extra, **self.fields)
         if srv.bans.record_failure(self.address):
-            srv.audit.event("banned", seconds=srv.settings.ban_seconds, **self.fields)
+            srv.audit.event("address.banned", seconds=srv.settings.ban_seconds, **self.fields)
             if self.conn is not None:
                 self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
                                      "Too many failed logins")
@@ -293,9 +367,17 @@ class _Connection(asyncssh.SSHServer):
                                  "Too many authentication failures")
 
     def auth_completed(self) -> None:
+        srv = self.server
+        srv.bans.record_success(self.address)
+        refused = srv.limits.log_in(self.source)
+        WAITING.set(srv.limits.waiting)
+        if refused is not None:
+            # Another session took the last slot between the key check and now.
+            self._refuse_session(self.accepted_key)
+            return
         self.authenticated = True
         self.stop_quick_acks()
         self.touch()
         LOGINS.inc()
-        self.server.bans.record_success(self.address)
-        self.server.audit.event("login", fingerprint=self.accepted_key, **self.fields)
+        extra = {"read_only": True} if self.read_only else {}
+        srv.audit.event("login.succeeded", fingerprint=self.accepted_key, **extra, **self.fields)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from datetime import UTC, datetime
-from typing import Any, TextIO
-
 from prometheus_client import Counter, Gauge
 
+from sftpd.events import EventLog
+
 SESSIONS = Gauge("sftpd_open_sessions", "SSH connections currently open")
+WAITING = Gauge("sftpd_unauthenticated_connections",
+                "SSH connections that have not logged in yet")
 SESSIONS_TOTAL = Counter("sftpd_sessions_total", "SSH connections accepted")
 LOGINS = Counter("sftpd_logins_total", "Successful logins")
 AUTH_FAILURES = Counter("sftpd_auth_failures_total", "Failed authentication attempts", ["reason"])
@@ -22,17 +20,5 @@ OPERATIONS = Counter("sftpd_operations_total", "SFTP operations", ["op"])
 ERRORS = Counter("sftpd_errors_total", "SFTP operations refused or failed", ["op", "reason"])
 
 
-class AuditLog:
-    """Writes one JSON object per line: {"ts": ..., "event": ..., fields...}."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stdout
-
-    def event(self, event: str, **fields: Any) -> None:
-        record: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds"),
-            "event": event,
-        }
-        record.update(fields)
-        self._stream.write(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-        self._stream.flush()
+class AuditLog(EventLog):
+    """The server's audit trail: events in sftpd's one style (sftpd.events) on its stream."""

@@ -11,6 +11,8 @@ from typing import Any, cast
 
 import asyncssh
 
+from sftpd.server.internals import Internal
+
 
 class WriteBatcher:
     """Collects what an asyncssh connection sends during one loop turn and writes it at once.
@@ -52,14 +54,23 @@ class WriteBatcher:
                 transport.writelines(pending)
 
 
-def batch_writes(conn: asyncssh.SSHServerConnection) -> bool:
-    """Route conn's packet writes through a WriteBatcher; False (nothing changed) if this
-    asyncssh does not send through the one private method this relies on."""
-    if not callable(getattr(conn, "_send", None)) or not hasattr(conn, "_transport"):
-        return False
+# The asyncssh internals these patches replace or read; the server checks them at start.
+PATCHED: tuple[Internal, ...] = (
+    Internal(asyncssh.SSHServerConnection, "_send", ("self", "data"), "batch_writes"),
+    Internal(asyncssh.SSHServerConnection, "_transport", None, "batch_writes"),
+    Internal(asyncssh.SSHServerConnection, "send_packet", ("self", "pkttype", "args", "handler"),
+             "drop_ignore_packets"),
+    Internal(asyncssh.SSHServerChannel, "write", ("self", "data", "datatype"),
+             "cut_channel_writes"),
+    Internal(asyncssh.SSHServerChannel, "_send_pktsize", None, "cut_channel_writes"),
+)
+
+
+def batch_writes(conn: asyncssh.SSHServerConnection) -> None:
+    """Route conn's packet writes through a WriteBatcher (asyncssh sends every packet through
+    its private _send)."""
     batcher = WriteBatcher(conn, asyncio.get_running_loop())
     conn._send = batcher.send  # type: ignore[method-assign]
-    return True
 
 
 # SSH_MSG_IGNORE (RFC 4253, section 11.2) and the empty string asyncssh sends in it.
@@ -67,7 +78,7 @@ MSG_IGNORE = 2
 _EMPTY_STRING = b"\0\0\0\0"
 
 
-def drop_ignore_packets(conn: asyncssh.SSHServerConnection) -> bool:
+def drop_ignore_packets(conn: asyncssh.SSHServerConnection) -> None:
     """Stop conn from sending an empty SSH_MSG_IGNORE ahead of every encrypted packet.
 
     asyncssh inserts one before each packet once encryption is on: the countermeasure against
@@ -77,11 +88,9 @@ def drop_ignore_packets(conn: asyncssh.SSHServerConnection) -> bool:
     padding bytes, encryption and MAC per data packet, about a fifth of the server's CPU on a
     download. An SSH_MSG_IGNORE carries no meaning for the peer, so leaving it out changes
     nothing else; asyncssh numbers packets as it sends them, so sequence numbers stay
-    consistent. False (nothing changed) if this asyncssh has no send_packet to wrap.
+    consistent.
     """
-    send_packet: Callable[..., None] | None = getattr(conn, "send_packet", None)
-    if not callable(send_packet):
-        return False
+    send_packet: Callable[..., None] = conn.send_packet
 
     def send_packet_unless_padding(pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
@@ -91,7 +100,6 @@ def drop_ignore_packets(conn: asyncssh.SSHServerConnection) -> bool:
     # asyncssh calls self.send_packet() for its own packets and its channels'; an instance
     # attribute shadows the method for both.
     conn.send_packet = send_packet_unless_padding  # type: ignore[method-assign]
-    return True
 
 
 # What asyncssh and OpenSSH clients announce as their largest channel packet.

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
+import resource
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from district_contract import commands
 from prometheus_client import start_http_server
 
+from sftpd import options
 from sftpd.server.access import parse_networks
 from sftpd.server.app import ServerSettings, SFTPDistrictServer
 from sftpd.server.audit import AuditLog
@@ -23,86 +26,107 @@ DEFAULT_HOST_KEYS = (
 DEFAULT_AUTHORIZED_KEYS = "/etc/sftpd/authorized-keys/authorized_keys"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get("SFTPD_" + name.upper().replace("-", "_"), default)
-
-
-def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
-    """A repeatable option from its variable: entries separated by commas or whitespace."""
-    value = _env(name)
-    if value is None:
-        return list(default)
-    return [item for item in value.replace(",", " ").split() if item]
+def parse_size(text: str) -> int:
+    """A byte count such as 1048576, 512M or 64G (binary multiples)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = int(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a size must be positive")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    def opt(name: str, help_text: str, default: str | None, kind: type = str) -> None:
-        env_default = _env(name, default)
-        parser.add_argument(f"--{name}", type=kind, default=env_default,
-                            required=env_default is None,
-                            help=f"{help_text} (env SFTPD_{name.upper().replace('-', '_')})")
-
-    def many(name: str, help_text: str, default: tuple[str, ...] = ()) -> None:
-        parser.add_argument(f"--{name}", action="append", default=None,
-                            help=f"{help_text}; repeatable (env SFTPD_"
-                                 f"{name.upper().replace('-', '_')}, comma-separated)")
-        parser.set_defaults(**{f"{name.replace('-', '_')}_env": _env_list(name, default)})
-
-    opt("root", "the district's data directory", "/data")
-    opt("login", "the one user name that may log in", None)
-    many("host-key", "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS)
-    opt("authorized-keys", "authorized_keys file, re-read when it changes",
-        DEFAULT_AUTHORIZED_KEYS)
-    opt("port", "SSH port", "2222", int)
-    many("bind", "address to listen on (default: all)")
-    many("allowed-source", "client address or CIDR allowed to connect (default: any)")
-    opt("metrics-port", "Prometheus metrics port, 0 to disable", "9090", int)
+    opt = options.prepare(parser)
+    opt.text(commands.ROOT, "the district's data directory", "/data", metavar="PATH")
+    opt.text(commands.LOGIN, "the one user name that may log in", required=True,
+             metavar="NAME")
+    opt.items(commands.HOST_KEY, "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS,
+              metavar="PATH")
+    opt.text(commands.AUTHORIZED_KEYS, "authorized_keys file, re-read when it changes",
+             DEFAULT_AUTHORIZED_KEYS, metavar="PATH")
+    opt.number(commands.PORT, "SSH port", 2222, minimum=0)
+    opt.items("bind", "address to listen on (default: all)", metavar="ADDRESS")
+    opt.items(commands.ALLOWED_SOURCE, "client address or CIDR allowed to connect (default: any)",
+              metavar="CIDR")
+    opt.number(commands.METRICS_PORT, "Prometheus metrics port, 0 to disable", 9090, minimum=0)
     # The pod's metrics port must be reachable by the cluster's Prometheus.
-    opt("metrics-bind", "address for the metrics listener", "0.0.0.0")  # noqa: S104
-    opt("login-grace-time", "seconds a client has to authenticate", "30", float)
-    opt("max-auth-tries", "failed authentication attempts per connection", "6", int)
-    opt("idle-timeout", "seconds of inactivity before a session is closed", "900", float)
-    opt("max-sessions", "concurrent connections", "100", int)
-    opt("ban-after", "failed logins from one address that start a ban (0: never)", "10", int)
-    opt("ban-window", "seconds over which failed logins are counted", "600", float)
-    opt("ban-time", "seconds a banned address is refused", "900", float)
-    parser.add_argument("--compat-macs", action="store_true",
-                        default=_env("compat-macs", "") in ("1", "true", "yes"),
-                        help="also offer hmac-sha2-256/512 (encrypt-and-MAC) for libssh2 < 1.11 "
-                             "clients such as curl on Debian 12 (env SFTPD_COMPAT_MACS)")
-    opt("shutdown-grace", "seconds SIGTERM waits for sessions to finish", "10", float)
-
-
-def _pick(args: argparse.Namespace, name: str) -> list[str]:
-    given: list[str] | None = getattr(args, name)
-    if given:
-        return given
-    from_env: list[str] = getattr(args, f"{name}_env")
-    return from_env
+    opt.text("metrics-bind", "address for the metrics listener", "0.0.0.0",  # noqa: S104
+             metavar="ADDRESS")
+    opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
+               minimum=0)
+    opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
+    opt.number("idle-timeout", "seconds of inactivity before a session is closed", 900,
+               kind=float, minimum=0)
+    opt.number("max-sessions", "concurrent logged-in sessions", 100, minimum=1)
+    opt.number("max-unauthenticated-per-source",
+               "connections from one address that have not logged in yet", 10, minimum=1)
+    opt.number("max-unauthenticated", "connections in all that have not logged in yet", 50,
+               minimum=1)
+    opt.number("max-channels", "SFTP/scp channels open at once on one connection", 10,
+               minimum=1)
+    opt.number("ban-after", "failed logins from one address that start a ban (0: never)", 10,
+               minimum=0)
+    opt.number("ban-window", "seconds over which failed logins are counted", 600, kind=float,
+               minimum=0)
+    opt.number("ban-time", "seconds a banned address is refused", 900, kind=float, minimum=0)
+    opt.switch("compat-macs", "also offer hmac-sha2-256/512 (encrypt-and-MAC) for libssh2 < 1.11 "
+                              "clients such as curl on Debian 12")
+    opt.number("shutdown-grace", "seconds SIGTERM waits for sessions to finish", 10, kind=float,
+               minimum=0)
+    opt.number("max-open-handles", "files and directory listings one session may hold open", 64,
+               minimum=1)
+    opt.custom("max-file-size", "largest file a district may write, in bytes (a K, M, G or T "
+               "suffix multiplies by 1024s); the volume's size bounds it too", parse_size, "64G",
+               metavar="SIZE")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         root=Path(args.root),
         login=args.login,
-        host_keys=[Path(p) for p in _pick(args, "host_key")],
+        host_keys=[Path(p) for p in args.host_key],
         authorized_keys=Path(args.authorized_keys),
         port=args.port,
-        bind=_pick(args, "bind") or [""],
-        allowed_sources=parse_networks(_pick(args, "allowed_source")),
+        bind=args.bind or [""],
+        allowed_sources=parse_networks(args.allowed_source),
         login_grace_seconds=args.login_grace_time,
         max_auth_tries=args.max_auth_tries,
         idle_timeout_seconds=args.idle_timeout,
         max_sessions=args.max_sessions,
+        max_unauthenticated_per_source=args.max_unauthenticated_per_source,
+        max_unauthenticated=args.max_unauthenticated,
+        max_channels=args.max_channels,
         ban_after_failures=args.ban_after,
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,
         compat_macs=args.compat_macs,
+        max_open_handles=args.max_open_handles,
+        max_file_size=args.max_file_size,
     )
 
 
-async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
-    server = SFTPDistrictServer(settings_from_args(args), audit)
+def raise_descriptor_limit() -> int:
+    """Lift the soft limit on open descriptors to the hard one; the limit now in force.
+
+    Each session may hold --max-open-handles files (a write handle also holds its epoch's
+    directory lock), and the soft limit is often 1024 where the hard one is far higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+async def serve(settings: ServerSettings, args: argparse.Namespace, audit: AuditLog) -> int:
+    raise_descriptor_limit()
+    server = SFTPDistrictServer(settings, audit)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,9 +135,9 @@ async def serve(args: argparse.Namespace, audit: AuditLog) -> int:
         start_http_server(args.metrics_port, addr=args.metrics_bind)
     await server.start()
     await stop.wait()
-    audit.event("shutdown", signal="SIGTERM/SIGINT", open_sessions=len(server.connections))
+    audit.event("server.stopping", signal="SIGTERM/SIGINT", open_sessions=len(server.connections))
     await server.stop(args.shutdown_grace)
-    return 0
+    return commands.EXIT_OK
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -131,11 +155,16 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        raise options.UsageError(str(exc)) from None
     audit = AuditLog()
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(serve(args, audit))
-    except (ValueError, OSError) as exc:
-        audit.event("startup_failed", error=str(exc))
+            return runner.run(serve(settings, args, audit))
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Keys that cannot be loaded, a port in use, an asyncssh this server cannot patch.
+        audit.event("server.start_failed", error=str(exc))
         print(f"sftpd serve: {exc}", file=sys.stderr)
-        return 2
+        return commands.EXIT_FAILED

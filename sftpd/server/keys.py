@@ -1,17 +1,54 @@
-"""The district's authorized keys, re-read whenever the (Secret-volume) file changes."""
+"""The district's authorized keys: judged (options, strength) and re-read when the file changes."""
 
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from district_contract.keyoptions import KeyOptions, judge_options, split_options
 
 from sftpd.server.audit import AuditLog
 
 log = logging.getLogger(__name__)
+
+# As the operator's check (district_operator/keys.py): below this an RSA key is forgeable in
+# practice. DSA is refused outright (1024-bit, SHA-1 only; removed from OpenSSH).
+MIN_RSA_BITS = 2048
+
+
+def weakness(key: asyncssh.SSHKey) -> str | None:
+    """Why a client key is too weak to log in, or None when it is strong enough."""
+    if key.algorithm == b"ssh-dss":
+        return "DSA keys are too weak (1024 bits, SHA-1 signatures): use ssh-ed25519"
+    if key.algorithm == b"ssh-rsa":
+        public = serialization.load_ssh_public_key(key.export_public_key("openssh"))
+        if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+            return (f"RSA key of {public.key_size} bits is too weak: at least {MIN_RSA_BITS} "
+                    "bits, or better ssh-ed25519")
+    return None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One usable line: asyncssh's parse of it (for from= matching) and what its options ask."""
+
+    line: int
+    parsed: asyncssh.SSHAuthorizedKeys
+    options: KeyOptions
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a key may log in, with its options when it may, and why not when it may not."""
+
+    options: KeyOptions | None
+    reason: str = "unknown_key"
 
 
 @dataclass(frozen=True)
@@ -36,7 +73,7 @@ class AuthorizedKeys:
         self._path = path
         self._audit = audit
         self._identity: _FileIdentity | None = None
-        self._keys: asyncssh.SSHAuthorizedKeys | None = None
+        self._entries: tuple[_Entry, ...] = ()
         self.count = 0
         self.refresh()
 
@@ -54,35 +91,66 @@ class AuthorizedKeys:
         if identity is not None and identity == self._identity:
             return
         if identity is None:
-            if self._identity is not None or self._keys is None:
-                self._audit.event("authorized_keys_missing", path=str(self._path))
-            self._identity, self._keys, self.count = None, None, 0
+            if self._identity is not None or not self._entries:
+                self._audit.event("authorized_keys.missing", path=str(self._path))
+            self._identity, self._entries, self.count = None, (), 0
             return
         try:
             text = Path(identity.real_path).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            self._audit.event("authorized_keys_unreadable", path=str(self._path), error=str(exc))
+            self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
             return
-        good: list[str] = []
+        entries: list[_Entry] = []
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
-            try:
-                asyncssh.import_authorized_keys(stripped)
-            except (ValueError, asyncssh.KeyImportError) as exc:
-                # One bad line must not lock the district out: skip it and say which one.
-                self._audit.event("authorized_keys_bad_line", path=str(self._path),
-                                  line=number, error=str(exc))
-                continue
-            good.append(stripped)
-        self._keys = asyncssh.import_authorized_keys("\n".join(good)) if good else None
+            entry = self._judge(number, stripped)
+            if entry is not None:
+                entries.append(entry)
+        self._entries = tuple(entries)
         self._identity = identity
-        self.count = len(good)
-        self._audit.event("authorized_keys_loaded", path=str(self._path), keys=len(good))
+        self.count = len(entries)
+        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=len(entries))
 
-    def allows(self, key: asyncssh.SSHKey, client_host: str, client_addr: str) -> bool:
-        """True when the key is listed (and its options, such as from=, accept this client)."""
-        if self._keys is None:
-            return False
-        return self._keys.validate(key, client_host, client_addr) is not None
+    def _judge(self, number: int, line: str) -> _Entry | None:
+        """The line as an entry, or None after logging why it is skipped.
+
+        One bad line must not lock the district out: it is skipped and named, the others work.
+        """
+        where = {"path": str(self._path), "line": number}
+        try:
+            options_text, key_text = split_options(line)
+            key = asyncssh.import_public_key(key_text)
+            parsed = asyncssh.import_authorized_keys(line)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            self._audit.event("authorized_keys.line_skipped", **where, error=str(exc))
+            return None
+        fingerprint = key.get_fingerprint()
+        try:
+            options = judge_options(options_text)
+        except ValueError as exc:
+            self._audit.event("authorized_keys.refused_option", **where,
+                              fingerprint=fingerprint, error=str(exc))
+            return None
+        weak = weakness(key)
+        if weak is not None:
+            self._audit.event("authorized_keys.weak_key", **where, fingerprint=fingerprint,
+                              error=weak)
+            return None
+        return _Entry(number, parsed, options)
+
+    def verdict(self, key: asyncssh.SSHKey, client_addr: str,
+                now: datetime | None = None) -> Verdict:
+        """The first line listing the key whose from= accepts the client and that has not
+        expired (OpenSSH goes on to later lines the same way)."""
+        moment = now or datetime.now(UTC)
+        reason = "unknown_key"
+        for entry in self._entries:
+            if entry.parsed.validate(key, client_addr, client_addr) is None:
+                continue
+            if entry.options.expired(moment):
+                reason = "key_expired"
+                continue
+            return Verdict(entry.options)
+        return Verdict(None, reason)

@@ -9,8 +9,14 @@ from typing import Any
 
 import asyncssh
 
+from sftpd.server.internals import Internal
+
 # Linux only; elsewhere the handshake keeps the kernel's default ACK timing.
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+# The asyncssh internal ack_promptly wraps; the server checks it at start.
+PATCHED: tuple[Internal, ...] = (
+    Internal(asyncssh.SSHServerConnection, "_recv_data", ("self",), "ack_promptly"),
+)
 
 
 def ack_promptly(conn: asyncssh.SSHServerConnection) -> Callable[[], None]:

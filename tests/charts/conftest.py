@@ -105,7 +105,7 @@ def rule_set(rules: Iterable[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 @pytest.fixture(scope="session")
 def helm() -> Helm:
     """The helm pinned in scripts/versions.env, built beside the control plane's binaries."""
-    from district_operator.localcluster.controlplane import (
+    from district_devtools.localcluster.controlplane import (
         ControlPlaneUnavailable,
         binaries_dir,
     )

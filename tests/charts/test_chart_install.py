@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+from district_devtools.localcluster.node import wait_until
+from district_devtools.ports import free_port
 from district_operator import names
-from district_operator.localcluster.node import wait_until
-from district_operator.localcluster.ports import free_port
 
 from tests.charts.conftest import (
     CHART,

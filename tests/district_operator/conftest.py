@@ -1,4 +1,4 @@
-"""Cluster fixtures for operator tests: the CRD, namespaces, and the operator as a real process."""
+"""Cluster fixtures for operator tests: namespaces, Districts, the operator as a real process."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from district_devtools.localcluster.node import wait_until
+from district_devtools.ports import free_port
 from district_operator import api, names
-from district_operator.localcluster.node import wait_until
-from district_operator.localcluster.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "district.yaml"
 TEST_IMAGE = "registry.invalid/district-sftp:test"
 RESYNC_SECONDS = 3.0
 
@@ -92,22 +91,6 @@ class OperatorProcess:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: Any) -> Any:
-    """The cluster with the District CRD from crds/ installed."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    f"crd/{names.PLURAL}.{names.GROUP}")
-    return cluster
-
-
-@pytest.fixture(scope="session")
-def kube(crd: Any) -> Iterator[api.Kube]:
-    client = api.Kube()
-    yield client
-    client.close()
 
 
 def make_namespace(cluster: Any, name: str) -> str:

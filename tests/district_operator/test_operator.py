@@ -241,6 +241,31 @@ def test_delete_retains_or_deletes_the_volume(crd: Any, kube: api.Kube,
              what="the owned claim to be deleted")
 
 
+def districts_gauge(operator: OperatorProcess) -> dict[str, float]:
+    """`district_operator_districts` in this module's namespace: Ready status -> Districts."""
+    prefix = f'district_operator_districts{{namespace="{NS}",ready="'
+    return {key[len(prefix):-2]: value for key, value in operator.metrics().items()
+            if key.startswith(prefix) and value}
+
+
+def test_districts_gauge_counts_known_districts_and_drops_deleted_ones(
+        crd: Any, kube: api.Kube, operator: OperatorProcess, client_keys: list[str]) -> None:
+    for name in ("gauge-a", "gauge-b"):
+        apply_yaml(crd, district_manifest(name, NS, authorizedKeys=[client_keys[0]]))
+        wait_settled(kube, name)
+
+    def every_district_counted() -> bool:
+        return sum(districts_gauge(operator).values()) == len(kube.list(names.KIND, NS))
+
+    wait_for(every_district_counted, what="the gauge to count every District")
+    # No kubelet runs the servers here: these two are not Ready.
+    assert districts_gauge(operator)["False"] >= 2
+    crd.kubectl("-n", NS, "delete", "district", "gauge-a", "gauge-b", "--wait=false")
+    wait_for(lambda: not kube.get(names.KIND, NS, "gauge-a") and
+             not kube.get(names.KIND, NS, "gauge-b"), what="the Districts to be deleted")
+    wait_for(every_district_counted, what="the gauge to drop the deleted Districts")
+
+
 def test_bad_inputs_give_clear_conditions_and_disturb_nothing(
         crd: Any, kube: api.Kube, operator: OperatorProcess, client_keys: list[str]) -> None:
     lincoln = kube.get("Deployment", NS, "lincoln-sftpd")

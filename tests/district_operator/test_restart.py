@@ -79,10 +79,5 @@ def test_sigkill_mid_reconcile_then_restart_converges(
         assert counts == {"Secret": 2, "PersistentVolumeClaim": 1, "Deployment": 1,
                           "Service": 1, "NetworkPolicy": 1, "CronJob": 2}, district
     # One ReplicaSet per server: the pod template never flapped between two operators' writes.
-    replica_sets = [r["metadata"]["name"] for r in api_list_replicasets(kube)]
+    replica_sets = [r["metadata"]["name"] for r in kube.list("ReplicaSet", NS)]
     assert len(replica_sets) == COUNT
-
-
-def api_list_replicasets(kube: api.Kube) -> list[dict[str, Any]]:
-    return kube.request("list", "GET", "ReplicaSet",
-                        f"/apis/apps/v1/namespaces/{NS}/replicasets").get("items", [])

@@ -41,7 +41,8 @@ def test_good_keys_are_accepted_with_ssh_keygens_fingerprint(tmp_path: Path, key
 
 @pytest.mark.parametrize(("line", "reason"), [
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBroken", "damaged"),
-    ('from="10.0.0.1" ssh-ed25519 AAAA', "not supported"),
+    ('from="10.0.0.1" ssh-ed25519 AAAA', "options such as from=... are not accepted"),
+    ("hello there", "key type 'hello' is not supported"),
     ("-----BEGIN OPENSSH PRIVATE KEY-----", "private key"),
     ("ssh-ed25519", "missing"),
 ])
@@ -69,6 +70,31 @@ def test_check_keeps_good_keys_once_and_reports_each_bad_one(tmp_path: Path) -> 
     assert [k.line for k in check.accepted] == [good, other]
     assert [r.source for r in check.rejected] == ["b"]
     assert check.authorized_keys_file() == f"{good}\n{other}\n"
+
+
+def test_secret_lines_keep_honoured_options_and_refuse_the_others(tmp_path: Path) -> None:
+    """The same judgement as the server's (district_contract.keyoptions), so KeysValid names
+    what the server would skip."""
+    good = keygen(tmp_path, "ed25519", comment="sis@lincoln")
+    read_only = f'restrict,command="internal-sftp -R",from="203.0.113.0/24" {good}'
+    check = keys.check_keys([
+        ("a", read_only),
+        ("b", f'expiry-time="20301231Z" {good}'),
+        ("c", f'command="/usr/bin/rsync --server" {good}'),
+        ("d", f'permitopen="db:5432" {good}'),
+        ("e", f'environment="A=1" {good}'),
+        ("f", f'tunnel="1",no-pty {good}'),
+        ("g", f'expiry-time="tomorrow" {good}'),
+    ])
+    assert [k.line for k in check.accepted] == [read_only, f'expiry-time="20301231Z" {good}']
+    assert check.accepted[0].comment == "sis@lincoln"
+    reasons = {r.source: r.reason for r in check.rejected}
+    assert set(reasons) == {"c", "d", "e", "f", "g"}
+    assert "command=" in reasons["c"] and "read-only" in reasons["c"]
+    assert "'permitopen' is not honoured" in reasons["d"]
+    assert "'environment' is not honoured" in reasons["e"]
+    assert "'tunnel' is not honoured" in reasons["f"]
+    assert "expiry-time" in reasons["g"]
 
 
 def test_generated_host_keys_are_what_ssh_keygen_reads(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 With a real etcd + kube-apiserver + kube-controller-manager, the operator as a process, a real
 PostgreSQL server and OpenSSH's `sftp`, this test takes the Pods that Kubernetes' own
 controllers made from the operator's Deployment and CronJob templates and runs them with the
-kubelet stand-in (district_operator/localcluster/kubelet.py and node.py), then checks what a
+kubelet stand-in (district_devtools/localcluster/kubelet.py and node.py), then checks what a
 district and a platform engineer would see.
 
 What is stood in for, and how:
@@ -39,13 +39,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from district_devtools.localcluster import node
+from district_devtools.ports import free_port
+from district_devtools.postgres import PostgresServer
 from district_operator import api, names
-from district_operator.localcluster import node
-from district_operator.localcluster.ports import free_port
-from district_operator.localcluster.postgres import PostgresServer
 
 from sftpd import tree
-from tests.conftest import REPO, missing, require_binary
+from tests.conftest import REPO, TEST_FIELD_MANAGER, missing, require_binary
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.timeout(600)]
 
@@ -113,7 +113,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
     require_binary("ssh-keygen")
     if os.geteuid() != 0:
         missing("root, for the kubelet stand-in's mount namespace")
-    kube = api.Kube()
+    kube = api.Kube(field_manager=TEST_FIELD_MANAGER)
     database = f"e2e_{os.getpid()}"
     database_url = postgres.create_database(database)
     key = tmp_path / "district_key"

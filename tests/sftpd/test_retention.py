@@ -126,9 +126,9 @@ def test_exactly_the_epochs_older_than_n_days_go(district: Path, tmp_path: Path)
     assert (tmp_path / "outside" / "users.csv").exists()
     assert not any(p.startswith("upload-processed/.retention") for p in after)
 
-    deleted_events = sorted(e["epoch"] for e in events if e["event"] == "retention-epoch-deleted")
+    deleted_events = sorted(e["epoch"] for e in events if e["event"] == "retention.epoch_deleted")
     assert deleted_events == [d.split("/")[1] for d in EXPECTED_30]
-    by_epoch = {e["epoch"]: e for e in events if e["event"] == "retention-epoch-deleted"}
+    by_epoch = {e["epoch"]: e for e in events if e["event"] == "retention.epoch_deleted"}
     assert by_epoch["no-report-45d"]["source"] == "mtime"
     assert by_epoch["day-31"]["source"] == "processing.json"
 
@@ -148,8 +148,8 @@ def test_dry_run_lists_and_deletes_nothing(district: Path, tmp_path: Path) -> No
     assert snapshot(district) == before
     assert result["dryRun"] is True and sorted(result["deleted"]) == EXPECTED_30
     assert code == 1  # the malformed reports are still problems worth a look
-    assert not any(e["event"] == "retention-epoch-deleted" for e in events)
-    assert len([e for e in events if e["event"] == "retention-epoch-would-delete"]) == 33
+    assert not any(e["event"] == "retention.epoch_deleted" for e in events)
+    assert len([e for e in events if e["event"] == "retention.epoch_would_delete"]) == 33
 
 
 def test_now_moves_the_clock(district: Path, tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_backups_are_left_to_a_running_backup_job(tmp_path: Path) -> None:
         holder.wait()
     assert code == 0 and result["deleted"] == []
     assert len(list(backups.iterdir())) == 6
-    assert any(e["event"] == "retention-backups-skipped" for e in events)
+    assert any(e["event"] == "retention.backups_skipped" for e in events)
 
 
 @pytest.mark.parametrize(("args", "complaint"), [
@@ -251,10 +251,16 @@ def test_bad_options_are_refused_before_anything_is_touched(
     assert snapshot(district) == before
 
 
-def test_missing_root_is_a_failed_result(tmp_path: Path) -> None:
-    code, result, _ = retention(tmp_path / "nowhere", tmp_path, "--processed-days", "30")
-    assert code == 1 and result["outcome"] == "Failed"
-    assert "not a directory" in result["errors"][0]
+def test_missing_root_is_bad_usage_with_a_failed_result(tmp_path: Path) -> None:
+    result_file = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "sftpd", "retention", "--root",
+                           str(tmp_path / "nowhere"), "--processed-days", "30",
+                           "--result-file", str(result_file)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "not a directory" in proc.stderr
+    result = json.loads(result_file.read_text())
+    assert result["outcome"] == "Failed" and result["reason"] == "InvalidArguments"
+    assert "not a directory" in result["message"]
 
 
 def test_options_from_the_environment(district: Path, tmp_path: Path) -> None:

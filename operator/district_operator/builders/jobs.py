@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from district_contract import commands
+from district_contract.commands import env_var
+
 from district_operator import names
 from district_operator.builders.common import (
     BuildInputs,
@@ -27,16 +30,17 @@ ACTIVE_DEADLINE_SECONDS = {names.JOB_EPOCHS: 3600, names.JOB_RETENTION: 3600,
 def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], SecretKeyRef | None]:
     if job == names.JOB_EPOCHS:
         return (district.processing.schedule,
-                {"SFTPD_DISTRICT": district.name,
-                 "SFTPD_SETTLE_SECONDS": str(district.processing.settle_seconds),
-                 "SFTPD_FORMATS": ",".join(district.processing.formats)},
+                {env_var(commands.SETTLE_SECONDS): str(district.processing.settle_seconds),
+                 env_var(commands.FORMATS): ",".join(district.processing.formats)},
                 district.processing.database)
     if job == names.JOB_RETENTION:
         return (district.retention.schedule,
-                {"SFTPD_PROCESSED_DAYS": str(district.retention.processed_days)}, None)
+                {env_var(commands.PROCESSED_DAYS): str(district.retention.processed_days)},
+                None)
     if job == names.JOB_BACKUP:
         return (district.backups.schedule,
-                {"SFTPD_DISTRICT": district.name, "SFTPD_KEEP": str(district.backups.keep)},
+                {env_var(commands.DISTRICT): district.name,
+                 env_var(commands.KEEP_BACKUPS): str(district.backups.keep)},
                 district.backups.database)
     raise ValueError(f"unknown job {job!r}")
 
@@ -58,7 +62,7 @@ def _server_affinity(district: District) -> dict[str, Any]:
 
 def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]:
     schedule, settings, database = _job_settings(district, job)
-    container_env = env({"SFTPD_ROOT": names.DATA_MOUNT, **settings})
+    container_env = env({env_var(commands.ROOT): names.DATA_MOUNT, **settings})
     if database is not None:
         container_env.insert(0, {"name": names.DATABASE_URL_ENV, "valueFrom": {
             "secretKeyRef": {"name": database.name, "key": database.key}}})
@@ -66,8 +70,8 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
         "name": job,
         "image": inputs.image,
         "imagePullPolicy": inputs.image_pull_policy,
-        "args": [names.JOB_COMMANDS[job], "--root", names.DATA_MOUNT,
-                 "--result-file", names.TERMINATION_LOG],
+        "args": [names.JOB_COMMANDS[job], "--" + commands.ROOT, names.DATA_MOUNT,
+                 "--" + commands.RESULT_FILE, names.TERMINATION_LOG],
         "env": container_env,
         "securityContext": container_security_context(),
         "terminationMessagePath": names.TERMINATION_LOG,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from district_contract import commands
+from district_contract.commands import env_var
+
 from district_operator import names
 from district_operator.builders.common import (
     BuildInputs,
@@ -27,17 +30,18 @@ def server_env(district: District) -> dict[str, str]:
     host_keys = ",".join(f"{names.HOST_KEYS_DIR}/{file_name}"
                          for file_name in names.HOST_KEY_FILES.values())
     values = {
-        "SFTPD_ROOT": names.DATA_MOUNT,
-        "SFTPD_LOGIN": district.login,
-        "SFTPD_PORT": str(names.SSH_PORT),
-        "SFTPD_METRICS_PORT": str(names.METRICS_PORT),
-        "SFTPD_HOST_KEY": host_keys,
-        "SFTPD_AUTHORIZED_KEYS": f"{names.AUTHORIZED_KEYS_DIR}/{names.AUTHORIZED_KEYS_FILE}",
+        env_var(commands.ROOT): names.DATA_MOUNT,
+        env_var(commands.LOGIN): district.login,
+        env_var(commands.PORT): str(names.SSH_PORT),
+        env_var(commands.METRICS_PORT): str(names.METRICS_PORT),
+        env_var(commands.HOST_KEY): host_keys,
+        env_var(commands.AUTHORIZED_KEYS):
+            f"{names.AUTHORIZED_KEYS_DIR}/{names.AUTHORIZED_KEYS_FILE}",
     }
     if district.allowed_source_ranges:
         # Enforced again in the server: a NetworkPolicy sees no client address behind some
         # load balancers, the server's own check always does.
-        values["SFTPD_ALLOWED_SOURCE"] = ",".join(district.allowed_source_ranges)
+        values[env_var(commands.ALLOWED_SOURCE)] = ",".join(district.allowed_source_ranges)
     return values
 
 
@@ -47,7 +51,7 @@ def deployment(district: District, inputs: BuildInputs) -> dict[str, Any]:
         "name": names.CONTAINER_SERVER,
         "image": inputs.image,
         "imagePullPolicy": inputs.image_pull_policy,
-        "args": ["serve", "--root", names.DATA_MOUNT],
+        "args": [commands.SERVE, "--" + commands.ROOT, names.DATA_MOUNT],
         "env": env(server_env(district)),
         "ports": [
             {"name": names.PORT_NAME_SSH, "containerPort": names.SSH_PORT, "protocol": "TCP"},

@@ -187,10 +187,12 @@ def test_cronjobs_follow_the_pod_contract() -> None:
     assert epochs_env["DATABASE_URL"]["valueFrom"] == {
         "secretKeyRef": {"name": "lincoln-db", "key": "uri"}}
     assert epochs_env["SFTPD_SETTLE_SECONDS"]["value"] == "60"
+    assert "SFTPD_DISTRICT" not in epochs_env  # process-epochs has no --district
     backup_env = {e["name"]: e for e in jobs["backup"]["spec"]["jobTemplate"]["spec"]["template"]
                   ["spec"]["containers"][0]["env"]}
     assert backup_env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "app-uri"
-    assert backup_env["SFTPD_KEEP"]["value"] == "5"
+    assert backup_env["SFTPD_KEEP_BACKUPS"]["value"] == "5"
+    assert backup_env["SFTPD_DISTRICT"]["value"] == "lincoln"
     retention_env = {e["name"]: e for e in jobs["retention"]["spec"]["jobTemplate"]["spec"]
                      ["template"]["spec"]["containers"][0]["env"]}
     assert retention_env["SFTPD_PROCESSED_DAYS"]["value"] == "7"

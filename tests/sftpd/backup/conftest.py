@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.postgres import PostgresServer
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from district_operator.localcluster.ports import free_port
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.ports import free_port
+from district_devtools.postgres import PostgresServer
 
 from tests.conftest import missing
 
@@ -55,7 +55,7 @@ def assert_failed_cleanly(run: Any, reason: str, directory: Path,
     assert run.result["kind"] == "backup" and run.result["outcome"] == "Failed"
     assert run.result["reason"] == reason, run.result
     assert run.result["file"] == "" and run.result["kept"] == 1
-    assert any(e["event"] == "backup-failed" for e in run.events)
+    assert any(e["event"] == "backup.failed" for e in run.events)
     assert snapshot(directory) == before, "earlier backups changed or something was left"
     assert checksums_verify(directory)
 

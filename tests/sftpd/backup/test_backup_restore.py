@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.postgres import PostgresServer
 
 from sftpd.backup.rotation import BACKUP_NAME
 
@@ -31,7 +31,7 @@ def test_backup_restores_row_for_row_and_checksum_verifies(
     root = tmp_path / "volume"
     root.mkdir()
 
-    run = run_backup(root, source, "--keep", "3")
+    run = run_backup(root, source, "--keep-backups", "3")
 
     assert run.returncode == 0, run.result
     result = run.result
@@ -50,7 +50,7 @@ def test_backup_restores_row_for_row_and_checksum_verifies(
     check = subprocess.run(["sha256sum", "-c", name + ".sha256"], cwd=backups_dir(root),
                            capture_output=True, text=True, check=False)
     assert check.returncode == 0 and check.stdout.strip() == f"{name}: OK"
-    assert any(e["event"] == "backup-published" and e["file"] == name for e in run.events)
+    assert any(e["event"] == "backup.published" and e["file"] == name for e in run.events)
 
     # The restore a district runs: pg_restore into a fresh, empty database.
     target = new_database("restored")
@@ -98,7 +98,7 @@ def test_rotation_keeps_newest_good_backups_and_leaves_other_files(
 
     names = []
     for _ in range(4):
-        run = run_backup(root, source, "--district", "lincoln", "--keep", "2")
+        run = run_backup(root, source, "--district", "lincoln", "--keep-backups", "2")
         assert run.returncode == 0, run.result
         names.append(run.result["file"])
     assert len(set(names)) == 4
@@ -116,7 +116,7 @@ def test_rotation_keeps_newest_good_backups_and_leaves_other_files(
 
 def test_keep_zero_is_refused(tmp_path: Path, database_url: str, run_backup: Run) -> None:
     proc = subprocess.run([sys.executable, "-m", "sftpd", "backup", "--root", str(tmp_path),
-                           "--database-url", database_url, "--keep", "0"],
+                           "--database-url", database_url, "--keep-backups", "0"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "at least 1" in proc.stderr

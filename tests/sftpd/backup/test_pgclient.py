@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from district_operator.localcluster.postgres import PostgresServer
+from district_devtools.postgres import PostgresServer
 
 from sftpd.backup.errors import BackupError
 from sftpd.backup.pgclient import (

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
 import psycopg
+from district_contract import results
+from district_contract.results import EpochsResult, Outcome
 
 from sftpd import tree
 from sftpd.epochs import ledger
@@ -228,11 +231,11 @@ def test_staff_force_a_format_and_mark_processed(root: Path, database_url: str) 
 
 def test_nothing_to_do_and_bad_usage(root: Path, database_url: str) -> None:
     code, result = run_epochs(root, database_url)
-    assert code == 0 and result == {"kind": "epochs", "outcome": "NothingToDo", "processed": [],
-                                    "unrecognized": [], "pending": [],
-                                    "message": "NothingToDo: 0 processed"}
+    assert code == 0 and results.parse(json.dumps(result)) == EpochsResult(
+        outcome=Outcome.NOTHING_TO_DO, message="NothingToDo: 0 processed")
     code, result = run_epochs(root, database_url, "--format", "oneroster")
-    assert code == 1 and "--format needs --epoch" in result["message"]
+    assert code == 2 and result["outcome"] == "Failed"
+    assert result["reason"] == "InvalidArguments" and "--format needs --epoch" in result["message"]
     code, result = run_epochs(root, "postgresql://nobody@127.0.0.1:1/none")
     assert code == 1 and "the run stopped" in result["message"]
 

@@ -248,3 +248,13 @@ def test_a_hostile_header_is_refused_without_reading_the_file(tmp_path: Path) ->
     validation = GenericCsvFormat().validate(epoch)
     assert [p.describe() for p in validation.errors] == [
         "users.csv line 1: the header is not RFC 4180 CSV: no line end in the first 64 KiB"]
+
+
+def test_the_contract_knows_every_format_the_job_registers() -> None:
+    """The plugin checks `--format` against the contract: both formats must be there, in the
+    order the processor asks them."""
+    from district_contract import commands
+
+    from sftpd.formats import registered_formats
+
+    assert tuple(registered_formats()) == commands.FORMATS_KNOWN

@@ -143,7 +143,7 @@ def start_server(root: Path, keys: Keys, log: Path, *extra: str) -> ServerProces
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"sftpd serve exited: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        if log.exists() and '"listening"' in log.read_text():
+        if log.exists() and '"server.listening"' in log.read_text():
             return server
         time.sleep(0.05)
     proc.kill()

@@ -38,7 +38,7 @@ def test_key_rotation_without_restart(server: ServerProcess, keys: Keys) -> None
     try:
         assert openssh_sftp(server, keys, "ls /\n", keys.other).returncode == 0
         assert openssh_sftp(server, keys, "ls /\n").returncode != 0
-        bad = server.wait_event("authorized_keys_bad_line")
+        bad = server.wait_event("authorized_keys.line_skipped")
         assert bad[-1]["line"] == 1
     finally:
         keys.authorize(keys.client)
@@ -53,7 +53,7 @@ def test_wrong_key_and_password_are_refused(server: ServerProcess, keys: Keys) -
     with pytest.raises(paramiko.BadAuthenticationType) as exc:
         paramiko_connect(server, password="lincoln")
     assert exc.value.allowed_types == ["publickey"]
-    failed = server.events("login_failed")
+    failed = server.events("login.failed")
     assert any(e["reason"] == "unknown_key" and e["fingerprint"] == other.fingerprint
                for e in failed)
 
@@ -90,7 +90,7 @@ def test_allow_list(server: ServerProcess, keys: Keys) -> None:
     # OpenSSH bound to the refused source address fails the same way.
     assert openssh_sftp(server, keys, "ls /\n", None, "-o", "BindAddress=127.0.0.2").returncode
     assert any(e["reason"] == "source_not_allowed" and e["source"] == "127.0.0.2"
-               for e in server.events("connection_refused"))
+               for e in server.events("connection.refused"))
 
 
 def test_ban_after_repeated_failures(server: ServerProcess, keys: Keys) -> None:
@@ -99,13 +99,13 @@ def test_ban_after_repeated_failures(server: ServerProcess, keys: Keys) -> None:
     for _ in range(4):
         with pytest.raises(paramiko.AuthenticationException):
             paramiko_connect(server, "127.0.0.3", pkey=other)
-    server.wait_event("banned")
+    server.wait_event("address.banned")
     # Banned: even the right key is refused from that address ...
     with pytest.raises((paramiko.SSHException, EOFError, ConnectionError)):
         paramiko_connect(server, "127.0.0.3", pkey=good)
     # ... while other addresses are unaffected.
     paramiko_connect(server, "127.0.0.1", pkey=good).close()
-    assert any(e["reason"] == "banned" for e in server.events("connection_refused"))
+    assert any(e["reason"] == "banned" for e in server.events("connection.refused"))
 
 
 def test_auth_attempts_per_connection_are_limited(server: ServerProcess, keys: Keys) -> None:

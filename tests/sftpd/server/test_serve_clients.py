@@ -55,10 +55,10 @@ get /downloads/backups/lincoln.dump {out}
     assert listed.split()[2:4] == [str(os.getuid()), str(os.getgid())], listed
     assert_uploaded(seeded, "upload/2026-11-29T0200Z-sftp/users.csv")
     assert out.read_bytes() == BACKUP
-    closes = [e for e in seeded.events("close")
+    closes = [e for e in seeded.events("file.closed")
               if e["path"] == "/upload/2026-11-29T0200Z-sftp/users.csv"]
     assert closes and closes[-1]["bytes"] == len(PAYLOAD) and closes[-1]["complete"]
-    assert any(e["fingerprint"].startswith("SHA256:") for e in seeded.events("login"))
+    assert any(e["fingerprint"].startswith("SHA256:") for e in seeded.events("login.succeeded"))
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["scp-sftp-protocol", "scp-O-legacy"])

@@ -111,7 +111,7 @@ def test_escape_and_permission_attempts_are_refused(
     assert snapshot(server.root) == before
     assert snapshot(planted) == outside_before
     assert Path("/etc/passwd").read_bytes() == etc_passwd
-    denied = {e.get("op") for e in server.events("denied")}
+    denied = {e.get("op") for e in server.events("request.denied")}
     assert {"open", "mkdir", "rename", "setstat", "symlink"} <= denied
 
 

@@ -1,0 +1,1 @@
+"""Development tooling, never shipped: local control plane, kubelet stand-in, PostgreSQL, demo."""

@@ -1,0 +1,91 @@
+"""The District's condition types and reasons: every value its status conditions can carry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+from district_contract.results import Outcome
+
+
+class ConditionType(StrEnum):
+    """The condition types, in the order the status lists them."""
+
+    READY = "Ready"
+    STORAGE_READY = "StorageReady"
+    SERVER_READY = "ServerReady"
+    KEYS_VALID = "KeysValid"
+    PROCESSING_HEALTHY = "ProcessingHealthy"
+    BACKUPS_HEALTHY = "BackupsHealthy"
+    UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
+
+
+class Reason(StrEnum):
+    """Every condition reason (CamelCase, for programs); docs/operator.md lists them per type."""
+
+    # Ready
+    READY = "Ready"
+    SUSPENDED = "Suspended"
+    STORAGE_NOT_READY = "StorageNotReady"
+    SERVER_NOT_READY = "ServerNotReady"
+    KEYS_NOT_READY = "KeysNotReady"
+    PROCESSING_NOT_READY = "ProcessingNotReady"
+    BACKUPS_NOT_READY = "BackupsNotReady"
+    # StorageReady (Pending and Lost are the claim's own phases)
+    BOUND = "Bound"
+    RESIZING = "Resizing"
+    PENDING = "Pending"
+    LOST = "Lost"
+    NOT_BOUND = "NotBound"
+    NOT_CREATED = "NotCreated"
+    STORAGE_UPDATE_REFUSED = "StorageUpdateRefused"
+    # ServerReady
+    AVAILABLE = "Available"
+    UNAVAILABLE = "Unavailable"
+    APPLY_FAILED = "ApplyFailed"
+    # KeysValid
+    KEYS_VALID = "KeysValid"
+    INVALID_KEYS = "InvalidKeys"
+    NO_VALID_KEYS = "NoValidKeys"
+    KEYS_SECRET_NOT_FOUND = "KeysSecretNotFound"  # noqa: S105 - a reason, not a password
+    KEYS_SECRET_KEY_MISSING = "KeysSecretKeyMissing"  # noqa: S105
+    # ProcessingHealthy and BackupsHealthy
+    SUCCEEDED = "Succeeded"
+    NOTHING_TO_DO = "NothingToDo"
+    NEEDS_ATTENTION = "NeedsAttention"
+    JOB_FAILED = "JobFailed"
+    BACKUP_SUCCEEDED = "BackupSucceeded"
+    BACKUP_FAILED = "BackupFailed"
+    NOT_CONFIGURED = "NotConfigured"
+    NO_RUN_YET = "NoRunYet"
+    NO_DATABASE = "NoDatabase"
+    DATABASE_SECRET_NOT_FOUND = "DatabaseSecretNotFound"  # noqa: S105
+    DATABASE_SECRET_KEY_MISSING = "DatabaseSecretKeyMissing"  # noqa: S105
+    DATABASE_SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+    # UploadsNeedAttention
+    UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
+    NONE_WAITING = "NoneWaiting"
+
+
+# Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
+JOB_REASONS: Final = frozenset({Reason.SUCCEEDED, Reason.NOTHING_TO_DO, Reason.NEEDS_ATTENTION,
+                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED})
+# ProcessingHealthy's reason for each outcome of an epochs run.
+EPOCHS_OUTCOME_REASONS: Final[Mapping[Outcome, Reason]] = {
+    Outcome.SUCCEEDED: Reason.SUCCEEDED, Outcome.NOTHING_TO_DO: Reason.NOTHING_TO_DO,
+    Outcome.NEEDS_ATTENTION: Reason.NEEDS_ATTENTION, Outcome.FAILED: Reason.JOB_FAILED}
+# Ready's reason when this condition is the first problem.
+NOT_READY: Final[Mapping[ConditionType, Reason]] = {
+    ConditionType.STORAGE_READY: Reason.STORAGE_NOT_READY,
+    ConditionType.SERVER_READY: Reason.SERVER_NOT_READY,
+    ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
+    ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
+    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY}
+# KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
+KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
+                                  Reason.KEYS_SECRET_KEY_MISSING})
+# A volume claim's phase as StorageReady's reason.
+CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": Reason.LOST}
+# Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
+ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION})

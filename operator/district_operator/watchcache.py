@@ -1,0 +1,109 @@
+"""What the operator remembers of each District between watch events, forgotten with it."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from district_operator import names
+from district_operator.conditions import ConditionType
+from district_operator.model import District
+from district_operator.status import Observed
+
+DistrictKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass
+class DistrictMemory:
+    """Everything kept for one District; read and written only under `lock`."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    uid: str = ""
+    # The status we last wrote: we are its only writer, and a watch event or a GET may still
+    # show an older one.
+    status: dict[str, Any] | None = None
+    # The District as last reconciled and what that reconcile observed, so that a child's watch
+    # event is checked against that one child without reading everything again.
+    district: District | None = None
+    observed: Observed | None = None
+    # (kind, name) -> the resourceVersion of a child we wrote or read last: watch events
+    # carrying it are echoes of our own work.
+    seen_versions: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Secret name -> the manifest we applied (a Secret's content comes from other objects).
+    applied_secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def adopt(self, uid: str) -> None:
+        """Start afresh when this name now belongs to another District (deleted, recreated)."""
+        if uid != self.uid:
+            self.uid = uid
+            self.status = None
+            self.district = None
+            self.observed = None
+            self.seen_versions.clear()
+            self.applied_secrets.clear()
+
+    def remember(self, child: Mapping[str, Any] | None) -> None:
+        if child:
+            meta = child.get("metadata", {})
+            self.seen_versions[(str(child.get("kind")), meta.get("name", ""))] = \
+                meta.get("resourceVersion", "")
+
+
+def ready_state(district_status: Mapping[str, Any] | None) -> str:
+    """The Ready condition's status ("True", "False", "Unknown") in a District status."""
+    for condition in (district_status or {}).get("conditions") or []:
+        if condition.get("type") == ConditionType.READY:
+            return str(condition.get("status", "Unknown"))
+    return "Unknown"
+
+
+class WatchCache:
+    """The per-District memory of one operator process, safe to use from many threads."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._entries: dict[DistrictKey, DistrictMemory] = {}
+
+    def memory(self, key: DistrictKey) -> DistrictMemory:
+        """The District's memory, new when there is none (lock it before use)."""
+        with self._guard:
+            return self._entries.setdefault(key, DistrictMemory())
+
+    def existing(self, key: DistrictKey) -> DistrictMemory | None:
+        """The District's memory when it has one: a watch event alone never creates one."""
+        return self._entries.get(key)
+
+    def forget(self, namespace: str, name: str, uid: str) -> None:
+        """Drop everything kept for a deleted District (a newer one of the same name stays).
+
+        A reconcile still running holds the dropped memory and finishes into it: nothing of it
+        comes back here.
+        """
+        with self._guard:
+            memory = self._entries.get((namespace, name))
+            if memory is not None and memory.uid in (uid, ""):
+                del self._entries[(namespace, name)]
+
+    def is_known_version(self, kind: str, body: Mapping[str, Any]) -> bool:
+        """True when a child's watch event carries a version this operator already saw.
+
+        Runs in kopf's event loop for every child event: dictionary reads only, no lock.
+        """
+        meta = body.get("metadata", {})
+        owner = (meta.get("labels") or {}).get(names.LABEL_DISTRICT, "")
+        memory = self._entries.get((meta.get("namespace", ""), owner))
+        return memory is not None and \
+            memory.seen_versions.get((kind, meta.get("name", ""))) == meta.get("resourceVersion")
+
+    def districts_by_readiness(self) -> Counter[tuple[str, str]]:
+        """(namespace, Ready status) -> how many Districts with a status this process keeps."""
+        with self._guard:
+            memories = list(self._entries.items())
+        return Counter((namespace, ready_state(memory.status))
+                       for (namespace, _), memory in memories if memory.status is not None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,84 @@
+"""The watch cache on the real control plane: what a reconcile leaves, and forget() clearing it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from district_operator import api, builders, keys, names
+from district_operator.reconciler import Reconciler
+from district_operator.watchcache import WatchCache
+
+from tests.district_operator.conftest import TEST_IMAGE, district_manifest, make_namespace
+
+pytestmark = pytest.mark.cluster
+NS = "watchcache"
+
+
+@pytest.fixture(scope="module")
+def namespace(crd: Any) -> Iterator[str]:
+    yield make_namespace(crd, NS)
+    crd.kubectl("delete", "namespace", NS, "--wait=false")
+
+
+@pytest.fixture
+def cache() -> WatchCache:
+    return WatchCache()
+
+
+@pytest.fixture
+def reconciler(kube: api.Kube, cache: WatchCache) -> Reconciler:
+    return Reconciler(kube, builders.BuildInputs(image=TEST_IMAGE), cache)
+
+
+def create_district(kube: api.Kube, name: str) -> dict[str, Any]:
+    public_key = keys.generate_host_keys()["ssh_host_ed25519_key.pub"].strip()
+    kube.create(district_manifest(name, NS, authorizedKeys=[public_key]))
+    body = kube.get(names.KIND, NS, name)
+    assert body is not None
+    return body
+
+
+def keys_secret(kube: api.Kube, name: str) -> dict[str, Any]:
+    secret = kube.get("Secret", NS, names.authorized_keys_secret(name))
+    assert secret is not None
+    return secret
+
+
+def test_forget_leaves_nothing_of_a_deleted_district(
+        namespace: str, kube: api.Kube, cache: WatchCache, reconciler: Reconciler) -> None:
+    body = create_district(kube, "forgotten")
+    reconciler.reconcile(body)
+    secret = keys_secret(kube, "forgotten")
+    # The reconcile remembered its children's versions and the status it wrote.
+    assert cache.is_known_version("Secret", secret)
+    assert cache.districts_by_readiness() == {(NS, "False"): 1}
+    kube.delete(names.KIND, NS, "forgotten")
+    cache.forget(NS, "forgotten", body["metadata"]["uid"])
+    assert not cache.is_known_version("Secret", secret)
+    assert len(cache) == 0
+    assert not cache.districts_by_readiness()
+
+
+def test_a_district_deleted_during_its_reconcile_leaves_nothing(
+        namespace: str, kube: api.Kube, cache: WatchCache, reconciler: Reconciler) -> None:
+    body = create_district(kube, "vanishing")
+    kube.delete(names.KIND, NS, "vanishing")
+    reconciler.reconcile(body)  # applies the children, then finds the District gone
+    assert len(cache) == 0
+
+
+def test_forgetting_a_deleted_district_keeps_its_successor_of_the_same_name(
+        namespace: str, kube: api.Kube, cache: WatchCache, reconciler: Reconciler) -> None:
+    first = create_district(kube, "reborn")
+    reconciler.reconcile(first)
+    kube.delete(names.KIND, NS, "reborn")
+    second = create_district(kube, "reborn")
+    reconciler.reconcile(second)
+    # The old District's DELETED event arrives after its successor was reconciled.
+    cache.forget(NS, "reborn", first["metadata"]["uid"])
+    assert len(cache) == 1
+    assert cache.is_known_version("Secret", keys_secret(kube, "reborn"))
+    cache.forget(NS, "reborn", second["metadata"]["uid"])
+    assert len(cache) == 0
