@@ -46,7 +46,7 @@ class ServiceSpec:
 class Processing:
     schedule: str = "*/10 * * * *"
     settle_seconds: int = 300
-    formats: tuple[str, ...] = ("oneroster",)
+    formats: tuple[str, ...] = ("oneroster", "generic-csv")
     database: SecretKeyRef | None = None
 
 
@@ -133,7 +133,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
     if not commands.valid_login(login):
         raise InvalidDistrictError(f"login {login!r} is not a valid user name: use "
                                    f"{commands.LOGIN_RULE}")
-    format_names = ("oneroster",) if formats is None else _strings(formats,
+    format_names = Processing.formats if formats is None else _strings(formats,
                                                                    "spec.processing.formats")
     unknown = [f for f in format_names if f not in commands.FORMATS_KNOWN]
     if unknown:

@@ -13,6 +13,7 @@ from district_contract.results import EpochsResult, Outcome, ProcessedEpoch
 from sftpd import options
 from sftpd.epochs import checkpoints
 from sftpd.epochs.processor import Processor, Summary
+from sftpd.epochs.walk import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENTRIES, Limits
 from sftpd.events import emit
 from sftpd.formats import registered_formats
 from sftpd.options import UsageError
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
               metavar="FORMAT")
     opt.number("lock-wait-seconds", "how long to wait for another run to finish", 15,
                minimum=0)
+    opt.number("max-tree-depth", "folders an epoch may nest; a deeper one is left for staff",
+               DEFAULT_MAX_DEPTH, minimum=1)
+    opt.number("max-tree-entries", "files and folders an epoch (or upload/ as loose files) "
+               "may hold; a larger one is left for staff", DEFAULT_MAX_ENTRIES, minimum=1)
     opt.text("epoch", "staff: process only this epoch now, without waiting to settle",
              metavar="EPOCH")
     opt.text("format", "staff, with --epoch: process it as this format", metavar="FORMAT")
@@ -57,7 +62,7 @@ def _processed(summary: Summary) -> tuple[ProcessedEpoch, ...]:
 def _outcome(summary: Summary) -> Outcome:
     if summary.problems or any(p["outcome"] == Outcome.FAILED for p in summary.processed):
         return Outcome.FAILED
-    if summary.unrecognized:
+    if summary.unrecognized or summary.refused:
         return Outcome.NEEDS_ATTENTION
     if not summary.processed:
         return Outcome.NOTHING_TO_DO
@@ -71,6 +76,9 @@ def _message(summary: Summary, outcome: Outcome) -> str:
         parts.append("failed: " + ", ".join(failed))
     if summary.unrecognized:
         parts.append("unrecognized, waiting for staff: " + ", ".join(summary.unrecognized))
+    if summary.refused:
+        parts.append("left alone, waiting for staff: " + "; ".join(
+            f"{name} ({why})" for name, why in summary.refused.items()))
     if summary.pending:
         parts.append(f"{len(summary.pending)} not complete yet")
     parts += summary.problems
@@ -101,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     outcome = _outcome(summary)
     result = EpochsResult(outcome=outcome, message=_message(summary, outcome),
                           processed=_processed(summary),
-                          unrecognized=tuple(summary.unrecognized),
+                          # Refused entries wait for staff like unrecognized ones (the
+                          # message says why).
+                          unrecognized=(*summary.unrecognized, *summary.refused),
                           pending=tuple(summary.pending))
     line = results.write(args.result_file, result)
     emit("epochs.finished", result=line, checkpoints=checkpoints.passed())
@@ -118,7 +128,8 @@ def _process(args: argparse.Namespace, formats: dict[str, Any], now: float | Non
             if not ledger.try_lock(conn, args.lock_wait_seconds):
                 emit("epochs.busy")
                 return Summary(problems=["another process-epochs run holds the lock"])
-            processor = Processor(args.root, conn, formats, enabled, args.settle_seconds, now)
+            processor = Processor(args.root, conn, formats, enabled, args.settle_seconds, now,
+                                  Limits(args.max_tree_depth, args.max_tree_entries))
             if args.mark_processed:
                 return processor.mark_processed(args.mark_processed)
             if args.epoch:

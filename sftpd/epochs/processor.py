@@ -27,11 +27,12 @@ from typing import Any
 import psycopg
 
 from sftpd import tree, uploads
-from sftpd.epochs import completion, ledger, report
+from sftpd.epochs import completion, ledger, report, stagings
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
-from sftpd.epochs.gather import Gathering, gather_loose_files
-from sftpd.epochs.names import GATHER_PREFIX
+from sftpd.epochs.gather import Gathering, gather_loose_files, gathered_note
+from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
+from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
 from sftpd.events import emit
 from sftpd.formats import FileCount, Format, Problem
 
@@ -52,11 +53,15 @@ class Summary:
     unrecognized: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Entries of upload/ the processor will not touch, and why (waiting for staff, like the
+    # unrecognized ones): names are shown with undecodable bytes escaped.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class Processor:
     def __init__(self, root: Path, conn: psycopg.Connection[Any], formats: dict[str, Format],
-                 enabled: list[str], settle_seconds: float, now: float | None = None) -> None:
+                 enabled: list[str], settle_seconds: float, now: float | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.upload = root / tree.UPLOAD
         self.processed_dir = root / tree.UPLOAD_PROCESSED
         self.conn = conn
@@ -64,9 +69,11 @@ class Processor:
         self.enabled = enabled
         self.settle_seconds = settle_seconds
         self.now = time.time() if now is None else now
+        self.limits = limits
         self.summary = Summary()
         tree.ensure_tree(root)
         ledger.ensure(conn)
+        self.stagings = stagings.Record(conn, self.when)
         self.unfinished = self._reconcile()
 
     @property
@@ -89,7 +96,7 @@ class Processor:
         entries = self.unfinished.get(epoch.name)
         if not entries:
             return False
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         match = next((e for e in entries if e.digest == digest), None)
         if match is None:
             return False
@@ -101,29 +108,41 @@ class Processor:
         # Each step holds its directory against changes over SFTP (uploads.claimed) from
         # before it looks until it is done, so nothing can be opened for writing in between.
         with uploads.claimed(self.upload) as ours:
-            gathering = (gather_loose_files(self.upload, self.settle_seconds, self.now) if ours
+            gathering = (gather_loose_files(self.upload, self.settle_seconds, self.now,
+                                            self.stagings, self.limits.max_entries) if ours
                          else Gathering(waiting=_BEING_WRITTEN))
+        if gathering.refused:
+            self._refuse(f"{tree.UPLOAD}/ (loose files)", gathering.refused)
         if gathering.waiting:
             self.summary.pending.append(f"{tree.UPLOAD}/ (loose files)")
             emit("loose_files.waiting", reason=gathering.waiting)
         for name in gathering.epochs:
             emit("loose_files.gathered", epoch=name)
+        for name in gathering.untrusted:
+            self._refuse(name, "a reserved name (.sftpd-gather-*) not made by the processor")
         for epoch in sorted(self.upload.iterdir()):
             if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
                 continue
             with uploads.claimed(epoch) as ours:
-                if ours:
-                    self._take(epoch, epoch.name in gathering.epochs)
-                else:
+                if not ours:
                     self.summary.pending.append(epoch.name)
                     emit("epoch.pending", epoch=epoch.name, reason=_BEING_WRITTEN)
+                    continue
+                try:
+                    self._take(epoch, epoch.name in gathering.epochs)
+                except TreeTooLarge as exc:
+                    self._refuse(epoch.name, f"{exc}")
         return self.summary
 
     def _take(self, epoch: Path, gathered: bool) -> None:
         """Finish, process or leave one epoch (claimed by the caller)."""
+        if not is_utf8(epoch.name):
+            self._refuse(epoch.name, "its name is not valid UTF-8; rename it")
+            return
         if self._resume(epoch):
             return
-        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=gathered)
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=gathered,
+                                 limits=self.limits)
         if not state.complete:
             self.summary.pending.append(epoch.name)
             emit("epoch.pending", epoch=epoch.name, reason=state.reason)
@@ -135,15 +154,32 @@ class Processor:
             return
         self._process(epoch, *found)
 
+    def _refuse(self, name: str, why: str) -> None:
+        """Leave an entry of upload/ alone for staff, saying why."""
+        self.summary.refused[shown(name)] = why
+        emit("epoch.refused", epoch=name, reason=why)
+
     def run_one(self, name: str, forced_format: str | None) -> Summary:
         """Staff: process one epoch now (no settle wait), optionally as a given format."""
         with self._staff_claim(name) as ours:
-            return self._run_one(name, forced_format) if ours else self.summary
+            if not ours:
+                return self.summary
+            try:
+                return self._run_one(name, forced_format)
+            except TreeTooLarge as exc:
+                self._refuse(name, f"{exc}")
+                return self.summary
 
     def mark_processed(self, name: str) -> Summary:
         """Staff: move an epoch to upload-processed/ without importing anything."""
         with self._staff_claim(name) as ours:
-            return self._mark_processed(name) if ours else self.summary
+            if not ours:
+                return self.summary
+            try:
+                return self._mark_processed(name)
+            except TreeTooLarge as exc:
+                self._refuse(name, f"{exc}")
+                return self.summary
 
     @contextlib.contextmanager
     def _staff_claim(self, name: str) -> Iterator[bool]:
@@ -181,7 +217,7 @@ class Processor:
         epoch = self._staff_epoch(name)
         if epoch is None or self._resume(epoch):
             return self.summary
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         existing = ledger.lookup(self.conn, name, digest)
         if existing is not None:
             self._finish(epoch, digest, existing.report)
@@ -198,10 +234,12 @@ class Processor:
 
     def _staff_epoch(self, name: str) -> Path | None:
         epoch = self.upload / name
-        if "/" in name or name.startswith(".") or not epoch.is_dir():
-            self.summary.problems.append(f"no epoch named {name!r} in {tree.UPLOAD}/")
+        if ("/" in name or name.startswith(".") or not epoch.is_dir() or epoch.is_symlink()
+                or not is_utf8(name)):
+            self.summary.problems.append(f"no epoch named {shown(name)!r} in {tree.UPLOAD}/")
             return None
-        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=True)
+        state = completion.check(epoch, self.settle_seconds, self.now, skip_quiet=True,
+                                 limits=self.limits)
         if not state.complete and not self.unfinished.get(name):
             self.summary.pending.append(name)
             emit("epoch.pending", epoch=name, reason=state.reason)
@@ -217,7 +255,7 @@ class Processor:
 
     def _process(self, epoch: Path, fmt: Format, description: str, note: str = "") -> None:
         emit("epoch.started", epoch=epoch.name, format=fmt.name, description=description)
-        digest = completion.content_digest(epoch)
+        digest = completion.content_digest(epoch, self.limits)
         checkpoint("digest computed")
         existing = ledger.lookup(self.conn, epoch.name, digest)
         if existing is not None:
@@ -227,6 +265,7 @@ class Processor:
                              f"{again['processedAt']}; not imported again")
             self._finish(epoch, digest, again)
             return
+        note = "; ".join(n for n in (note, gathered_note(epoch)) if n)
         result = self._import(epoch, digest, fmt, description, note)
         checkpoint("import committed")
         self._finish(epoch, digest, result)

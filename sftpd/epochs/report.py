@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sftpd.epochs.fsops import write_atomically
-from sftpd.epochs.names import PROCESSING_JSON, PROCESSING_LOG
+from sftpd.epochs.names import PROCESSING_JSON, PROCESSING_LOG, shown
 from sftpd.formats import FileCount, Problem
 
 # Problems listed in the log (all are counted); the rest of a broken million-row file would
@@ -16,11 +16,23 @@ from sftpd.formats import FileCount, Problem
 MAX_LISTED = 2000
 
 
+def printable(value: Any) -> Any:
+    """value with every string made storable as UTF-8 text (undecodable bytes of file names
+    written as \\xNN), for JSON, the log and the ledger's jsonb alike."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
+
+
 def build(*, epoch: str, digest: str, outcome: str, format_name: str | None,
           description: str, processed_at: datetime, files: list[FileCount],
           errors: list[Problem], error_count: int, warnings: list[Problem],
           note: str = "") -> dict[str, Any]:
-    return {
+    report: dict[str, Any] = printable({
         "epoch": epoch,
         "digest": digest,
         "outcome": outcome,
@@ -33,7 +45,8 @@ def build(*, epoch: str, digest: str, outcome: str, format_name: str | None,
         "problems": [p.as_json() for p in errors[:MAX_LISTED]],
         "warnings": [p.as_json() for p in warnings[:MAX_LISTED]],
         "note": note,
-    }
+    })
+    return report
 
 
 def render_log(report: dict[str, Any]) -> str:

@@ -93,7 +93,9 @@ class Format(Protocol):
 
 def registered_formats() -> dict[str, Format]:
     """Every format this build knows, by name, in the order they are asked to recognize."""
+    from sftpd.formats.generic_csv import GenericCsvFormat
     from sftpd.formats.oneroster import OneRosterFormat
 
-    formats: list[Format] = [OneRosterFormat()]
+    # OneRoster first: its manifest is unambiguous; Generic CSV never claims an epoch with one.
+    formats: list[Format] = [OneRosterFormat(), GenericCsvFormat()]
     return {f.name: f for f in formats}

@@ -27,7 +27,13 @@ from asyncssh.sftp import (
 )
 
 from sftpd import tree
-from sftpd.epochs.names import GATHER_PREFIX, PROCESSING_JSON, PROCESSING_LOG, WRITING_SUFFIX
+from sftpd.epochs.names import (
+    GATHER_PREFIX,
+    GATHERED_FROM,
+    PROCESSING_JSON,
+    PROCESSING_LOG,
+    WRITING_SUFFIX,
+)
 from sftpd.server import beneath
 from sftpd.server.audit import BYTES_IN, BYTES_OUT, ERRORS, OPERATIONS, AuditLog
 from sftpd.uploads import hold_write_lock, share_epoch
@@ -47,7 +53,8 @@ COPY_CHUNK = 1 << 20
 _PROCESSOR_PREFIXES = (GATHER_PREFIX.encode(),)
 _PROCESSOR_SUFFIXES = (WRITING_SUFFIX.encode(),)
 # Names the processor writes as files into an epoch: a directory so named would stop it.
-_PROCESSOR_FILES = frozenset({PROCESSING_LOG.encode(), PROCESSING_JSON.encode()})
+_PROCESSOR_FILES = frozenset({PROCESSING_LOG.encode(), PROCESSING_JSON.encode(),
+                              GATHERED_FROM.encode()})
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from district_contract import commands
 from district_contract.results import INVALID_ARGUMENTS
 
 from sftpd import cli
+from sftpd.options import UsageError
 
 
 def sftpd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,7 +78,8 @@ def test_a_boolean_that_is_neither_is_bad_usage_with_a_result(tmp_path: Path) ->
 
 def test_lists_from_the_variable_or_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
-    assert parse("process-epochs", "--root", "/r").formats == ["oneroster"]
+    # The default is every registered format, in the order they are asked.
+    assert parse("process-epochs", "--root", "/r").formats == ["oneroster", "generic-csv"]
     # `processing.formats: []`: set but empty is the empty list, not the default.
     monkeypatch.setenv("SFTPD_FORMATS", "")
     assert parse("process-epochs", "--root", "/r").formats == []
@@ -86,6 +88,19 @@ def test_lists_from_the_variable_or_the_flags(monkeypatch: pytest.MonkeyPatch) -
     # The first flag replaces the variable's list; more flags add to it.
     assert parse("serve", "--login", "l", "--host-key", "/c,/d", "--host-key", "/e").host_key \
         == ["/c", "/d", "/e"]
+
+
+def test_the_processor_limits_from_the_variable_or_the_flags(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
+    args = parse("process-epochs", "--root", "/r")
+    assert (args.max_tree_depth, args.max_tree_entries) == (32, 100_000)
+    monkeypatch.setenv("SFTPD_MAX_TREE_DEPTH", "5")
+    args = parse("process-epochs", "--root", "/r", "--max-tree-entries", "7")
+    assert (args.max_tree_depth, args.max_tree_entries) == (5, 7)
+    monkeypatch.setenv("SFTPD_MAX_TREE_ENTRIES", "0")
+    with pytest.raises(UsageError, match="SFTPD_MAX_TREE_ENTRIES='0': must be at least 1"):
+        parse("process-epochs", "--root", "/r")
 
 
 @pytest.mark.parametrize(("argv", "env", "complaint"), [

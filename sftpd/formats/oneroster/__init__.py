@@ -14,6 +14,7 @@ from sftpd.formats.oneroster import bulkload
 from sftpd.formats.oneroster.database import Entry, import_staged, prepare
 from sftpd.formats.oneroster.source import (
     MANIFEST,
+    HeaderTooLong,
     Source,
     has_data_rows,
     header_problems,
@@ -42,6 +43,10 @@ class OneRosterFormat:
         source = locate(epoch)
         if source is None:
             return None
+        if source.refused is not None:
+            # A zip with one manifest.csv is meant as a set: claim it so that validate tells
+            # the district which member made it unreadable.
+            return Recognition(self.name, _describe(source, {}))
         try:
             props, _ = read_manifest(source)
         except (OSError, zipfile.BadZipFile, KeyError):
@@ -56,6 +61,9 @@ class OneRosterFormat:
             return Validation("no OneRoster set", errors=[Problem(
                 "no manifest.csv found (at the top of the epoch, in its only folder, or in "
                 "its only zip file)")])
+        if source.refused is not None:
+            return Validation(_describe(source, {}), errors=[Problem(
+                source.refused, source.zip_path.name if source.zip_path else None)])
         props, problems = read_manifest(source)
         result = Validation(_describe(source, props), errors=problems)
         version = props.get("oneroster.version", "")
@@ -149,6 +157,9 @@ def _header(source: Source, name: str, result: Validation) -> list[str] | None:
         header = read_header(source, name)
     except UnicodeDecodeError as exc:
         result.errors.append(Problem(f"header is not UTF-8 text: {exc.reason}", name, 1))
+        return None
+    except HeaderTooLong as exc:
+        result.errors.append(Problem(str(exc), name, 1))
         return None
     if header is None:
         result.errors.append(Problem("the file is empty; a header line is required", name, 1))

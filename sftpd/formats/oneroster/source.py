@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import IO
 
 from sftpd.epochs.names import is_reserved
-from sftpd.formats import Problem
+from sftpd.formats import Problem, archive
 
 MANIFEST = "manifest.csv"
 # Line breaks held back at a chunk's end in case they are the file's last bytes; past this many
 # they are passed on as they are (COPY then names the first blank line).
 MAX_HELD = 1 << 16
+# A manifest is a few dozen short lines, a header one line: what is read of each is bounded, so
+# a huge one (or a small zip that expands to one) costs no more than this.
+MAX_MANIFEST_BYTES = 64 << 10
+MAX_HEADER_BYTES = 64 << 10
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Source:
     folder: Path | None = None
     zip_path: Path | None = None
     members: dict[str, str] = field(default_factory=dict)
+    # Why the zip may not be read (a member named), when it may not.
+    refused: str | None = None
 
     @property
     def zipped(self) -> bool:
@@ -47,12 +53,13 @@ class Source:
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         if self.folder is not None:
-            with (self.folder / name).open("rb") as stream:
+            fd = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as stream:
                 yield stream
             return
         assert self.zip_path is not None
-        with zipfile.ZipFile(self.zip_path) as archive, archive.open(self.members[name]) as s:
-            yield s
+        with archive.open_member(self.zip_path, self.members[name]) as stream:
+            yield stream
 
     def where(self, name: str) -> str:
         """The file's name as a person finds it in the upload."""
@@ -79,10 +86,11 @@ def locate(epoch: Path) -> Source | None:
 
 
 def _zip_source(epoch: Path, path: Path) -> Source | None:
+    """The set in a zip; None when it is none (no single manifest.csv in it, not a readable
+    zip, or too many members to look at: then it waits for staff like any unknown upload)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if not n.endswith("/")]
-    except (zipfile.BadZipFile, OSError):
+        names, refused = archive.inspect(path)
+    except archive.ArchiveError:
         return None
     manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST]
     if len(manifests) != 1:
@@ -90,17 +98,52 @@ def _zip_source(epoch: Path, path: Path) -> Source | None:
     prefix = manifests[0][: -len(MANIFEST)]
     members = {n[len(prefix):]: n for n in names
                if n.startswith(prefix) and "/" not in n[len(prefix):]}
-    return Source(epoch, zip_path=path, members=members)
+    return Source(epoch, zip_path=path, members=members, refused=refused)
+
+
+class _Bounded(io.RawIOBase):
+    """At most `limit` bytes of a stream; reading past them raises TooLong."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self.raw = raw
+        self.left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.left <= 0:
+            if self.raw.read(1):
+                raise TooLong
+            return 0
+        data = self.raw.read(min(len(buffer), self.left))
+        self.left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class TooLong(Exception):
+    """A bounded read met more bytes than it allows."""
+
+
+def _text(raw: IO[bytes], limit: int) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedReader(_Bounded(raw, limit)), encoding="utf-8-sig",
+                            newline="")
 
 
 def read_manifest(source: Source) -> tuple[dict[str, str], list[Problem]]:
     """The manifest's properties, and any problem with its own shape."""
     problems: list[Problem] = []
     props: dict[str, str] = {}
+    rows: list[list[str]] = []
     with source.open(MANIFEST) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         try:
-            rows = list(csv.reader(text))
+            rows.extend(csv.reader(_text(raw, MAX_MANIFEST_BYTES)))
+        except TooLong:
+            # Its first lines still say what the set is; the epoch fails with this problem.
+            props = {r[0]: r[1] for r in rows[1:] if len(r) == 2}
+            return props, [Problem(f"the manifest is larger than {MAX_MANIFEST_BYTES:,} bytes "
+                                   "(a manifest has a few dozen lines)", MANIFEST)]
         except (UnicodeDecodeError, csv.Error) as exc:
             return {}, [Problem(f"cannot read manifest: {exc}", MANIFEST)]
     if not rows or rows[0] != ["propertyName", "value"]:
@@ -122,8 +165,15 @@ def read_manifest(source: Source) -> tuple[dict[str, str], list[Problem]]:
 def read_header(source: Source, name: str) -> list[str] | None:
     """The first CSV record of a file, or None for an empty file."""
     with source.open(name) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        return next(csv.reader(text), None)
+        try:
+            return next(csv.reader(_text(raw, MAX_HEADER_BYTES)), None)
+        except TooLong:
+            raise HeaderTooLong(f"the header line is longer than {MAX_HEADER_BYTES:,} bytes") \
+                from None
+
+
+class HeaderTooLong(ValueError):
+    """A file's first line runs on past what a header can be."""
 
 
 def has_data_rows(source: Source, name: str) -> bool:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +71,62 @@ def root(tmp_path: Path) -> Path:
     path = tmp_path / "district"
     tree.ensure_tree(path)
     return path
+
+
+# A safety net for tests that feed the processor hostile input: a run that would eat the
+# machine's memory fails with MemoryError instead (the tests assert far lower peaks).
+_CHILD_ADDRESS_SPACE = 4 << 30
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (_CHILD_ADDRESS_SPACE, _CHILD_ADDRESS_SPACE))
+
+
+@dataclass
+class Run:
+    """One `sftpd process-epochs` process: exit code, result line, progress lines, peak RSS
+    (sampled every 20 ms)."""
+
+    code: int
+    result: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    stderr: str
+    peak_rss_mib: float
+
+
+def run_process(root: Path, database_url: str, *extra: str, now: str | None = LATER) -> Run:
+    """Run the real `sftpd process-epochs` console command in its own process."""
+    result_file = root.parent / f"{root.name}-result.json"
+    result_file.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "sftpd", "process-epochs", "--root", str(root),
+            "--database-url", database_url, "--result-file", str(result_file),
+            "--settle-seconds", "300", *extra]
+    if now is not None:
+        argv += ["--now", now]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err,
+                                preexec_fn=_limit_memory)
+        peak_kib = 0
+        while proc.poll() is None:
+            peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    result = json.loads(result_file.read_text()) if result_file.exists() else None
+    return Run(proc.returncode, result, events, stderr, peak_kib / 1024)
+
+
+def _high_water_kib(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), counted from its exec: unlike the
+    rusage of a child, it does not include the test process's memory, shared at fork."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0

@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from sftpd import tree
+from sftpd.epochs.names import GATHERED_FROM
 from tests.sftpd.epochs.conftest import DATA, counts, processing, put_epoch, run_epochs
 from tests.sftpd.server.conftest import LOGIN, Keys, ServerProcess, keys, start_server
 
@@ -141,14 +142,15 @@ def test_loose_files_are_gathered_into_a_timestamp_named_epoch(root: Path,
     assert code == 0
     # Named after the newest mtime among the loose files, so a rerun after a crash picks the
     # same name; gathered first, then processed in name order with the rest.
-    assert [p["name"] for p in result["processed"]] == ["2026-09-02", "2026-11-28T020007Z"]
+    assert [p["name"] for p in result["processed"]] == ["2026-09-02", "20261128-020007"]
     assert sorted(p.name for p in upload.iterdir()) == []
-    _, report = processing(root, "2026-11-28T020007Z")
+    _, report = processing(root, "20261128-020007")
     assert report["rows"] == 28
-    gathered = root / tree.UPLOAD_PROCESSED / "2026-11-28T020007Z"
+    gathered = root / tree.UPLOAD_PROCESSED / "20261128-020007"
     assert sorted(p.name for p in gathered.iterdir()) == sorted(
-        [p.name for p in (DATA / "v1.1-bulk").iterdir()] + ["processing.json",
-                                                           "processing.log"])
+        [p.name for p in (DATA / "v1.1-bulk").iterdir()] + [
+            "processing.json", "processing.log", GATHERED_FROM])
+    assert report["note"].startswith("gathered from loose files in upload/: ")
 
 
 def test_loose_file_with_a_temporary_name_is_not_gathered(root: Path,

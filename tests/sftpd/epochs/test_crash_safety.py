@@ -24,12 +24,13 @@ import psycopg
 
 from sftpd import tree
 from sftpd.epochs.checkpoints import KILL_AT_ENV
+from sftpd.epochs.names import GATHERED_FROM
 from tests.sftpd.epochs.conftest import DATA, LATER, run_epochs
 
 EPOCHS = {"2026-09-01": "v1.1-bulk", "2026-09-02": "v1.1-delta",
           "2026-09-03-bad": "broken-references"}
-LOOSE = "v1.2-delta"  # uploaded loose; gathered as 2026-09-04T000000Z
-GATHERED = "2026-09-04T000000Z"
+LOOSE = "v1.2-delta"  # uploaded loose; gathered as 20260904-000000
+GATHERED = "20260904-000000"
 UNRECOGNIZED = "prior-system-dump"
 SEED = int(os.environ.get("CRASH_SEED", str(time.time_ns() % 100_000)))
 
@@ -100,7 +101,7 @@ def check_tree(root: Path, expected: dict[str, dict[str, bytes]],
     assert sorted(p.name for p in processed.iterdir()) == sorted(expected), context
     for name, files in expected.items():
         found = {p.name: p.read_bytes() for p in (processed / name).iterdir()
-                 if p.name not in ("processing.log", "processing.json")}
+                 if p.name not in ("processing.log", "processing.json", GATHERED_FROM)}
         assert found == files, f"{context}: files of {name} differ"
         assert (processed / name / "processing.json").is_file(), context
     upload = root / tree.UPLOAD
