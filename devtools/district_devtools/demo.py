@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from district_operator import names
 
 from district_devtools.localcluster.controlplane import ControlPlane, _alive, repo_root
-from district_devtools.localcluster.product import RealCluster, wait_until
+from district_devtools.localcluster.product import RealCluster
 from district_devtools.localcluster.realnode import (
     GATEWAY,
     POD_CIDR,
@@ -38,7 +38,7 @@ from district_devtools.localcluster.realnode import (
     node_binaries_dir,
     prepare_bridge,
 )
-from district_devtools.ports import free_port
+from district_devtools.ports import free_port, wait_until
 from district_devtools.postgres import start_postgres
 
 NAMESPACE = "districts"

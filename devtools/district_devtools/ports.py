@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,3 +30,16 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 raise TimeoutError(
                     f"nothing listens on {host}:{port} after {timeout:.0f}s") from None
             time.sleep(0.1)
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
+               interval: float = 0.2) -> T:
+    """Poll until predicate() returns something truthy; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

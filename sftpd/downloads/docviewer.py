@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import errno
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from district_contract import commands, layout, results
+from district_contract import commands, layout
 from district_contract.results import DocviewerResult, Outcome
 
 from sftpd import options, tree
-from sftpd.downloads import publish
+from sftpd.downloads import jobrun, publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
+from sftpd.downloads.jobrun import ExportError
 from sftpd.downloads.tokens import (
     TokenIssuer,
     TokenKeyError,
@@ -27,7 +25,6 @@ from sftpd.downloads.tokens import (
     parse_duration,
     read_keys,
 )
-from sftpd.epochs import checkpoints
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.events import emit, utc_iso
 from sftpd.options import UsageError
@@ -54,19 +51,6 @@ COPY (
     ORDER BY d.student_id, d.form, d.start_date, d.id
 ) TO STDOUT (FORMAT csv)
 """
-
-
-class ExportError(Exception):
-    """The run failed before publishing; reason is a short CamelCase word for the result."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class _Stopped(BaseException):
-    """SIGTERM arrived: unwind through the cleanups, then report."""
 
 
 def parse_forms(text: str) -> tuple[str, ...]:
@@ -219,43 +203,19 @@ def export(s: Settings) -> DocviewerResult:
         message=f"epoch {name}: {rows} documents; {kept} kept, {len(pruned)} pruned")
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped
-
-
 def run(args: argparse.Namespace) -> int:
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"--root {root} is not a directory")
     code = commands.EXIT_FAILED
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        result = export(settings(args))
+        with jobrun.sigterm_unwinds():
+            result = export(settings(args))
         code = commands.EXIT_OK
-    except ExportError as exc:
+    except jobrun.FAILURES as exc:
+        reason, message = jobrun.failure(exc, "the export query")
         # A key file that cannot be used is bad usage too: nothing was attempted.
-        code = commands.EXIT_USAGE if exc.reason == TOKEN_KEY_INVALID else commands.EXIT_FAILED
-        result = DocviewerResult(outcome=Outcome.FAILED, reason=exc.reason, message=exc.message)
-    except publish.Busy as exc:
-        result = DocviewerResult(outcome=Outcome.FAILED, reason="Busy", message=str(exc))
-    except _Stopped:
-        result = DocviewerResult(outcome=Outcome.FAILED, reason="Interrupted",
-                                 message="stopped (SIGTERM) before publishing; nothing partial "
-                                         "is visible")
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        result = DocviewerResult(outcome=Outcome.FAILED, reason="ContractMismatch",
-                                 message=f"the documents contract is not met: {exc}")
-    except psycopg.Error as exc:
-        result = DocviewerResult(outcome=Outcome.FAILED, reason="DatabaseError",
-                                 message=f"the export query failed: {exc}")
-    except OSError as exc:
-        reason = "DiskFull" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "FileSystemError"
-        result = DocviewerResult(outcome=Outcome.FAILED, reason=reason,
-                                 message=f"writing the epoch failed: {exc}")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if result.failed:
-        emit("docviewer.failed", reason=result.reason, message=result.message)
-    line = results.write(args.result_file, result)
-    emit("docviewer.finished", result=line, checkpoints=checkpoints.passed())
-    return code
+        if reason == TOKEN_KEY_INVALID:
+            code = commands.EXIT_USAGE
+        result = DocviewerResult(outcome=Outcome.FAILED, reason=reason, message=message)
+    return jobrun.finish("docviewer", args.result_file, result, code)

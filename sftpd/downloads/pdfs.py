@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
 import hashlib
 import re
-import signal
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import cast
 
 import psycopg
-from district_contract import commands, layout, results
+from district_contract import commands, layout
 from district_contract.results import Outcome, PdfsResult
 
 from sftpd import options, tree
-from sftpd.downloads import publish
+from sftpd.downloads import jobrun, publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
-from sftpd.downloads.docviewer import ExportError, parse_forms, time_zone
+from sftpd.downloads.docviewer import parse_forms, time_zone
+from sftpd.downloads.jobrun import ExportError
 from sftpd.downloads.tokens import aware_time
-from sftpd.epochs import checkpoints
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.events import emit, utc_iso
 from sftpd.options import UsageError
@@ -55,10 +52,6 @@ ORDER BY d.student_id, d.form, d.start_date, d.id
 
 
 DocumentRow = tuple[int, str, str, str, str, bytes | None]
-
-
-class _Stopped(BaseException):
-    """SIGTERM arrived: unwind through the cleanups, then report."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,42 +190,17 @@ def extract(s: Settings) -> PdfsResult:
                 f"{len(pruned)} pruned")
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped
-
-
 def run(args: argparse.Namespace) -> int:
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"--root {root} is not a directory")
     s = settings(args)
     code = commands.EXIT_FAILED
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        result = extract(s)
+        with jobrun.sigterm_unwinds():
+            result = extract(s)
         code = commands.EXIT_OK
-    except ExportError as exc:
-        result = PdfsResult(outcome=Outcome.FAILED, reason=exc.reason, message=exc.message)
-    except publish.Busy as exc:
-        result = PdfsResult(outcome=Outcome.FAILED, reason="Busy", message=str(exc))
-    except _Stopped:
-        result = PdfsResult(outcome=Outcome.FAILED, reason="Interrupted",
-                            message="stopped (SIGTERM) before publishing; nothing partial is "
-                                    "visible")
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-        result = PdfsResult(outcome=Outcome.FAILED, reason="ContractMismatch",
-                            message=f"the documents contract is not met: {exc}")
-    except psycopg.Error as exc:
-        result = PdfsResult(outcome=Outcome.FAILED, reason="DatabaseError",
-                            message=f"the extraction query failed: {exc}")
-    except OSError as exc:
-        reason = "DiskFull" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "FileSystemError"
-        result = PdfsResult(outcome=Outcome.FAILED, reason=reason,
-                            message=f"writing the epoch failed: {exc}")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if result.failed:
-        emit("pdfs.failed", reason=result.reason, message=result.message)
-    line = results.write(args.result_file, result)
-    emit("pdfs.finished", result=line, checkpoints=checkpoints.passed())
-    return code
+    except jobrun.FAILURES as exc:
+        reason, message = jobrun.failure(exc, "the extraction query")
+        result = PdfsResult(outcome=Outcome.FAILED, reason=reason, message=message)
+    return jobrun.finish("pdfs", args.result_file, result, code)

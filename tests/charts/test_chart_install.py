@@ -23,8 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from district_devtools.localcluster.node import wait_until
-from district_devtools.ports import free_port
+from district_devtools.ports import free_port, wait_until
 from district_operator import names
 
 from tests.charts.conftest import (

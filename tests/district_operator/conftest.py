@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from district_devtools.localcluster.node import wait_until
-from district_devtools.ports import free_port
+from district_devtools.ports import free_port, wait_until
 from district_operator import api, names
 
 REPO = Path(__file__).resolve().parents[2]

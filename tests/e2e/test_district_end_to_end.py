@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 import pytest
 from district_devtools.localcluster import node
-from district_devtools.ports import free_port
+from district_devtools.ports import free_port, wait_until
 from district_devtools.postgres import PostgresServer
 from district_operator import api, names
 
@@ -131,7 +131,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
 
     for kind, name in [("Deployment", names.deployment(DISTRICT)),
                        *[("CronJob", names.cronjob(DISTRICT, job)) for job in names.JOBS]]:
-        node.wait_until(lambda k=kind, n=name: kube.get(k, namespace, n), 60, f"{kind} {name}")
+        wait_until(lambda k=kind, n=name: kube.get(k, namespace, n), 60, f"{kind} {name}")
     data_dir = tmp_path / "pvc"
     node.bind_claim(kube, namespace, names.data_pvc(DISTRICT), data_dir)
     node.expose_service(kube, namespace, names.service(DISTRICT), LB_ADDRESS)
@@ -143,7 +143,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
             s = district_status(kube, namespace)
             return s if condition(s, "Ready").get("status") == "True" and s.get("knownHosts") \
                 else None
-        status = node.wait_until(ready, 90, "the District to be Ready with knownHosts")
+        status = wait_until(ready, 90, "the District to be Ready with knownHosts")
         assert status["endpoint"] == {"host": LB_ADDRESS, "port": 22}
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(status["knownHosts"])
@@ -212,7 +212,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
         keys = [*district["spec"]["authorizedKeys"], second.with_suffix(".pub").read_text()]
         cluster.kubectl("-n", namespace, "patch", names.KIND.lower(), DISTRICT, "--type=merge",
                         "-p", json.dumps({"spec": {"authorizedKeys": [k.strip() for k in keys]}}))
-        node.wait_until(lambda: server.pod.sync_secrets(), 60,
+        wait_until(lambda: server.pod.sync_secrets(), 60,
                         "the authorized-keys Secret to change")
         pid = server.pod.process.pid if server.pod.process else None
         listed = sftp(second, server.port, known_hosts, "ls /\n")
@@ -228,7 +228,7 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
                   and s.get("lastBackup", {}).get("file") == made["file"]
                   and "lastRetention" in s)
             return s if ok else None
-        status = node.wait_until(recorded, 90, "the jobs' results in the District's status")
+        status = wait_until(recorded, 90, "the jobs' results in the District's status")
         assert status["lastEpoch"]["outcome"] == "Succeeded"
         assert status["lastBackup"]["sha256"] == made["sha256"]
         assert status["lastBackup"]["bytes"] == downloaded.stat().st_size

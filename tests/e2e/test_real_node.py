@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from district_devtools.localcluster.controlplane import ControlPlane, repo_root
-from district_devtools.localcluster.product import RealCluster, wait_until
+from district_devtools.localcluster.product import RealCluster
 from district_devtools.localcluster.realnode import (
     GATEWAY,
     NodeUnavailable,
@@ -31,7 +31,7 @@ from district_devtools.localcluster.realnode import (
     node_binaries_dir,
     prepare_bridge,
 )
-from district_devtools.ports import free_port
+from district_devtools.ports import free_port, wait_until
 from district_devtools.postgres import PostgresServer, start_postgres
 from district_operator import names
 

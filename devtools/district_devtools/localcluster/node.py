@@ -9,17 +9,16 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from district_operator import api, names
 
 from district_devtools.localcluster import kubelet
+from district_devtools.ports import wait_until
 
-T = TypeVar("T")
 MANUAL_ANNOTATION = "cronjob.kubernetes.io/instantiate"
 # Kinds only the dev cluster's stand-ins and the tests address, never the operator (so not in
 # api.KINDS, which the chart's Role must grant): the provisioner's PersistentVolumes, and the
@@ -30,18 +29,6 @@ DEV_KINDS: api.Kinds = {
     "ReplicaSet": ("/apis/apps/v1", "replicasets"),
 }
 
-
-def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
-               interval: float = 0.2) -> T:
-    """Poll until predicate() returns something truthy; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _selector(labels: Mapping[str, str]) -> str:

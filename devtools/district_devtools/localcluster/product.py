@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from district_devtools.localcluster.controlplane import ControlPlane
 from district_devtools.localcluster.realnode import GATEWAY, RealNode
+from district_devtools.ports import wait_until
 
-T = TypeVar("T")
 RELEASE = "district-sftp"
 RELEASE_NAMESPACE = "district-sftp-system"
 # The only stand-in left on the real node: no cloud load balancer exists here. It gives a
@@ -23,17 +21,6 @@ RELEASE_NAMESPACE = "district-sftp-system"
 # address and the Service's port to the pod, as it routes a cloud load balancer's.
 LOAD_BALANCER_ADDRESS = GATEWAY
 
-
-def wait_until(predicate: Callable[[], T | None], timeout: float, what: str,
-               interval: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
