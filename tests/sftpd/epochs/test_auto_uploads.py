@@ -22,6 +22,9 @@ from sftpd.epochs.names import GATHERED_FROM
 from sftpd.epochs.stagings import Record
 from tests.sftpd.epochs.conftest import scalar
 
+# Many real processor runs each: minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
 STAMP = datetime(2026, 11, 28, 2, 0, 7, tzinfo=UTC).timestamp()
 
 

@@ -21,11 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from sftpd import tree
 from sftpd.epochs.checkpoints import KILL_AT_ENV
 from sftpd.epochs.names import GATHERED_FROM
 from tests.sftpd.epochs.conftest import DATA, LATER, run_epochs
+
+# Dozens of processor runs killed and rerun: minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(1200)
 
 EPOCHS = {"2026-09-01": "v1.1-bulk", "2026-09-02": "v1.1-delta",
           "2026-09-03-bad": "broken-references"}

@@ -20,6 +20,9 @@ from sftpd.epochs.names import GATHERED_FROM
 from sftpd.formats import archive
 from tests.sftpd.epochs.conftest import DATA, processing, put_epoch, run_process
 
+# Many real processor runs each: minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
 GATHER = ".sftpd-gather-"
 
 
