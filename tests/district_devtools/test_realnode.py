@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from district_devtools.localcluster.controlplane import ControlPlane, repo_root
@@ -46,7 +45,8 @@ def restricted_pod(image: str) -> dict[str, object]:
 
 
 def test_a_real_node_runs_the_image_and_stop_leaves_the_machine_as_found(
-        tmp_path: Path) -> None:
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path = tmp_path_factory.mktemp("rn")  # short: the node's unix sockets live beneath
     repo = repo_root()
     assert repo is not None
     before = machine_snapshot()

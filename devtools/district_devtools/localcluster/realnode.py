@@ -127,6 +127,12 @@ def machine_snapshot() -> dict[str, object]:
     }
 
 
+def _veths() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "veth"], capture_output=True,
+                         text=True, check=False).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
 def read_sysctls() -> dict[str, str]:
     """The current value of each sysctl a node may change (those this kernel has)."""
     values = {}
@@ -190,6 +196,8 @@ class RealNode:
     pause_image: str = ""
     # KUBE-* iptables rules present before start (another cluster's): then none are removed.
     kube_rules_before: list[str] = field(default_factory=list)
+    # veth links present before start; any other one left at stop is a pod's, and removed.
+    veths_before: list[str] = field(default_factory=list)
 
     @property
     def containerd_socket(self) -> Path:
@@ -211,7 +219,8 @@ class RealNode:
                    kubeconfig=Path(state["kubeconfig"]), pids=state["pids"],
                    sysctls_before=state["sysctls_before"],
                    created_paths=state["created_paths"], pause_image=state["pause_image"],
-                   kube_rules_before=state["kube_rules_before"])
+                   kube_rules_before=state["kube_rules_before"],
+                   veths_before=state.get("veths_before", []))
 
     # ---- start ------------------------------------------------------------------------------
 
@@ -224,6 +233,11 @@ class RealNode:
                 raise NodeUnavailable(f"`{tool}` is missing (scripts/setup installs it)")
         if not Path("/usr/lib/cni/bridge").exists():
             raise NodeUnavailable("the CNI bridge plugin is missing (containernetworking-plugins)")
+        # The kubelet and containerd make unix sockets beneath it (108 bytes at most, with
+        # names of their own appended): a deep directory fails late and obscurely.
+        if len(str(directory)) > 60:
+            raise NodeUnavailable(f"the node's directory {directory} is too long for the unix "
+                                  "sockets beneath it: use one of at most 60 characters")
         directory.mkdir(parents=True, exist_ok=True)
         for sub in ("run", "logs", "pki", "cni/net.d", "cni/ipam", "containerd", "pod-logs"):
             (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -231,6 +245,7 @@ class RealNode:
                    bin_dir=bin_dir, kubeconfig=directory / "kubeconfig")
         node.sysctls_before = read_sysctls()
         node.kube_rules_before = _kube_chains()
+        node.veths_before = _veths()
         node.pause_image = next(name for _, name in images if "pause" in name)
         node.created_paths = [p for p in GLOBAL_PATHS if not Path(p).exists()]
         node.save()
@@ -525,6 +540,11 @@ conntrack:
                     os.kill(int(proc.name), 9)
 
     def _remove_network(self) -> None:
+        # A pod's veth outlives the bridge while anything still holds its network namespace;
+        # deleting our end deletes the pair, wherever the other end is.
+        for veth in _veths():
+            if veth not in self.veths_before:
+                subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
         netns = Path("/var/run/netns")
         if netns.is_dir():
             for entry in netns.glob("cni-*"):
