@@ -38,7 +38,7 @@ from district_devtools.localcluster.realnode import (
     node_binaries_dir,
     prepare_bridge,
 )
-from district_devtools.ports import free_port, wait_until
+from district_devtools.ports import free_port, wait_for_port, wait_until
 from district_devtools.postgres import start_postgres
 
 NAMESPACE = "districts"
@@ -137,6 +137,8 @@ def run(stack: contextlib.ExitStack, base: Path, repo: Path) -> int:
     known_hosts.write_text(status["knownHosts"] + "\n")
 
     endpoint = status["endpoint"]
+    # kube-proxy programs the load balancer's address a moment after the Service has it.
+    wait_for_port(str(endpoint["host"]), int(endpoint["port"]), 60)
     command = shlex.join(["sftp", "-i", str(key), "-P", str(endpoint["port"]),
                           "-o", f"UserKnownHostsFile={known_hosts}",
                           f"{login}@{endpoint['host']}"])

@@ -31,7 +31,7 @@ from district_devtools.localcluster.realnode import (
     node_binaries_dir,
     prepare_bridge,
 )
-from district_devtools.ports import free_port, wait_until
+from district_devtools.ports import free_port, wait_for_port, wait_until
 from district_devtools.postgres import PostgresServer, start_postgres
 from district_operator import names
 
@@ -156,6 +156,8 @@ def test_the_chart_serves_a_district_on_a_real_node(real: RealCluster,
         return status if ok and status.get("knownHosts") else None
     status = wait_until(ready, 300, "the District to be Ready with knownHosts")
     assert status["endpoint"] == {"host": GATEWAY, "port": port}
+    # kube-proxy programs the load balancer's address a moment after the Service has it.
+    wait_for_port(GATEWAY, port, 60)
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(status["knownHosts"] + "\n")
 
