@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from district_contract.commands import EXIT_CODES_HELP, env_var, separated
+from district_contract.layout import DATABASE_URL_ENV
 
 TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
@@ -170,6 +171,11 @@ class Options:
 
         self._add(name, help_text, read, default, required=required, env=env,
                   metavar=metavar)
+
+    def database_url(self) -> None:
+        """--database-url, read from libpq's own DATABASE_URL: every job that has a database."""
+        self.text("database-url", "libpq URL of the district's database", required=True,
+                  env=DATABASE_URL_ENV, metavar="URL")
 
     def path(self, name: str, help_text: str, default: str | None = None, *,
              required: bool = False) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from district_contract import commands, layout, results
+from district_contract import commands, results
 from district_contract.results import BackupResult, Outcome
 
 from sftpd import options, tree
@@ -43,8 +43,7 @@ def district_name(text: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.path(commands.ROOT, "the district's volume", required=True)
-    opt.text("database-url", "libpq URL of the district's database", required=True,
-             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.database_url()
     # --keep / SFTPD_KEEP: this option's name before retention's --keep-backups became the one
     # name for it; still accepted.
     opt.number(commands.KEEP_BACKUPS, "good backups to keep, at least 1", DEFAULT_KEEP,

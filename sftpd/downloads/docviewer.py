@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
-from district_contract import commands, layout
+from district_contract import commands
 from district_contract.results import DocviewerResult, Outcome
 
 from sftpd import options, tree
@@ -92,8 +92,7 @@ def time_zone(text: str) -> ZoneInfo:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.path(commands.ROOT, "the district's volume", required=True)
-    opt.text("database-url", "libpq URL of the district's database", required=True,
-             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.database_url()
     opt.custom(commands.FORMS, "the form types to export, separated by commas (form names may "
                "hold spaces)", parse_forms, required=True, metavar="FORMS")
     opt.custom(commands.BASE_URL, "the document viewer's http(s) URL; each row's URL is "

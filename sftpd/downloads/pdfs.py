@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 
 import psycopg
-from district_contract import commands, layout
+from district_contract import commands
 from district_contract.results import Outcome, PdfsResult
 
 from sftpd import options, tree
@@ -57,8 +57,7 @@ DocumentRow = tuple[int, str, str, str, str, bytes | None]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.path(commands.ROOT, "the district's volume", required=True)
-    opt.text("database-url", "libpq URL of the district's database", required=True,
-             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.database_url()
     opt.custom(commands.FORMS, "the form types to extract, separated by commas (form names may "
                "hold spaces)", parse_forms, required=True, metavar="FORMS")
     opt.items(commands.STUDENTS, "only these student ids (default: every student)",

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from district_contract import commands, layout, results
+from district_contract import commands, results
 from district_contract.results import EpochsResult, Outcome, ProcessedEpoch
 
 from sftpd import options
@@ -22,8 +22,7 @@ from sftpd.options import UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.path(commands.ROOT, "the district's tree", required=True)
-    opt.text("database-url", "libpq URL of the district's database", required=True,
-             env=layout.DATABASE_URL_ENV, metavar="URL")
+    opt.database_url()
     opt.number(commands.SETTLE_SECONDS, "quiet time after which an epoch is complete", 300,
                kind=float, minimum=0)
     opt.text("now", "ISO 8601 time to use as the current time (for tests)", metavar="TIME")
