@@ -31,6 +31,7 @@ from sftpd.formats.generic_csv.spec import (
     Column,
     FileSpec,
 )
+from sftpd.formats.staged import offending_rows
 
 SCHEMA = "generic_csv"
 TEMP_BUFFERS = "256MB"
@@ -311,24 +312,12 @@ def find_problems(conn: psycopg.Connection[Any], entry: Entry,
     rules = checks(entry, strict)
     if not rules:
         return [], 0
-    condition = sql.SQL(" OR ").join(sql.SQL("({})").format(r.bad) for r in rules)
-    limit = LISTED_PER_CHECK * 5
-    bad = [str(r[0]) for r in conn.execute(sql.SQL(
-        "SELECT ctid::text AS at FROM {} WHERE {} ORDER BY ctid LIMIT {}").format(
-            entry.stage, condition, sql.Literal(limit))).fetchall()]
+    bad, found, total = offending_rows(
+        conn, entry.stage, [(r.bad, sql.SQL("{} || ': ' || {}").format(
+            sql.Literal(f"column '{r.column}'"), r.message)) for r in rules],
+        LISTED_PER_CHECK * 5)
     if not bad:
         return [], 0
-    messages = sql.SQL(", ").join(
-        sql.SQL("CASE WHEN {} THEN {} || ': ' || {} END").format(
-            r.bad, sql.Literal(f"column '{r.column}'"), r.message) for r in rules)
-    body = sql.SQL("FROM {} AS s CROSS JOIN LATERAL unnest(ARRAY[{}]) AS m(msg) "
-                   "WHERE msg IS NOT NULL").format(entry.stage, messages)
-    found = conn.execute(sql.SQL("SELECT s.ctid::text, msg {} AND s.ctid = ANY({}::tid[]) "
-                                 "ORDER BY s.ctid").format(body, sql.Literal(bad))).fetchall()
-    total = len(found)
-    if len(bad) == limit:
-        row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
-        total = int(row[0]) if row else total
     lines = file_lines(conn, entry, bad)
     return [Problem(str(msg), entry.spec.file, lines.get(str(ctid))) for ctid, msg in found], total
 

@@ -13,6 +13,7 @@ from psycopg import sql
 from sftpd.formats import FileCount, ImportOutcome, Problem
 from sftpd.formats.oneroster.source import Source, copy_chunks
 from sftpd.formats.oneroster.spec import EXTENSION_PREFIX, Column, Table, all_tables, snake
+from sftpd.formats.staged import offending_rows
 
 SCHEMA = "oneroster"
 TEMP_BUFFERS = "256MB"
@@ -264,27 +265,9 @@ def _recheck_strictly(conn: psycopg.Connection[Any], staged: list[Entry],
 def _check_values(conn: psycopg.Connection[Any], entry: Entry,
                   strict: bool) -> tuple[list[Problem], int]:
     checks = value_checks(entry, strict)
-    # First find the bad rows with a plain filter (cheap: most files have none), then word
-    # the messages for those rows only.
-    limit = LISTED_PER_CHECK * 5
-    condition = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c, _ in checks)
-    bad = [str(r[0]) for r in conn.execute(sql.SQL(
-        # (named `at`: a column named ctid would make ORDER BY sort the text, not the tid)
-        "SELECT ctid::text AS at FROM {} WHERE {} ORDER BY ctid LIMIT {}").format(
-            entry.stage, condition, sql.Literal(limit))).fetchall()]
+    bad, found, total = offending_rows(conn, entry.stage, checks, LISTED_PER_CHECK * 5)
     if not bad:
         return [], 0
-    messages = sql.SQL(", ").join(sql.SQL("CASE WHEN {} THEN {} END").format(c, m)
-                                  for c, m in checks)
-    body = sql.SQL("FROM {} AS s CROSS JOIN LATERAL unnest(ARRAY[{}]) AS m(msg) "
-                   "WHERE msg IS NOT NULL").format(entry.stage, messages)
-    # The ctids go in as a literal: the checks hold LIKE patterns whose % is not a parameter.
-    found = conn.execute(sql.SQL("SELECT s.ctid::text, msg {} AND s.ctid = ANY({}::tid[]) "
-                                 "ORDER BY s.ctid").format(body, sql.Literal(bad))).fetchall()
-    total = len(found)
-    if len(bad) == limit:
-        row = conn.execute(sql.SQL("SELECT count(*) {}").format(body)).fetchone()
-        total = int(row[0]) if row else total
     lines = _lines(conn, entry, bad)
     return [Problem(msg, entry.table.file, lines.get(str(ctid))) for ctid, msg in found], total
 
