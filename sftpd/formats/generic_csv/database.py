@@ -6,15 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from sftpd.formats import FileCount, ImportOutcome, Problem
+from sftpd.formats.copying import copy_chunks
 from sftpd.formats.generic_csv.spec import (
     ABSENCES,
     DATE_FORMS,
@@ -39,9 +40,6 @@ WORK_MEM = "256MB"
 COPY_CHUNK = 1 << 20
 # How many problems of one check are listed; all are counted.
 LISTED_PER_CHECK = 200
-# Blank lines at the very end of a file are dropped (editors leave them); this many bytes of
-# them at most, so a file of nothing but newlines is still refused by COPY.
-TRAILING_BLANK_LIMIT = 1 << 16
 _YES = ("Y", "y", "Yes", "yes", "true", "TRUE")
 
 _DDL = """
@@ -120,21 +118,6 @@ def prepare(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET LOCAL timezone = 'UTC'")
 
 
-def _without_trailing_blank_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """The file's bytes with blank lines at its very end reduced to one line end."""
-    pending = b""
-    while chunk := stream.read(COPY_CHUNK):
-        data = pending + chunk
-        kept = data.rstrip(b"\r\n")
-        pending = data[len(kept):]
-        if len(pending) > TRAILING_BLANK_LIMIT:
-            kept, pending = data, b""
-        if kept:
-            yield kept
-    if pending:
-        yield b"\r\n" if pending.startswith(b"\r\n") else pending[:1]
-
-
 def stage(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome) -> int | None:
     """COPY the file into a text staging table; its row count, or None when COPY refuses it
     (the problem is added to the outcome)."""
@@ -146,7 +129,7 @@ def stage(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome) -
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, entry.path.open("rb") as stream:
-                for chunk in _without_trailing_blank_lines(stream):
+                for chunk in copy_chunks(stream, COPY_CHUNK):
                     copy.write(chunk)
             return cur.rowcount
     except psycopg.errors.DataError as exc:

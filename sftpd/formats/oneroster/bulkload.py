@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from sftpd.formats import FileCount, ImportOutcome
+from sftpd.formats.copying import copy_chunks
 from sftpd.formats.oneroster.database import (
     COPY_CHUNK,
     SCHEMA,
@@ -26,7 +27,7 @@ from sftpd.formats.oneroster.database import (
     stage,
     value_checks,
 )
-from sftpd.formats.oneroster.source import Source, copy_chunks
+from sftpd.formats.oneroster.source import Source
 from sftpd.formats.oneroster.spec import Column, all_tables, snake
 
 

@@ -11,7 +11,8 @@ import psycopg
 from psycopg import sql
 
 from sftpd.formats import FileCount, ImportOutcome, Problem
-from sftpd.formats.oneroster.source import Source, copy_chunks
+from sftpd.formats.copying import copy_chunks
+from sftpd.formats.oneroster.source import Source
 from sftpd.formats.oneroster.spec import EXTENSION_PREFIX, Column, Table, all_tables, snake
 from sftpd.formats.staged import offending_rows
 

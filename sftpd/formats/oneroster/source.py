@@ -15,9 +15,6 @@ from sftpd.epochs.names import is_reserved
 from sftpd.formats import Problem, archive
 
 MANIFEST = "manifest.csv"
-# Line breaks held back at a chunk's end in case they are the file's last bytes; past this many
-# they are passed on as they are (COPY then names the first blank line).
-MAX_HELD = 1 << 16
 # A manifest is a few dozen short lines, a header one line: what is read of each is bounded, so
 # a huge one (or a small zip that expands to one) costs no more than this.
 MAX_MANIFEST_BYTES = 64 << 10
@@ -188,25 +185,6 @@ def has_data_rows(source: Source, name: str) -> bool:
             return any(record for record in records)
         except (csv.Error, UnicodeDecodeError):
             return True
-
-
-def copy_chunks(stream: IO[bytes], size: int) -> Iterator[bytes]:
-    """The file's bytes for COPY, less any blank lines at its very end: many exports end with
-    one, and COPY would read it as a row with missing columns. The line break that ends the
-    last record is kept."""
-    held = b""
-    while chunk := stream.read(size):
-        data = held + chunk
-        body = data.rstrip(b"\r\n")
-        # Line breaks at the end of a chunk may be the file's last bytes: hold them back.
-        held = data[len(body):]
-        if body:
-            yield body
-        if len(held) > MAX_HELD:  # not a trailing blank line but a flood of them: COPY says so
-            yield held
-            held = b""
-    if held:
-        yield held[:2] if held.startswith(b"\r\n") else held[:1]
 
 
 def header_problems(found: list[str], expected: list[str]) -> list[str]:

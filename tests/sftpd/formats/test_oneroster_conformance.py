@@ -13,9 +13,10 @@ import psycopg
 import pytest
 
 from sftpd import tree
+from sftpd.formats.copying import MAX_HELD, copy_chunks
 from sftpd.formats.oneroster import OneRosterFormat, bulkload
 from sftpd.formats.oneroster.database import Entry, import_staged, prepare
-from sftpd.formats.oneroster.source import MAX_HELD, Source, copy_chunks
+from sftpd.formats.oneroster.source import Source
 from sftpd.formats.oneroster.spec import tables_for
 from tests.sftpd.epochs.conftest import DATA, counts, processing, put_epoch, run_epochs, scalar
 
