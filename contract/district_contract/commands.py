@@ -12,6 +12,8 @@ RETENTION: Final = "retention"
 BACKUP: Final = "backup"
 DOCVIEWER: Final = "docviewer"
 PDFS: Final = "pdfs"
+SIF_PULL: Final = "sif-pull"  # spec.integration.mode pull: a SIF 2.x pull-mode agent
+GATEWAY: Final = "gateway"  # the shared SSH gateway (spec.service.mode shared)
 # The viewer side: decode and check a URL token.
 DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a command name)
 
@@ -47,6 +49,18 @@ TIMEZONE: Final = "timezone"
 # sftpd pdfs (spec.downloads.pdfs; also FORMS and TIMEZONE)
 STUDENTS: Final = "students"
 KEEP_DAYS: Final = "keep-days"
+# sftpd serve: read-only directories under /downloads/ (spec.downloads.directories)
+DOWNLOAD_DIRECTORIES: Final = "download-directories"
+# sftpd process-epochs: the district's domain, which prior-system archives must name (the
+# District's login: SameGoal names each district's account by its domain)
+DISTRICT_DOMAIN: Final = "district-domain"
+# sftpd sif-pull (spec.integration.sif)
+ZONE_URL: Final = "zone-url"
+SOURCE_ID: Final = "source-id"
+OBJECTS: Final = "objects"
+MAX_BUFFER_SIZE: Final = "max-buffer-size"
+SIF_AUTH_DIR: Final = "auth-dir"  # a mounted Secret: username+password, or tls.crt+tls.key
+SIF_CA_FILE: Final = "ca-file"  # the zone's CA bundle (PEM)
 
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"

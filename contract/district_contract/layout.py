@@ -26,6 +26,11 @@ AUTHORIZED_KEYS_DIR: Final = "/etc/sftpd/authorized-keys"
 AUTHORIZED_KEYS_FILE: Final = "authorized_keys"
 # Host key file per key type, inside HOST_KEYS_DIR (private keys, OpenSSH format).
 HOST_KEY_FILES: Final = {"ssh-ed25519": "ssh_host_ed25519_key", "ssh-rsa": "ssh_host_rsa_key"}
+# spec.integration.sif: the zone credentials (keys username and password for HTTP basic, or
+# tls.crt and tls.key for a client certificate) and the zone's CA (key ca.crt).
+SIF_AUTH_DIR: Final = "/etc/sftpd/sif-auth"
+SIF_CA_DIR: Final = "/etc/sftpd/sif-ca"
+SIF_CA_FILE: Final = "ca.crt"
 TERMINATION_LOG: Final = "/dev/termination-log"
 
 SSH_PORT: Final = 2222

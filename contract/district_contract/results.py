@@ -39,6 +39,7 @@ class JobKind(StrEnum):
     BACKUP = "backup"
     DOCVIEWER = "docviewer"
     PDFS = "pdfs"
+    PULL = "pull"
 
 
 class ResultError(ValueError):
@@ -134,10 +135,24 @@ class PdfsResult(_Result):
     pruned: tuple[str, ...] = ()
 
 
-JobResult = EpochsResult | RetentionResult | BackupResult | DocviewerResult | PdfsResult
+@dataclass(frozen=True)
+class PullResult(_Result):
+    """One SIF pull: the epoch it published under upload/, and what the zone delivered."""
+
+    kind: ClassVar[JobKind] = JobKind.PULL
+    epoch: str = ""  # the published epoch's name, YYYYMMDD-HHMMSS (UTC); "" if none
+    zone_url: str = ""
+    objects: tuple[str, ...] = ()  # "<SIF object name>=<count>" for each object requested
+    messages: int = 0  # SIF_GetMessage deliveries acknowledged
+    packets: int = 0  # response packets reassembled
+    completed_at: str = ""
+
+
+JobResult = (EpochsResult | RetentionResult | BackupResult | DocviewerResult | PdfsResult
+             | PullResult)
 RESULT_TYPES: Final[dict[JobKind, type[JobResult]]] = {
     cls.kind: cls for cls in (EpochsResult, RetentionResult, BackupResult, DocviewerResult,
-                              PdfsResult)}
+                              PdfsResult, PullResult)}
 
 
 def _camel(name: str) -> str:
@@ -261,4 +276,4 @@ def write(path: Path | None, result: JobResult) -> str:
 
 __all__ = ["INVALID_ARGUMENTS", "MAX_RESULT_BYTES", "BackupResult", "DocviewerResult",
            "EpochsResult", "JobKind", "JobResult", "Outcome", "PdfsResult", "ProcessedEpoch",
-           "ResultError", "RetentionResult", "encode", "parse", "write"]
+           "PullResult", "ResultError", "RetentionResult", "encode", "parse", "write"]
