@@ -107,5 +107,6 @@ def test_the_full_example_includes_every_secret_it_refers_to() -> None:
     spec = district["spec"]
     refs = [spec["authorizedKeysSecretRef"], spec["processing"]["databaseSecretRef"],
             spec["backups"]["databaseSecretRef"], spec["notifications"]["webhookSecretRef"]]
+    refs.append(spec["downloads"]["docviewer"]["tokenSecretRef"])
     for ref in refs:
         assert ref["key"] in secrets.get(ref["name"], {}), ref
