@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from district_contract import commands
+from district_contract import commands, layout
 
 AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
@@ -63,6 +63,39 @@ class Backups:
     database: SecretKeyRef | None = None
 
 
+# ---- spec.downloads (docviewer, pdfs, state directories) ----------------------------------
+
+@dataclass(frozen=True)
+class Docviewer:
+    """The nightly document viewer export (`sftpd docviewer`)."""
+
+    forms: tuple[str, ...]
+    base_url: str
+    token_secret: SecretKeyRef
+    schedule: str = "30 1 * * *"
+    token_ttl: str = "7d"  # noqa: S105 (a duration)
+    keep: int = 7
+
+
+@dataclass(frozen=True)
+class Pdfs:
+    """Scheduled PDF extraction (`sftpd pdfs`)."""
+
+    schedule: str
+    forms: tuple[str, ...]
+    students: tuple[str, ...] = ()
+    keep_days: int = 2
+
+
+@dataclass(frozen=True)
+class Downloads:
+    """What the jobs write under /downloads/ besides backups; None where not enabled."""
+
+    docviewer: Docviewer | None = None
+    pdfs: Pdfs | None = None
+    directories: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class District:
     """One District as the operator reasons about it."""
@@ -80,6 +113,7 @@ class District:
     processing: Processing = Processing()
     retention: Retention = Retention()
     backups: Backups = Backups()
+    downloads: Downloads = Downloads()
     webhook_secret: SecretKeyRef | None = None
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
@@ -113,6 +147,53 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidDistrictError(f"{where} must be a list of strings")
     return tuple(value)
+
+
+def _enabled(block: Mapping[str, Any]) -> bool:
+    return bool(block) and bool(block.get("enabled", True))
+
+
+def _required_strings(block: Mapping[str, Any], field_name: str, where: str) -> tuple[str, ...]:
+    values = _strings(block.get(field_name), f"{where}.{field_name}")
+    if not values:
+        raise InvalidDistrictError(f"{where}.{field_name} names nothing")
+    return values
+
+
+def _docviewer(block: Mapping[str, Any]) -> Docviewer | None:
+    where = "spec.downloads.docviewer"
+    if not _enabled(block):
+        return None
+    token_secret = _ref(block.get("tokenSecretRef"), f"{where}.tokenSecretRef",
+                        layout.DOCVIEWER_TOKEN_FILE)
+    base_url = block.get("baseURL")
+    if token_secret is None or not isinstance(base_url, str) or not base_url:
+        raise InvalidDistrictError(f"{where} needs baseURL and tokenSecretRef")
+    return Docviewer(forms=_required_strings(block, "forms", where), base_url=base_url,
+                     token_secret=token_secret,
+                     schedule=str(block.get("schedule") or Docviewer.schedule),
+                     token_ttl=str(block.get("tokenTTL") or Docviewer.token_ttl),
+                     keep=int(block.get("keep", Docviewer.keep)))
+
+
+def _pdfs(block: Mapping[str, Any]) -> Pdfs | None:
+    where = "spec.downloads.pdfs"
+    if not _enabled(block):
+        return None
+    schedule = block.get("schedule")
+    if not isinstance(schedule, str) or not schedule:
+        raise InvalidDistrictError(f"{where}.schedule is missing")
+    return Pdfs(schedule=schedule, forms=_required_strings(block, "forms", where),
+                students=_strings(block.get("students"), f"{where}.students"),
+                keep_days=int(block.get("keepDays", Pdfs.keep_days)))
+
+
+def _downloads(value: Any) -> Downloads:
+    downloads = _dict(value, "spec.downloads")
+    return Downloads(
+        docviewer=_docviewer(_dict(downloads.get("docviewer"), "spec.downloads.docviewer")),
+        pdfs=_pdfs(_dict(downloads.get("pdfs"), "spec.downloads.pdfs")),
+        directories=_strings(downloads.get("directories"), "spec.downloads.directories"))
 
 
 def parse_district(body: Mapping[str, Any]) -> District:
@@ -178,6 +259,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
             database=_ref(backups.get("databaseSecretRef"), "spec.backups.databaseSecretRef",
                           "uri"),
         ),
+        downloads=_downloads(spec.get("downloads")),
         webhook_secret=_ref(notifications.get("webhookSecretRef"),
                             "spec.notifications.webhookSecretRef", "url"),
         suspend=bool(spec.get("suspend", False)),

@@ -40,10 +40,15 @@ COMPONENT_NETWORK: Final = "network"
 JOB_EPOCHS: Final = JobKind.EPOCHS.value
 JOB_RETENTION: Final = JobKind.RETENTION.value
 JOB_BACKUP: Final = JobKind.BACKUP.value
-JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP)
+# The jobs writing /downloads/docviewer and /downloads/pdfs (spec.downloads).
+JOB_DOCVIEWER: Final = JobKind.DOCVIEWER.value
+JOB_PDFS: Final = JobKind.PDFS.value
+DOWNLOAD_JOBS: Final = (JOB_DOCVIEWER, JOB_PDFS)
+JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP, *DOWNLOAD_JOBS)
 # The sftpd subcommand each CronJob runs.
 JOB_COMMANDS: Final = {JOB_EPOCHS: commands.PROCESS_EPOCHS, JOB_RETENTION: commands.RETENTION,
-                       JOB_BACKUP: commands.BACKUP}
+                       JOB_BACKUP: commands.BACKUP,
+                       JOB_DOCVIEWER: commands.DOCVIEWER, JOB_PDFS: commands.PDFS}
 
 # The pod's side of the contract with the data plane: paths, ports and user are the contract's.
 DATA_MOUNT: Final = layout.DATA_MOUNT
@@ -51,6 +56,8 @@ HOST_KEYS_DIR: Final = layout.HOST_KEYS_DIR
 AUTHORIZED_KEYS_DIR: Final = layout.AUTHORIZED_KEYS_DIR
 AUTHORIZED_KEYS_FILE: Final = layout.AUTHORIZED_KEYS_FILE
 HOST_KEY_FILES: Final = layout.HOST_KEY_FILES
+DOCVIEWER_TOKEN_DIR: Final = layout.DOCVIEWER_TOKEN_DIR
+DOCVIEWER_TOKEN_FILE: Final = layout.DOCVIEWER_TOKEN_FILE
 TERMINATION_LOG: Final = layout.TERMINATION_LOG
 SSH_PORT: Final = layout.SSH_PORT
 METRICS_PORT: Final = layout.METRICS_PORT
@@ -63,10 +70,12 @@ VOLUME_DATA: Final = "data"
 VOLUME_HOST_KEYS: Final = "host-keys"
 VOLUME_AUTHORIZED_KEYS: Final = "authorized-keys"
 VOLUME_TMP: Final = "tmp"
+VOLUME_DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a volume name)
 
 # Secret keys read from the district's own Secrets (defaults; the District may name others).
 DATABASE_URI_KEY: Final = "uri"
 WEBHOOK_URL_KEY: Final = "url"
+DOCVIEWER_TOKEN_KEY: Final = layout.DOCVIEWER_TOKEN_FILE
 
 
 def host_keys_secret(district: str) -> str:

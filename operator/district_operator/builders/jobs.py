@@ -1,4 +1,4 @@
-"""The CronJobs beside the server: epoch processing, retention and backups."""
+"""The CronJobs beside the server: epoch processing, retention, backups and downloads."""
 
 from __future__ import annotations
 
@@ -24,14 +24,19 @@ HISTORY_LIMIT = 3
 # A missed run is not worth starting more than this late; the next one catches up.
 STARTING_DEADLINE_SECONDS = 300
 ACTIVE_DEADLINE_SECONDS = {names.JOB_EPOCHS: 3600, names.JOB_RETENTION: 3600,
-                           names.JOB_BACKUP: 6 * 3600}
+                           names.JOB_BACKUP: 6 * 3600, names.JOB_DOCVIEWER: 3600,
+                           names.JOB_PDFS: 6 * 3600}
+# The docviewer's token keys: private, like the host keys (readable through fsGroup).
+TOKEN_KEY_MODE = 0o400
 
 
 def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], SecretKeyRef | None]:
     if job == names.JOB_EPOCHS:
         return (district.processing.schedule,
                 {env_var(commands.SETTLE_SECONDS): str(district.processing.settle_seconds),
-                 env_var(commands.FORMATS): ",".join(district.processing.formats)},
+                 env_var(commands.FORMATS): ",".join(district.processing.formats),
+                 # Prior-system archives must name the district's domain, which is its login.
+                 env_var(commands.DISTRICT_DOMAIN): district.login},
                 district.processing.database)
     if job == names.JOB_RETENTION:
         return (district.retention.schedule,
@@ -42,14 +47,68 @@ def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], Se
                 {env_var(commands.DISTRICT): district.name,
                  env_var(commands.KEEP_BACKUPS): str(district.backups.keep)},
                 district.backups.database)
+    if job in names.DOWNLOAD_JOBS:
+        return _download_settings(district, job)
     raise ValueError(f"unknown job {job!r}")
 
 
+# ---- spec.downloads: docviewer and pdfs -----------------------------------------------------
+
+def _download_settings(district: District, job: str
+                       ) -> tuple[str, dict[str, str], SecretKeyRef | None]:
+    """Both read the documents from the district's database, the one uploads go to."""
+    downloads = district.downloads
+    if job == names.JOB_DOCVIEWER and downloads.docviewer is not None:
+        docviewer = downloads.docviewer
+        return (docviewer.schedule,
+                {env_var(commands.FORMS): ",".join(docviewer.forms),
+                 env_var(commands.BASE_URL): docviewer.base_url,
+                 env_var(commands.TOKEN_TTL): docviewer.token_ttl,
+                 env_var(commands.KEEP): str(docviewer.keep)},
+                district.processing.database)
+    if job == names.JOB_PDFS and downloads.pdfs is not None:
+        pdfs = downloads.pdfs
+        settings = {env_var(commands.FORMS): ",".join(pdfs.forms),
+                    env_var(commands.KEEP_DAYS): str(pdfs.keep_days)}
+        if pdfs.students:
+            settings[env_var(commands.STUDENTS)] = ",".join(pdfs.students)
+        return pdfs.schedule, settings, district.processing.database
+    raise ValueError(f"job {job!r} is not enabled in spec.downloads")
+
+
+def enabled_download_jobs(district: District) -> list[str]:
+    """The download jobs the District turns on; they need the district's database."""
+    if district.processing.database is None:
+        return []
+    downloads = district.downloads
+    return [job for job, block in ((names.JOB_DOCVIEWER, downloads.docviewer),
+                                   (names.JOB_PDFS, downloads.pdfs)) if block is not None]
+
+
+def _token_volume(district: District) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                               list[str]]:
+    """The docviewer's token key Secret as a read-only file: volumes, mounts and arguments."""
+    if district.downloads.docviewer is None:
+        return [], [], []
+    ref = district.downloads.docviewer.token_secret
+    path = f"{names.DOCVIEWER_TOKEN_DIR}/{names.DOCVIEWER_TOKEN_FILE}"
+    volume = {"name": names.VOLUME_DOCVIEWER_TOKEN,
+              "secret": {"secretName": ref.name, "defaultMode": TOKEN_KEY_MODE,
+                         "items": [{"key": ref.key, "path": names.DOCVIEWER_TOKEN_FILE}]}}
+    mount = {"name": names.VOLUME_DOCVIEWER_TOKEN, "mountPath": names.DOCVIEWER_TOKEN_DIR,
+             "readOnly": True}
+    return [volume], [mount], ["--" + commands.TOKEN_KEY_FILE, path]
+
+
+# ---- every job ------------------------------------------------------------------------------
+
 def enabled_jobs(district: District) -> tuple[str, ...]:
-    """Backups need a database to back up; the other jobs always run."""
+    """Backups need a database to back up; downloads what spec.downloads turns on; the other
+    jobs always run."""
     jobs = [names.JOB_EPOCHS, names.JOB_RETENTION]
     if district.backups.database is not None:
         jobs.append(names.JOB_BACKUP)
+    jobs += enabled_download_jobs(district)
     return tuple(jobs)
 
 
@@ -66,18 +125,20 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
     if database is not None:
         container_env.insert(0, {"name": names.DATABASE_URL_ENV, "valueFrom": {
             "secretKeyRef": {"name": database.name, "key": database.key}}})
+    volumes, mounts, extra_args = _token_volume(district) if job == names.JOB_DOCVIEWER \
+        else ([], [], [])
     container: dict[str, Any] = {
         "name": job,
         "image": inputs.image,
         "imagePullPolicy": inputs.image_pull_policy,
         "args": [names.JOB_COMMANDS[job], "--" + commands.ROOT, names.DATA_MOUNT,
-                 "--" + commands.RESULT_FILE, names.TERMINATION_LOG],
+                 "--" + commands.RESULT_FILE, names.TERMINATION_LOG, *extra_args],
         "env": container_env,
         "securityContext": container_security_context(),
         "terminationMessagePath": names.TERMINATION_LOG,
         # The result line is the file's content; logs stand in only if it was never written.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": data_mounts(),
+        "volumeMounts": [*data_mounts(), *mounts],
     }
     resources = inputs.job_resources.manifest()
     if resources:
@@ -89,7 +150,7 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
         "securityContext": pod_security_context(),
         "containers": [container],
         **image_pull_secrets(inputs),
-        "volumes": data_volumes(district),
+        "volumes": [*data_volumes(district), *volumes],
     }
     if district.storage.pins_jobs_to_server_node:
         pod_spec["affinity"] = _server_affinity(district)

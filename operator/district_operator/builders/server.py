@@ -42,6 +42,11 @@ def server_env(district: District) -> dict[str, str]:
         # Enforced again in the server: a NetworkPolicy sees no client address behind some
         # load balancers, the server's own check always does.
         values[env_var(commands.ALLOWED_SOURCE)] = ",".join(district.allowed_source_ranges)
+    if district.downloads.directories:
+        # Read-only directories under /downloads/ that integrations of the district's state
+        # write; the server shows them, present and empty until then.
+        values[env_var(commands.DOWNLOAD_DIRECTORIES)] = ",".join(
+            district.downloads.directories)
     return values
 
 
