@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
-from district_contract.results import Outcome
+from district_contract.results import JobKind, Outcome
 
 
 class ConditionType(StrEnum):
@@ -18,6 +18,7 @@ class ConditionType(StrEnum):
     KEYS_VALID = "KeysValid"
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
+    DOWNLOADS_HEALTHY = "DownloadsHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
 
 
@@ -32,6 +33,7 @@ class Reason(StrEnum):
     KEYS_NOT_READY = "KeysNotReady"
     PROCESSING_NOT_READY = "ProcessingNotReady"
     BACKUPS_NOT_READY = "BackupsNotReady"
+    DOWNLOADS_NOT_READY = "DownloadsNotReady"
     # StorageReady (Pending and Lost are the claim's own phases)
     BOUND = "Bound"
     RESIZING = "Resizing"
@@ -63,6 +65,12 @@ class Reason(StrEnum):
     DATABASE_SECRET_NOT_FOUND = "DatabaseSecretNotFound"  # noqa: S105
     DATABASE_SECRET_KEY_MISSING = "DatabaseSecretKeyMissing"  # noqa: S105
     DATABASE_SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+    # DownloadsHealthy (also NotConfigured, NoRunYet, NoDatabase and the DatabaseSecret* ones)
+    DOWNLOADS_SUCCEEDED = "DownloadsSucceeded"
+    DOCVIEWER_FAILED = "DocviewerFailed"
+    PDFS_FAILED = "PdfsFailed"
+    TOKEN_SECRET_NOT_FOUND = "TokenSecretNotFound"  # noqa: S105
+    TOKEN_SECRET_KEY_MISSING = "TokenSecretKeyMissing"  # noqa: S105
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
@@ -71,6 +79,9 @@ class Reason(StrEnum):
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
 JOB_REASONS: Final = frozenset({Reason.SUCCEEDED, Reason.NOTHING_TO_DO, Reason.NEEDS_ATTENTION,
                                 Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED})
+# DownloadsHealthy's reason when that download job's last run failed.
+DOWNLOAD_FAILED_REASONS: Final[Mapping[JobKind, Reason]] = {
+    JobKind.DOCVIEWER: Reason.DOCVIEWER_FAILED, JobKind.PDFS: Reason.PDFS_FAILED}
 # ProcessingHealthy's reason for each outcome of an epochs run.
 EPOCHS_OUTCOME_REASONS: Final[Mapping[Outcome, Reason]] = {
     Outcome.SUCCEEDED: Reason.SUCCEEDED, Outcome.NOTHING_TO_DO: Reason.NOTHING_TO_DO,
@@ -81,7 +92,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.SERVER_READY: Reason.SERVER_NOT_READY,
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
-    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY}
+    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
+    ConditionType.DOWNLOADS_HEALTHY: Reason.DOWNLOADS_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})

@@ -19,7 +19,8 @@ EVENT_JOB_FAILED: Final = "JobFailed"
 EVENT_UPLOADS_NEED_ATTENTION: Final = "UploadsNeedAttention"
 # Transitions that _announce tells about itself, with the Job's name.
 ANNOUNCED_REASONS: Final = frozenset({Reason.JOB_FAILED, Reason.BACKUP_FAILED,
-                               Reason.UNRECOGNIZED_UPLOADS})
+                                      Reason.UNRECOGNIZED_UPLOADS, Reason.DOCVIEWER_FAILED,
+                                      Reason.PDFS_FAILED})
 
 
 class JobRecorder:
@@ -52,7 +53,7 @@ class JobRecorder:
             remembered = memory.status
             previous = dict(remembered if remembered is not None else body.get("status") or {})
             desired = status.apply_job_report(previous, report, meta["name"],
-                                              district.generation, self.clock())
+                                              district.generation, self.clock(), district)
             patch = status.status_patch(previous, desired)
             if patch:
                 self.kube.patch_district_status(namespace, district_name, patch)

@@ -127,6 +127,19 @@ class Reconciler:
                 f"Secret {ref.name} key {ref.key!r} is not a libpq URI or connection string")
         return problem
 
+    def _token_problem(self, district: District, cache: dict[str, dict[str, Any] | None]
+                       ) -> status.SecretProblem | None:
+        """The docviewer's token key Secret: present with its key, or the pod cannot start.
+        The key's content is the job's to check (it names the bad line, never echoing it)."""
+        docviewer = district.downloads.docviewer
+        if docviewer is None:
+            return None
+        ref = docviewer.token_secret
+        return _secret_problem(secretrefs.read(self.kube, district.namespace, ref, cache), ref,
+                               district.namespace, "the docviewer's URL tokens",
+                               "Fernet key(s), one a line", Reason.TOKEN_SECRET_NOT_FOUND,
+                               Reason.TOKEN_SECRET_KEY_MISSING)
+
     # ---- the reconcile ----------------------------------------------------------------------
 
     def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,6 +163,7 @@ class Reconciler:
                 district, district.processing.database, "processing", secrets)
             observed.backups_database = self._database_problem(
                 district, district.backups.database, "backups", secrets)
+            observed.downloads_token = self._token_problem(district, secrets)
             children = builders.desired_children(district, self.inputs,
                                                  observed.key_check.authorized_keys_file())
             for manifest in children:

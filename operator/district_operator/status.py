@@ -10,10 +10,12 @@ from typing import Any
 from district_contract import results
 from district_contract.results import (
     BackupResult,
+    DocviewerResult,
     EpochsResult,
     JobKind,
     JobResult,
     Outcome,
+    PdfsResult,
     RetentionResult,
 )
 
@@ -21,6 +23,7 @@ from district_operator import keys, names
 from district_operator.conditions import (
     ABNORMAL_TRUE,
     CLAIM_PHASES,
+    DOWNLOAD_FAILED_REASONS,
     EPOCHS_OUTCOME_REASONS,
     JOB_REASONS,
     KEYS_LOCK_OUT,
@@ -67,6 +70,8 @@ class Observed:
     service: Mapping[str, Any] | None = None
     processing_database: SecretProblem | None = None
     backups_database: SecretProblem | None = None
+    # spec.downloads.docviewer.tokenSecretRef (the database is processing's, above)
+    downloads_token: SecretProblem | None = None
     apply_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -150,6 +155,93 @@ def _backups_condition(district: District, observed: Observed,
     return _job_condition(ConditionType.BACKUPS_HEALTHY, observed.backups_database, previous)
 
 
+# ---- DownloadsHealthy: the docviewer and pdfs jobs (spec.downloads) -------------------------
+
+# Where each download job's last run is kept in the status.
+DOWNLOAD_STATUS_FIELDS: dict[JobKind, str] = {JobKind.DOCVIEWER: "lastDocviewer",
+                                              JobKind.PDFS: "lastPdfs"}
+# DownloadsHealthy reasons that come from the jobs' runs, not from the District's setup.
+_DOWNLOAD_RUN_REASONS = frozenset({Reason.DOWNLOADS_SUCCEEDED, Reason.DOCVIEWER_FAILED,
+                                   Reason.PDFS_FAILED, Reason.NO_RUN_YET})
+
+
+def configured_downloads(district: District) -> tuple[JobKind, ...]:
+    """The download jobs spec.downloads turns on."""
+    return tuple(kind for kind, block in ((JobKind.DOCVIEWER, district.downloads.docviewer),
+                                          (JobKind.PDFS, district.downloads.pdfs))
+                 if block is not None)
+
+
+def _downloads_from_runs(kinds: Sequence[JobKind], status: Mapping[str, Any]) -> Condition:
+    """From the last run of each configured download job: any failure is bad news."""
+    kind = ConditionType.DOWNLOADS_HEALTHY
+    runs = {job: status[DOWNLOAD_STATUS_FIELDS[job]] for job in kinds
+            if status.get(DOWNLOAD_STATUS_FIELDS[job])}
+    failed = [job for job in kinds if job in runs and runs[job].get("outcome") == Outcome.FAILED]
+    if failed:
+        return Condition(kind, "False", DOWNLOAD_FAILED_REASONS[failed[0]], "; ".join(
+            f"{job} job {runs[job].get('job', '')}: {runs[job].get('message') or 'failed'}"
+            for job in failed))
+    if not runs:
+        return Condition(kind, "Unknown", Reason.NO_RUN_YET, "no download job has finished yet")
+    said = []
+    for job in kinds:
+        run = runs.get(job)
+        said.append(f"{job}: epoch {run.get('epoch') or '(none)'} published "
+                    f"{run.get('completedAt', '')}" if run else f"{job}: no run yet")
+    return Condition(kind, "True", Reason.DOWNLOADS_SUCCEEDED, "; ".join(said))
+
+
+def _downloads_condition(district: District, observed: Observed,
+                         status: Mapping[str, Any]) -> Condition:
+    kind = ConditionType.DOWNLOADS_HEALTHY
+    kinds = configured_downloads(district)
+    if not kinds:
+        return Condition(kind, "True", Reason.NOT_CONFIGURED,
+                         "no downloads configured (spec.downloads.docviewer, .pdfs)")
+    if district.processing.database is None:
+        return Condition(kind, "False", Reason.NO_DATABASE,
+                         "spec.downloads reads the documents from the district's database: set "
+                         "spec.processing.databaseSecretRef")
+    for problem in (observed.processing_database, observed.downloads_token):
+        if problem is not None:
+            return Condition(kind, "False", problem.reason, problem.message)
+    return _downloads_from_runs(kinds, status)
+
+
+def _status_time(text: str, fallback: datetime | None) -> str:
+    """A job's time as the status writes times (the CRD's date-time); what a job wrote that
+    is not a time with a zone becomes `fallback` (or "", left out), so it cannot make the API
+    server refuse the whole status."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        return timestamp(fallback) if fallback is not None else ""
+    return timestamp(moment.astimezone(UTC))
+
+
+def _download_status(status: dict[str, Any], previous: Mapping[str, Any],
+                     report: JobReport, job_name: str, now: datetime) -> None:
+    """The job's last run: outcome, when, why; the published epoch kept from the last success."""
+    field_name = DOWNLOAD_STATUS_FIELDS[report.job]
+    last = dict(previous.get(field_name) or {})
+    result = report.result
+    completed = _status_time(getattr(result, "completed_at", ""), now)
+    if last.get("completedAt") and str(last["completedAt"]) > completed:
+        return  # an older run recorded late: the newer one stays
+    last.update({"outcome": str(report.outcome), "job": job_name, "completedAt": completed,
+                 "message": report.message[:1000]})
+    if isinstance(result, DocviewerResult) and not report.failed:
+        last.update({"epoch": result.epoch, "rows": result.rows, "bytes": result.bytes,
+                     "tokenExpiresAt": _status_time(result.token_expires_at, None)})
+    elif isinstance(result, PdfsResult) and not report.failed:
+        last.update({"epoch": result.epoch, "documents": result.documents,
+                     "bytes": result.bytes, "skipped": len(result.skipped)})
+    status[field_name] = {k: v for k, v in last.items() if v != ""}
+
+
 def _uploads_condition(status: Mapping[str, Any]) -> Condition:
     kind = ConditionType.UPLOADS_NEED_ATTENTION
     waiting = list(status.get("uploadsNeedingAttention") or [])
@@ -170,7 +262,8 @@ def _ready_condition(parts: Sequence[Condition], district: District) -> Conditio
     if by_type[ConditionType.KEYS_VALID].reason in KEYS_LOCK_OUT:
         problems.append(by_type[ConditionType.KEYS_VALID])
     problems += [c for c in (by_type[ConditionType.PROCESSING_HEALTHY],
-                             by_type[ConditionType.BACKUPS_HEALTHY]) if c.status == "False"]
+                             by_type[ConditionType.BACKUPS_HEALTHY],
+                             by_type[ConditionType.DOWNLOADS_HEALTHY]) if c.status == "False"]
     if not problems:
         return Condition(ConditionType.READY, "True", Reason.READY,
                          "the district can log in and its jobs are healthy")
@@ -224,6 +317,7 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         _job_condition(ConditionType.PROCESSING_HEALTHY, observed.processing_database,
                        before.get(ConditionType.PROCESSING_HEALTHY)),
         _backups_condition(district, observed, before.get(ConditionType.BACKUPS_HEALTHY)),
+        _downloads_condition(district, observed, previous),
         _uploads_condition(previous),
     ]
     conditions = [_ready_condition(parts, district), *parts]
@@ -331,8 +425,10 @@ def _backup_status(status: dict[str, Any], previous: Mapping[str, Any],
 
 
 def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: str,
-                     generation: int, now: datetime) -> dict[str, Any]:
-    """The status after taking in one finished Job's result."""
+                     generation: int, now: datetime,
+                     district: District | None = None) -> dict[str, Any]:
+    """The status after taking in one finished Job's result (`district` says which download
+    jobs are configured; without it, those with a recorded run)."""
     status: dict[str, Any] = dict(previous)
     conditions = list(previous.get("conditions") or [])
     updates: list[Condition] = []
@@ -360,6 +456,9 @@ def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: s
         deleted = len(result.deleted) if isinstance(result, RetentionResult) else 0
         status["lastRetention"] = {"outcome": str(report.outcome), "deleted": deleted,
                                    "completedAt": timestamp(now)}
+    elif report.job in DOWNLOAD_STATUS_FIELDS:
+        _download_status(status, previous, report, job_name, now)
+        updates += _downloads_update(status, previous, district)
     replaced = {c.type for c in updates}
     kept = [c for c in conditions if c.get("type") not in replaced]
     status["conditions"] = kept + merge_conditions(
@@ -367,6 +466,20 @@ def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: s
     status["conditions"].sort(key=lambda c: CONDITION_ORDER.index(c["type"])
                               if c["type"] in CONDITION_ORDER else len(CONDITION_ORDER))
     return status
+
+
+def _downloads_update(status: Mapping[str, Any], previous: Mapping[str, Any],
+                      district: District | None) -> list[Condition]:
+    """DownloadsHealthy after a download job's run, unless a setup problem (a missing Secret)
+    holds it: that is the reconcile's to clear, and a run must not make it flap."""
+    held = next((c for c in previous.get("conditions") or []
+                 if c.get("type") == ConditionType.DOWNLOADS_HEALTHY), None)
+    if held is not None and held.get("status") == "False" \
+            and held.get("reason") not in _DOWNLOAD_RUN_REASONS:
+        return []
+    kinds = configured_downloads(district) if district is not None else tuple(
+        job for job, field_name in DOWNLOAD_STATUS_FIELDS.items() if status.get(field_name))
+    return [_downloads_from_runs(kinds, status)] if kinds else []
 
 
 @dataclass(frozen=True)
