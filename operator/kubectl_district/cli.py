@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", parents=[common], help="take a database backup now")
     jobs.add_backup_arguments(backup)
     backup.set_defaults(runner=jobs.run_backup)
+    export = sub.add_parser("export", parents=[common],
+                            help="run the docviewer export or the PDF extraction now")
+    jobs.add_export_arguments(export)
+    export.set_defaults(runner=jobs.run_export)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`kubectl district epochs ... | backup`: run a job now, follow it, report its result."""
+"""`kubectl district epochs ... | backup | export`: run a job now, follow it, report its result."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from district_contract import commands, layout, results
-from district_contract.results import BackupResult, EpochsResult, Outcome
+from district_contract.results import (
+    BackupResult,
+    DocviewerResult,
+    EpochsResult,
+    Outcome,
+    PdfsResult,
+)
 from district_operator import api, names, status
 from district_operator.model import District
 
@@ -51,6 +57,14 @@ def add_epochs_arguments(parser: argparse.ArgumentParser, common: argparse.Argum
 
 def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("district")
+    add_follow_arguments(parser)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district")
+    parser.add_argument("job", choices=names.DOWNLOAD_JOBS,
+                        help="docviewer: the document viewer export (/downloads/docviewer); "
+                             "pdfs: the PDF extraction (/downloads/pdfs)")
     add_follow_arguments(parser)
 
 
@@ -237,9 +251,37 @@ def _print_report(report: status.JobReport, job_name: str, district: District) -
         print(f"Backup: /{layout.BACKUPS}/{result.file}  {output.size(result.bytes)}  "
               f"sha256 {result.sha256}")
         print(f"Kept {result.kept} backup(s); pruned: {', '.join(result.pruned) or 'none'}")
+    elif isinstance(result, DocviewerResult) and result.epoch:
+        print(f"Epoch: /{layout.DOCVIEWER}/{result.epoch}/documents.csv  {result.rows} row(s)  "
+              f"{output.size(result.bytes)}  for {result.today}  forms "
+              f"{', '.join(result.forms)}")
+        print(f"URL tokens expire {result.token_expires_at}; kept {result.kept} epoch(s); "
+              f"pruned: {', '.join(result.pruned) or 'none'}")
+    elif isinstance(result, PdfsResult):
+        if result.epoch:
+            print(f"Extraction: /{layout.PDFS}/{result.epoch}/  {result.documents} PDF(s)  "
+                  f"{output.size(result.bytes)}  for {result.today}  forms "
+                  f"{', '.join(result.forms)}")
+        for skipped in result.skipped:
+            print(f"skipped document {skipped}")
+        print(f"Removed after {result.keep_days} day(s); pruned: "
+              f"{', '.join(result.pruned) or 'none'}")
     if report.failed:
         print(f"hint: `kubectl logs job/{job_name} -n {district.namespace}` shows the job's log",
               file=sys.stderr)
+
+
+def _download_hint(district: District, job_kind: str) -> str | None:
+    """Why the District has no CronJob for this download job, when its spec says why."""
+    configured = district.downloads.docviewer if job_kind == names.JOB_DOCVIEWER \
+        else district.downloads.pdfs
+    if configured is None:
+        return (f"spec.downloads.{job_kind} is not set or not enabled: the District exports "
+                "nothing of this kind (docs/district-reference.md)")
+    if district.processing.database is None:
+        return ("spec.downloads reads the documents from the district's database: set "
+                "spec.processing.databaseSecretRef")
+    return None
 
 
 def run_job(session: Session, district_name: str, job_kind: str, extra_args: Sequence[str],
@@ -252,6 +294,8 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
                f"status {district.name}`)"
         if job_kind == names.JOB_BACKUP and district.backups.database is None:
             hint = "backups need spec.backups.databaseSecretRef: the District names no database"
+        elif job_kind in names.DOWNLOAD_JOBS:
+            hint = _download_hint(district, job_kind) or hint
         raise PluginError(f"CronJob {cronjob_name} not found", hint)
     if district.suspend:
         print(f"warning: District {district.name} is suspended; its scheduled jobs are paused, "
@@ -295,3 +339,7 @@ def run_epochs(args: argparse.Namespace, session: Session) -> int:
 
 def run_backup(args: argparse.Namespace, session: Session) -> int:
     return run_job(session, args.district, names.JOB_BACKUP, [], args)
+
+
+def run_export(args: argparse.Namespace, session: Session) -> int:
+    return run_job(session, args.district, args.job, [], args)

@@ -56,8 +56,25 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "lastEpoch": status.get("lastEpoch"),
         "lastBackup": status.get("lastBackup"),
         "lastRetention": status.get("lastRetention"),
+        "lastDocviewer": status.get("lastDocviewer"),
+        "lastPdfs": status.get("lastPdfs"),
         "uploadsNeedingAttention": status.get("uploadsNeedingAttention") or [],
     }
+
+
+def _download_lines(facts: Mapping[str, Any]) -> list[str]:
+    """The download jobs' last runs, for the Districts that have had one."""
+    lines = []
+    for label, key, what in (("Docviewer:", "lastDocviewer", "rows"),
+                             ("PDFs:", "lastPdfs", "documents")):
+        run = facts.get(key)
+        if not run:
+            continue
+        published = f"{run['epoch']}  {run.get(what, 0)} {what}  {output.size(run.get('bytes'))}" \
+            if run.get("epoch") else "nothing published"
+        lines.append(f"{label:<14}{published}; last run {run.get('outcome')} "
+                     f"{run.get('completedAt')} ({output.age(run.get('completedAt'))} ago)")
+    return lines
 
 
 def _print_status(facts: Mapping[str, Any]) -> None:
@@ -81,6 +98,7 @@ def _print_status(facts: Mapping[str, Any]) -> None:
                             f"({output.age(backup.get('completedAt'))} ago)"
                             if backup else "none yet"),
     ]
+    lines += _download_lines(facts)
     if facts["observedGeneration"] != facts["generation"]:
         lines.append(f"note: the status describes generation {facts['observedGeneration']}; the "
                      f"operator has not caught up with generation {facts['generation']} yet")
