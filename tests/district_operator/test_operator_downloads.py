@@ -182,6 +182,8 @@ def test_downloads_from_spec_to_status(crd: Any, kube: api.Kube,
     assert [e["type"] for e in job_failed] == ["Warning"]
     assert "pdfs job polk-pdfs-1 failed: cannot connect to the database" in \
         job_failed[0]["message"]
+    # Announced once, as JobFailed with the Job's name: not again as the condition's transition.
+    assert not [e for e in events(kube, "polk") if e["reason"] == "PdfsFailed"]
 
     pdfs = {"kind": "pdfs", "outcome": "Succeeded", "message": "published",
             "epoch": "20261209-040000", "documents": 3, "bytes": 30000, "today": "2026-12-09",
