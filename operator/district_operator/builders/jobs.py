@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from district_contract import commands
@@ -18,7 +19,7 @@ from district_operator.builders.common import (
     metadata,
     pod_security_context,
 )
-from district_operator.model import District, SecretKeyRef
+from district_operator.model import District, Docviewer, SecretKeyRef
 
 HISTORY_LIMIT = 3
 # A missed run is not worth starting more than this late; the next one catches up.
@@ -85,19 +86,33 @@ def enabled_download_jobs(district: District) -> list[str]:
                                    (names.JOB_PDFS, downloads.pdfs)) if block is not None]
 
 
-def _token_volume(district: District) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                               list[str]]:
-    """The docviewer's token key Secret as a read-only file: volumes, mounts and arguments."""
-    if district.downloads.docviewer is None:
-        return [], [], []
-    ref = district.downloads.docviewer.token_secret
-    path = f"{names.DOCVIEWER_TOKEN_DIR}/{names.DOCVIEWER_TOKEN_FILE}"
-    volume = {"name": names.VOLUME_DOCVIEWER_TOKEN,
-              "secret": {"secretName": ref.name, "defaultMode": TOKEN_KEY_MODE,
-                         "items": [{"key": ref.key, "path": names.DOCVIEWER_TOKEN_FILE}]}}
-    mount = {"name": names.VOLUME_DOCVIEWER_TOKEN, "mountPath": names.DOCVIEWER_TOKEN_DIR,
-             "readOnly": True}
-    return [volume], [mount], ["--" + commands.TOKEN_KEY_FILE, path]
+@dataclass(frozen=True)
+class SecretFiles:
+    """Secret files a job reads besides the volume: pod volumes, their mounts, the arguments
+    naming the files."""
+
+    volumes: tuple[dict[str, Any], ...] = ()
+    mounts: tuple[dict[str, Any], ...] = ()
+    args: tuple[str, ...] = ()
+
+
+def _token_key(docviewer: Docviewer) -> SecretFiles:
+    """The docviewer's token key Secret: only its key, as one read-only file."""
+    ref = docviewer.token_secret
+    return SecretFiles(
+        volumes=({"name": names.VOLUME_DOCVIEWER_TOKEN,
+                  "secret": {"secretName": ref.name, "defaultMode": TOKEN_KEY_MODE,
+                             "items": [{"key": ref.key, "path": names.DOCVIEWER_TOKEN_FILE}]}},),
+        mounts=({"name": names.VOLUME_DOCVIEWER_TOKEN, "mountPath": names.DOCVIEWER_TOKEN_DIR,
+                 "readOnly": True},),
+        args=("--" + commands.TOKEN_KEY_FILE,
+              f"{names.DOCVIEWER_TOKEN_DIR}/{names.DOCVIEWER_TOKEN_FILE}"))
+
+
+def _secret_files(district: District, job: str) -> SecretFiles:
+    if job == names.JOB_DOCVIEWER and district.downloads.docviewer is not None:
+        return _token_key(district.downloads.docviewer)
+    return SecretFiles()
 
 
 # ---- every job ------------------------------------------------------------------------------
@@ -125,20 +140,19 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
     if database is not None:
         container_env.insert(0, {"name": names.DATABASE_URL_ENV, "valueFrom": {
             "secretKeyRef": {"name": database.name, "key": database.key}}})
-    volumes, mounts, extra_args = _token_volume(district) if job == names.JOB_DOCVIEWER \
-        else ([], [], [])
+    files = _secret_files(district, job)
     container: dict[str, Any] = {
         "name": job,
         "image": inputs.image,
         "imagePullPolicy": inputs.image_pull_policy,
         "args": [names.JOB_COMMANDS[job], "--" + commands.ROOT, names.DATA_MOUNT,
-                 "--" + commands.RESULT_FILE, names.TERMINATION_LOG, *extra_args],
+                 "--" + commands.RESULT_FILE, names.TERMINATION_LOG, *files.args],
         "env": container_env,
         "securityContext": container_security_context(),
         "terminationMessagePath": names.TERMINATION_LOG,
         # The result line is the file's content; logs stand in only if it was never written.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [*data_mounts(), *mounts],
+        "volumeMounts": [*data_mounts(), *files.mounts],
     }
     resources = inputs.job_resources.manifest()
     if resources:
@@ -150,7 +164,7 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
         "securityContext": pod_security_context(),
         "containers": [container],
         **image_pull_secrets(inputs),
-        "volumes": [*data_volumes(district), *volumes],
+        "volumes": [*data_volumes(district), *files.volumes],
     }
     if district.storage.pins_jobs_to_server_node:
         pod_spec["affinity"] = _server_affinity(district)
