@@ -222,6 +222,11 @@ def _status_time(text: str, fallback: datetime | None) -> str:
     return timestamp(moment.astimezone(UTC))
 
 
+def _count(value: int) -> int:
+    """A job's count within the CRD's int64 (the API server refuses the status otherwise)."""
+    return max(0, min(value, 2**63 - 1))
+
+
 def _download_status(status: dict[str, Any], previous: Mapping[str, Any],
                      report: JobReport, job_name: str, now: datetime) -> None:
     """The job's last run: outcome, when, why; the published epoch kept from the last success."""
@@ -234,11 +239,12 @@ def _download_status(status: dict[str, Any], previous: Mapping[str, Any],
     last.update({"outcome": str(report.outcome), "job": job_name, "completedAt": completed,
                  "message": report.message[:1000]})
     if isinstance(result, DocviewerResult) and not report.failed:
-        last.update({"epoch": result.epoch, "rows": result.rows, "bytes": result.bytes,
+        last.update({"epoch": result.epoch, "rows": _count(result.rows),
+                     "bytes": _count(result.bytes),
                      "tokenExpiresAt": _status_time(result.token_expires_at, None)})
     elif isinstance(result, PdfsResult) and not report.failed:
-        last.update({"epoch": result.epoch, "documents": result.documents,
-                     "bytes": result.bytes, "skipped": len(result.skipped)})
+        last.update({"epoch": result.epoch, "documents": _count(result.documents),
+                     "bytes": _count(result.bytes), "skipped": len(result.skipped)})
     status[field_name] = {k: v for k, v in last.items() if v != ""}
 
 

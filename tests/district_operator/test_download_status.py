@@ -112,11 +112,14 @@ def test_an_older_run_recorded_late_does_not_replace_a_newer_one() -> None:
     assert late["lastDocviewer"] == st["lastDocviewer"]
 
 
-def test_times_a_job_wrote_badly_cannot_break_the_status() -> None:
+def test_what_a_job_wrote_badly_cannot_break_the_status() -> None:
     odd = dict(DOCVIEWER_RESULT, completedAt="yesterday", tokenExpiresAt="2026-12-09T01:30:00")
     st = status.apply_job_report({}, report("docviewer", odd), "j", 2, NOW)
     assert st["lastDocviewer"]["completedAt"] == "2026-12-02T01:31:00Z"  # the recorder's clock
     assert "tokenExpiresAt" not in st["lastDocviewer"]  # no zone: left out
+    huge = dict(DOCVIEWER_RESULT, rows=-5, bytes=10**30)
+    st = status.apply_job_report({}, report("docviewer", huge), "j", 2, NOW)
+    assert (st["lastDocviewer"]["rows"], st["lastDocviewer"]["bytes"]) == (0, 2**63 - 1)
 
 
 @pytest.mark.parametrize(("problem_field", "reason"), [
