@@ -130,7 +130,8 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
     cluster.kubectl("apply", "-f", "-", input=json.dumps(district))
 
     for kind, name in [("Deployment", names.deployment(DISTRICT)),
-                       *[("CronJob", names.cronjob(DISTRICT, job)) for job in names.JOBS]]:
+                       *[("CronJob", names.cronjob(DISTRICT, job))
+                         for job in (names.JOB_EPOCHS, names.JOB_RETENTION, names.JOB_BACKUP)]]:
         wait_until(lambda k=kind, n=name: kube.get(k, namespace, n), 60, f"{kind} {name}")
     data_dir = tmp_path / "pvc"
     node.bind_claim(kube, namespace, names.data_pvc(DISTRICT), data_dir)
