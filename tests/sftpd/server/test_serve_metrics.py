@@ -205,6 +205,30 @@ def test_serving_loads_neither_prometheus_client_nor_psycopg() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_serving_leaves_out_asyncssh_x509_support() -> None:
+    """`sftpd serve` refuses cryptography.x509 (1.2 MiB) before asyncssh's optional import of
+    it (which needs pyOpenSSL besides, so it never succeeded); asyncssh loads without it, and the
+    jobs' processes are not affected. The server tests run `sftpd serve` this way throughout."""
+    code = ("import sys\n"
+            "from sftpd import cli\n"
+            "try:\n"
+            "    cli.main(['serve', '--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('asyncssh' in sys.modules, 'cryptography.x509' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.splitlines()[-1] == "True False"
+    job = ("import sys\n"
+           "from sftpd import cli\n"
+           "try:\n"
+           "    cli.main(['retention', '--help'])\n"
+           "except SystemExit:\n"
+           "    pass\n"
+           "import cryptography.x509\n")
+    subprocess.run([sys.executable, "-c", job], capture_output=True, timeout=60, check=True)
+
+
 def test_label_values_survive_any_text(promtool: Path) -> None:
     """Label values are escaped: a quote, a backslash or a newline cannot break the format."""
     from prometheus_client.parser import text_string_to_metric_families
