@@ -11,12 +11,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 from district_contract.results import DocviewerResult, parse
 
 from sftpd.downloads.contract import contract_sql
 from sftpd.downloads.docviewer import url_cell
-from sftpd.downloads.tokens import TokenRefused, decode_token, read_keys
+from sftpd.downloads.tokens import TokenRefused, decode_token, generate_key, read_keys
 from tests.sftpd.downloads.conftest import (
     FORMS,
     NOW,
@@ -73,7 +72,7 @@ def test_each_token_is_refused_when_tampered_with_or_expired(root: Path, seeded:
     rows = read_epoch(root / DOCVIEWER / run.result["epoch"])
     keys = read_keys(key_file)
     other_key = tmp_path / "other-key"
-    other_key.write_bytes(Fernet.generate_key())
+    other_key.write_text(generate_key())
     now = datetime.fromisoformat(NOW)
     expired = (now + timedelta(hours=36)).isoformat()
     for row in rows[:3]:
