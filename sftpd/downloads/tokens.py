@@ -5,7 +5,7 @@ A token is `base64url(version || nonce || AES-256-GCM(key, nonce, plaintext, aad
 bytes (the document id, signed big-endian, then the expiry in Unix seconds, unsigned
 big-endian), followed by GCM's 16-byte tag. GCM encrypts and authenticates in one call of the
 `cryptography` library (OpenSSL underneath), which is what makes a token per row cheap: Fernet
-costs about fifteen times as much per token in Python (docs/downloads.md, Benchmark). Any
+costs about a dozen times as much per token in Python (docs/downloads.md, Benchmark). Any
 AES-GCM implementation (Go's crypto/cipher, Java's JCE, Node's crypto, Web Crypto) decodes a
 token from this layout, so the viewer need not run Python.
 
@@ -38,9 +38,9 @@ TOKEN_BYTES = len(VERSION) + NONCE_BYTES + PLAINTEXT_BYTES + TAG_BYTES
 # 45 bytes, a multiple of 3: a run of tokens base64-encodes in one call and splits into
 # tokens at every TOKEN_CHARS characters, with no padding in any of them.
 TOKEN_CHARS = TOKEN_BYTES // 3 * 4
-TOKEN = re.compile(rb"^[A-Za-z0-9_-]{%d}$" % TOKEN_CHARS)
+TOKEN = re.compile(rb"[A-Za-z0-9_-]{%d}" % TOKEN_CHARS)  # fullmatch: nothing around it
 KEY_BYTES = 32
-KEY_LINE = re.compile(rb"^[A-Za-z0-9_-]{43}=$")  # 32 bytes in url-safe base64
+KEY_LINE = re.compile(rb"[A-Za-z0-9_-]{43}=")  # fullmatch: 32 bytes in url-safe base64
 MAX_KEY_FILE_BYTES = 64 * 1024
 # datetime cannot hold a later expiry; only a key holder could make one.
 MAX_EXPIRY = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp())
@@ -108,7 +108,7 @@ def read_keys(path: Path) -> TokenKeys:
     for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
-        if KEY_LINE.match(line.strip()) is None:
+        if KEY_LINE.fullmatch(line.strip()) is None:
             # Never echo the line: it may be a real key with a typo.
             raise TokenKeyError(f"line {number} of the token key file {path} is not a key "
                                 "(32 bytes in url-safe base64, 44 characters)")
@@ -128,7 +128,7 @@ class TokenIssuer:
 
     def tokens(self, document_ids: Sequence[bytes]) -> bytes:
         """The tokens of these documents (each id ID_BYTES big-endian), one after the other
-        in one url-safe base64 (ASCII) string: the i-th is at [i * TOKEN_CHARS, +TOKEN_CHARS).
+        in one url-safe base64 (ASCII) string: token i is [i * TOKEN_CHARS:(i + 1) * TOKEN_CHARS].
 
         One os.urandom call and one base64 call for all; per document only the GCM call.
         """
@@ -153,7 +153,7 @@ def decode_token(keys: TokenKeys, token: str | bytes, now: datetime) -> Document
     Refused as `expired`: valid, but `now` is at or past its expiry.
     """
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    if TOKEN.match(raw) is None:
+    if TOKEN.fullmatch(raw) is None:
         raise TokenRefused("invalid", f"not a docviewer token ({TOKEN_CHARS} url-safe base64 "
                                       "characters)")
     data = base64.urlsafe_b64decode(raw)

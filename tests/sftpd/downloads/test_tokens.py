@@ -123,6 +123,13 @@ def test_hostile_strings_are_refused_as_invalid(key: Path, hostile: str | bytes)
     assert refused(read_keys(key), hostile) == "invalid"
 
 
+def test_a_valid_token_with_anything_around_it_is_refused(key: Path) -> None:
+    keys = read_keys(key)
+    token = TokenIssuer(keys, EXPIRES).token(41)
+    for wrapped in (token + b"\n", b"\n" + token, token + b"=", b" " + token, token + b"A"):
+        assert refused(keys, wrapped) == "invalid", wrapped
+
+
 @pytest.mark.parametrize(("content", "words"), [
     (b"", "holds no key"),
     (b"\n \n", "holds no key"),
