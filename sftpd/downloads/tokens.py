@@ -5,7 +5,7 @@ A token is `base64url(version || nonce || AES-256-GCM(key, nonce, plaintext, aad
 bytes (the document id, signed big-endian, then the expiry in Unix seconds, unsigned
 big-endian), followed by GCM's 16-byte tag. GCM encrypts and authenticates in one call of the
 `cryptography` library (OpenSSL underneath), which is what makes a token per row cheap: Fernet
-costs about a dozen times as much per token in Python (docs/downloads.md, Benchmark). Any
+costs about ten times as much per token in Python (docs/downloads.md, Benchmark). Any
 AES-GCM implementation (Go's crypto/cipher, Java's JCE, Node's crypto, Web Crypto) decodes a
 token from this layout, so the viewer need not run Python.
 
