@@ -55,14 +55,29 @@ def test_district_downloads_the_newest_epoch_and_an_archive_and_cannot_change_do
             assert made.result is not None
             epochs.append(made.result["epoch"])
         assert epochs[1] > epochs[0]
-        upload = root / tree.UPLOAD / "20261201-010000"
-        upload.mkdir()
-        with zipfile.ZipFile(upload / "prior.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        # The district uploads a prior-system archive as a zip and as a folder, as
+        # docs/onboarding.md tells it to.
+        made = tmp_path / "district-made"
+        made.mkdir()
+        with zipfile.ZipFile(made / "prior.zip", "w", zipfile.ZIP_DEFLATED) as archive:
             for member, data in ARCHIVE.items():
                 archive.writestr(member, data)
-        (upload / "COMPLETE").touch()
-        imported = run_process(root, database_url, "--district-domain", DOMAIN)
+        for member, data in ARCHIVE.items():
+            (made / member).parent.mkdir(parents=True, exist_ok=True)
+            (made / member).write_bytes(data)
+        (made / "COMPLETE").touch()
+        sftp_ok(server, keys, f"lcd {made}\n"
+                              "mkdir /upload/20261201-010000\n"
+                              "put prior.zip /upload/20261201-010000/\n"
+                              "put COMPLETE /upload/20261201-010000/\n"
+                              "mkdir /upload/20261202-010000\n"
+                              f"put -r {DOMAIN} /upload/20261202-010000/{DOMAIN}\n"
+                              "put COMPLETE /upload/20261202-010000/\n")
+        imported = run_process(root, database_url, "--district-domain", DOMAIN,
+                               "--formats", "prior-system-pdfs")
         assert imported.code == 0, (imported.stderr, imported.result)
+        assert [p["name"] for p in imported.result["processed"]] == [  # type: ignore[index]
+            "20261201-010000", "20261202-010000"]
 
         # The district takes the newest epoch that has COMPLETE, as SameGoal's guide says.
         listed = [Path(line).name for line in
@@ -73,19 +88,23 @@ def test_district_downloads_the_newest_epoch_and_an_archive_and_cannot_change_do
         local = tmp_path / "district-side"
         local.mkdir()
         sftp_ok(server, keys, f"lcd {local}\nget -r /downloads/docviewer/{newest}\n"
-                              "get /downloads/prior.zip\nget /downloads/prior.zip.sha256\n")
+                              "get /downloads/prior.zip\nget /downloads/prior.zip.sha256\n"
+                              "get /downloads/20261202-010000.zip*\n")
         rows = read_epoch(local / newest)
         assert len(rows) == len(seeded.expected)
-        check = subprocess.run(["sha256sum", "-c", "prior.zip.sha256"], cwd=local,
-                               capture_output=True, text=True, check=False)
-        assert check.returncode == 0 and "prior.zip: OK" in check.stdout, check
-        assert (local / "prior.zip").read_bytes() == (upload.parent.parent / tree.DOWNLOADS
-                                                      / "prior.zip").read_bytes()
+        for name in ("prior.zip", "20261202-010000.zip"):
+            check = subprocess.run(["sha256sum", "-c", f"{name}.sha256"], cwd=local,
+                                   capture_output=True, text=True, check=False)
+            assert check.returncode == 0 and f"{name}: OK" in check.stdout, check
+        assert (local / "prior.zip").read_bytes() == (made / "prior.zip").read_bytes()
+        with zipfile.ZipFile(local / "20261202-010000.zip") as folder_zip:
+            assert {n: folder_zip.read(n) for n in folder_zip.namelist()} == ARCHIVE
 
         # The state directories: listed, present and empty.
         top = [Path(line).name for line in sftp_ok(server, keys, "ls -1 /downloads\n")]
         assert sorted(top) == sorted(["backups", "docviewer", "pdfs", "prior.zip",
-                                      "prior.zip.sha256", *STATE_DIRECTORIES])
+                                      "prior.zip.sha256", "20261202-010000.zip",
+                                      "20261202-010000.zip.sha256", *STATE_DIRECTORIES])
         for name in STATE_DIRECTORIES:
             listed = sftp_ok(server, keys, f"ls -1a /downloads/{name}\n")
             assert [line.rsplit("/", 1)[-1] for line in listed] == [".", ".."]
