@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
-
-if TYPE_CHECKING:
-    from sftpd.formats.prior_system_pdfs import Published
 
 
 @dataclass(frozen=True)
@@ -92,6 +89,15 @@ class Format(Protocol):
         """Check values and references and merge into the district's tables, inside the
         caller's open transaction; errors in the outcome make the caller roll back."""
         ...
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a format published after its import: the file (relative to the tree's root, e.g.
+    downloads/prior.zip) and its SHA-256."""
+
+    file: str
+    sha256: str
 
 
 @runtime_checkable

@@ -32,7 +32,14 @@ from sftpd.downloads.contract import CONTRACT_LOCK_KEY, DOCUMENTS, STUDENTS, con
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import rename_noreplace
 from sftpd.epochs.names import is_reserved
-from sftpd.formats import FileCount, ImportOutcome, Problem, Recognition, Validation
+from sftpd.formats import (
+    FileCount,
+    ImportOutcome,
+    Problem,
+    Published,
+    Recognition,
+    Validation,
+)
 from sftpd.formats import archive as zips
 
 # The form every imported document gets: what the prior system called it is not in the layout.
@@ -78,14 +85,6 @@ class Plan:
 
     pdfs: list[Pdf] = field(default_factory=list)
     published: str = ""
-
-
-@dataclass(frozen=True)
-class Published:
-    """An archive in downloads/: its name there and its SHA-256."""
-
-    file: str
-    sha256: str
 
 
 def pdf_problem(data: bytes) -> str | None:
@@ -259,7 +258,9 @@ def _is_clutter(path: str) -> bool:
 
 
 def _top_entries(epoch: Path) -> list[Path]:
-    return sorted(p for p in epoch.iterdir() if not is_reserved(p.name))
+    """The epoch's own entries: not the processor's, not an operating system's clutter."""
+    return sorted(p for p in epoch.iterdir()
+                  if not is_reserved(p.name) and p.name not in CLUTTER)
 
 
 def _is_plain(path: Path, kind: int) -> bool:

@@ -195,7 +195,7 @@ def test_a_valid_zip_is_imported_once_and_published_with_its_checksum(
 
 def test_a_valid_directory_is_imported_and_published_as_a_zip_of_it(
         root: Path, db: str) -> None:
-    junk = {f"{DOMAIN}/.DS_Store": b"\0\0\0\1Bud1"}
+    junk = {f"{DOMAIN}/.DS_Store": b"\0\0\0\1Bud1", ".DS_Store": b"\0\0\0\1Bud1"}
     put_directory(root, "20261203-020000", {**VALID, **junk})
     result = run(root, db)
     assert result.code == 0, (result.stderr, result.result)
