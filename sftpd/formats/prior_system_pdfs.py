@@ -490,7 +490,9 @@ class PriorSystemPdfsFormat:
         source = _locate(epoch)
         name = None if source is None else published_name(epoch, source)
         if source is None or name is None:
-            raise ValueError(f"{epoch.name} holds no archive that can be published")
+            # (an OSError, so the run stops and the epoch waits for the next one, as for a
+            # full disk: its import committed, only the publication is missing)
+            raise FileNotFoundError(f"{epoch.name} holds no archive that can be published")
         return publish_archive(downloads_of(epoch), name, source.write_zip)
 
 
