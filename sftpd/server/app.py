@@ -187,7 +187,8 @@ class SFTPDistrictServer:
         )
         self._reaper = asyncio.create_task(self._reap_idle())
         self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
-                         login=s.login, keys=self.authorized.count)
+                         login=s.login, keys=self.authorized.count,
+                         download_directories=list(s.download_directories))
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
         owner = chan.get_connection().get_owner()

@@ -100,6 +100,8 @@ def test_district_downloads_the_newest_epoch_and_an_archive_and_cannot_change_do
         with zipfile.ZipFile(local / "20261202-010000.zip") as folder_zip:
             assert {n: folder_zip.read(n) for n in folder_zip.namelist()} == ARCHIVE
 
+        listening = server.events("server.listening")
+        assert listening[0]["download_directories"] == list(STATE_DIRECTORIES)
         # The state directories: listed, present and empty.
         top = [Path(line).name for line in sftp_ok(server, keys, "ls -1 /downloads\n")]
         assert sorted(top) == sorted(["backups", "docviewer", "pdfs", "prior.zip",
