@@ -466,19 +466,10 @@ class PriorSystemPdfsFormat:
         outcome.error_count = len(outcome.errors)
         if outcome.errors:
             return outcome
-        with source.reading():
-            for pdf in plan.pdfs:
-                data = source.read(pdf.member)
-                problem = pdf_problem(data)
-                if problem is not None:  # changed since it was checked (not over SFTP)
-                    outcome.errors.append(source.problem(pdf.member, problem))
-                    continue
-                conn.execute(
-                    f"INSERT INTO {DOCUMENTS} (student_id, form, start_date, end_date, "  # noqa: S608
-                    "complete, file_name, pdf) VALUES (%s, %s, "
-                    "(transaction_timestamp() AT TIME ZONE 'UTC')::date, "
-                    "(transaction_timestamp() AT TIME ZONE 'UTC')::date, true, %s, %s)",
-                    (pdf.student_id, FORM, pdf.file_name, data))
+        if _is_table(conn, DOCUMENTS):
+            _copy_pdfs(conn, source, plan, outcome)
+        else:
+            _insert_pdfs(conn, source, plan, outcome)
         outcome.error_count = len(outcome.errors)
         outcome.files.append(FileCount(source.label, "add", rows=len(plan.pdfs),
                                        added=len(plan.pdfs)))
@@ -494,6 +485,56 @@ class PriorSystemPdfsFormat:
             # full disk: its import committed, only the publication is missing)
             raise FileNotFoundError(f"{epoch.name} holds no archive that can be published")
         return publish_archive(downloads_of(epoch), name, source.write_zip)
+
+
+# The import's day, in UTC, the same for every row of one import (its transaction's).
+_IMPORT_DAY = "(transaction_timestamp() AT TIME ZONE 'UTC')::date"
+
+
+def _is_table(conn: psycopg.Connection[Any], relation: str) -> bool:
+    """A plain or partitioned table (COPY works), not a view a database put in its place."""
+    row = conn.execute("SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass(%s)",
+                       (relation,)).fetchone()
+    return bool(row and row[0])
+
+
+def _checked_pdfs(source: _Source, plan: Plan,
+                  outcome: ImportOutcome) -> Iterator[tuple[Pdf, bytes]]:
+    """Each PDF of the plan with its bytes, checked again (a local change since validation is
+    an error, never imported)."""
+    with source.reading():
+        for pdf in plan.pdfs:
+            data = source.read(pdf.member)
+            problem = pdf_problem(data)
+            if problem is not None:
+                outcome.errors.append(source.problem(pdf.member, problem))
+                continue
+            yield pdf, data
+
+
+def _copy_pdfs(conn: psycopg.Connection[Any], source: _Source, plan: Plan,
+               outcome: ImportOutcome) -> None:
+    """Binary COPY into the table: the PDFs stream to the server one after the other."""
+    day = conn.execute(f"SELECT {_IMPORT_DAY}").fetchone()
+    assert day is not None
+    with conn.cursor() as cur, cur.copy(
+            f"COPY {DOCUMENTS} (student_id, form, start_date, end_date, complete, "
+            "file_name, pdf) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "text", "date", "date", "bool", "text", "bytea"])
+        for pdf, data in _checked_pdfs(source, plan, outcome):
+            copy.write_row((pdf.student_id, FORM, day[0], day[0], True, pdf.file_name, data))
+
+
+def _insert_pdfs(conn: psycopg.Connection[Any], source: _Source, plan: Plan,
+                 outcome: ImportOutcome) -> None:
+    """One INSERT per PDF (documents.documents is a view here), pipelined: each goes out
+    without waiting for the one before's answer."""
+    with conn.pipeline():
+        for pdf, data in _checked_pdfs(source, plan, outcome):
+            conn.execute(
+                f"INSERT INTO {DOCUMENTS} (student_id, form, start_date, end_date, "  # noqa: S608
+                f"complete, file_name, pdf) VALUES (%s, %s, {_IMPORT_DAY}, {_IMPORT_DAY}, "
+                "true, %s, %s)", (pdf.student_id, FORM, pdf.file_name, data))
 
 
 def _ensure_contract(conn: psycopg.Connection[Any]) -> None:
@@ -529,11 +570,18 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
+def _remove_leftovers(downloads: Path) -> None:
+    """Hidden files of a publication a killed run left in downloads/ (whatever epoch it was
+    for: only the processor writes there, one run at a time under its lock)."""
+    for entry in downloads.iterdir():
+        if entry.name.startswith(publish.BUILDING_PREFIX) and _is_plain(entry, stat.S_IFREG):
+            entry.unlink()
+
+
 def _write_hidden(downloads: Path, name: str,
                   fill: Callable[[IO[bytes]], object]) -> tuple[Path, str]:
     """Write downloads/.incomplete-<name> through fill, fsync it, make it read-only."""
     hidden = downloads / (publish.BUILDING_PREFIX + name)
-    hidden.unlink(missing_ok=True)  # a killed run's leftover
     fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     with open(fd, "wb") as out:
@@ -555,6 +603,7 @@ def publish_archive(downloads: Path, name: str, fill: Callable[[IO[bytes]], obje
     never overwritten (FileExistsError).
     """
     downloads.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(downloads)
     hidden, digest = _write_hidden(downloads, name, fill)
     final = downloads / name
     already = os.path.lexists(final)
