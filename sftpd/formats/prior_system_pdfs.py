@@ -81,10 +81,9 @@ class Pdf:
 
 @dataclass
 class Plan:
-    """The archive's PDFs in file order, and the name it is published under."""
+    """The archive's PDFs in file order."""
 
     pdfs: list[Pdf] = field(default_factory=list)
-    published: str = ""
 
 
 def pdf_problem(data: bytes) -> str | None:
@@ -99,13 +98,18 @@ def pdf_problem(data: bytes) -> str | None:
     if not found:
         return "not a whole PDF (no startxref before the final %%EOF)"
     offset = int(found[-1].group(1))
-    start = data.find(PDF_HEADER)
-    # The offset counts from the header (bytes before it are not part of the file to readers).
-    at = data[start + offset: start + offset + 64] if offset else b""
-    if not (at.startswith(b"xref") or re.match(rb"\d+\s+\d+\s+obj", at)):
+    # From the file's start, or (as readers also accept) from a header after a few junk bytes.
+    starts = {0, data.find(PDF_HEADER)}
+    if not offset or not any(_is_cross_reference(data[s + offset: s + offset + 64])
+                             for s in starts):
         return (f"not a whole PDF (startxref {offset} points at no cross-reference table or "
                 "stream)")
     return None
+
+
+def _is_cross_reference(at: bytes) -> bool:
+    """A cross-reference table (`xref`) or a cross-reference stream's object (`12 0 obj`)."""
+    return at.startswith(b"xref") or re.match(rb"\d+\s+\d+\s+obj", at) is not None
 
 
 def _decoded(name: str) -> bool:
@@ -252,8 +256,14 @@ class _DirectorySource(_Source):
                         dst.write(chunk)
 
 
+def _parts(path: str) -> list[str]:
+    """A member's path components; a backslash separates them too (Windows PowerShell's
+    Compress-Archive writes them so)."""
+    return path.replace("\\", "/").rstrip("/").split("/")
+
+
 def _is_clutter(path: str) -> bool:
-    parts = path.rstrip("/").split("/")
+    parts = _parts(path)
     return parts[-1] in CLUTTER or parts[0] in CLUTTER
 
 
@@ -346,12 +356,10 @@ class PriorSystemPdfsFormat:
             result.errors.append(Problem(
                 "the name cannot be published under downloads/: use letters, digits, '.', "
                 "'-' and '_' (at most 200, a letter or digit first)", source.label))
-        else:
-            plan.published = published
-            if os.path.lexists(downloads_of(epoch) / published):
-                result.errors.append(Problem(
-                    f"downloads/{published} is already published: an archive is imported once; "
-                    "upload a new one under another name", source.label))
+        elif os.path.lexists(downloads_of(epoch) / published):
+            result.errors.append(Problem(
+                f"downloads/{published} is already published: an archive is imported once; "
+                "upload a new one under another name", source.label))
         try:
             self._check_entries(source, result, plan)
         except zips.ArchiveError as exc:
@@ -382,9 +390,10 @@ class PriorSystemPdfsFormat:
             if refused is not None:
                 result.errors.append(source.problem(path, refused))
                 continue
-            parts = path.rstrip("/").split("/")
+            parts = _parts(path)
+            directory = path.endswith(("/", "\\"))
             if _is_clutter(path):
-                if not path.endswith("/"):
+                if not directory:
                     result.warnings.append(source.problem(
                         path, "left out (clutter an operating system adds to folders)"))
                 continue
@@ -395,11 +404,11 @@ class PriorSystemPdfsFormat:
                         parts[0] + "/", "the top directory must be the district's domain "
                         f"{self.district_domain!r}, not {parts[0]!r}"))
                 continue
-            problem = self._path_problem(parts, path.endswith("/"))
+            problem = self._path_problem(parts, directory)
             if problem is not None:
                 result.errors.append(source.problem(path, problem))
                 continue
-            if path.endswith("/"):
+            if directory:
                 continue
             if size > MAX_PDF_BYTES:
                 result.errors.append(source.problem(
@@ -454,7 +463,7 @@ class PriorSystemPdfsFormat:
             f"SELECT student_id, deleted FROM {STUDENTS} "  # noqa: S608 (a constant name)
             "WHERE student_id = ANY(%s)",
             (wanted,)).fetchall())
-        folders = {p.student_id: p.member.rsplit("/", 1)[0] + "/" for p in plan.pdfs}
+        folders = {p.student_id: "/".join(_parts(p.member)[:3]) + "/" for p in plan.pdfs}
         for student in wanted:
             if student not in known:
                 outcome.errors.append(source.problem(

@@ -195,6 +195,16 @@ def test_a_valid_zip_is_imported_once_and_published_with_its_checksum(
     assert check_published(root, "lincoln-prior.zip") == uploaded
 
 
+def test_a_zip_with_backslashes_as_windows_powershell_makes_it_is_read_alike(
+        root: Path, db: str) -> None:
+    members = {name.replace("/", "\\"): data for name, data in VALID.items()}
+    put_zip(root, "20261201-020000", "windows.zip", members)
+    result = run(root, db)
+    assert result.code == 0, (result.stderr, result.result)
+    assert_imported(db, VALID)
+    check_published(root, "windows.zip")
+
+
 def test_a_valid_directory_is_imported_and_published_as_a_zip_of_it(
         root: Path, db: str) -> None:
     junk = {f"{DOMAIN}/.DS_Store": b"\0\0\0\1Bud1", ".DS_Store": b"\0\0\0\1Bud1"}
