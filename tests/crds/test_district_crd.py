@@ -306,7 +306,7 @@ INVALID = [
                  id="access-mode-read-only"),
     pytest.param({"spec": {"processing": {"formats": ["csv"]}}},
                  "spec.processing.formats[0]", 'Unsupported value: "csv": supported values: '
-                 '"oneroster", "generic-csv"', id="format-unknown"),
+                 '"oneroster", "generic-csv", "prior-system-pdfs"', id="format-unknown"),
     pytest.param({"spec": {"processing": {"formats": ["oneroster", "oneroster"]}}},
                  "spec.processing.formats[1]", 'Duplicate value: "oneroster"',
                  id="format-twice"),
