@@ -31,7 +31,7 @@ HOST_KEY_FILES: Final = {"ssh-ed25519": "ssh_host_ed25519_key", "ssh-rsa": "ssh_
 SIF_AUTH_DIR: Final = "/etc/sftpd/sif-auth"
 SIF_CA_DIR: Final = "/etc/sftpd/sif-ca"
 SIF_CA_FILE: Final = "ca.crt"
-# spec.downloads.docviewer.tokenSecretRef: the Fernet key file of the URL tokens (one key a
+# spec.downloads.docviewer.tokenSecretRef: the key file of the URL tokens (one key a
 # line), mounted read-only for `sftpd docviewer --token-key-file`.
 DOCVIEWER_TOKEN_DIR: Final = "/etc/sftpd/docviewer-token"  # noqa: S105 (a path)
 DOCVIEWER_TOKEN_FILE: Final = "key"  # noqa: S105 (a file name)

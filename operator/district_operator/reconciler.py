@@ -139,7 +139,7 @@ class Reconciler:
         ref = docviewer.token_secret
         return _secret_problem(secretrefs.read(self.kube, district.namespace, ref, cache), ref,
                                district.namespace, "the docviewer's URL tokens",
-                               "Fernet key(s), one a line", Reason.TOKEN_SECRET_NOT_FOUND,
+                               "token key(s), one a line", Reason.TOKEN_SECRET_NOT_FOUND,
                                Reason.TOKEN_SECRET_KEY_MISSING)
 
     # ---- the reconcile ----------------------------------------------------------------------

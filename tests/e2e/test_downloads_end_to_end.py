@@ -24,7 +24,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 from district_devtools.localcluster import node
 from district_devtools.ports import free_port, wait_until
 from district_devtools.postgres import PostgresServer
@@ -32,7 +31,7 @@ from district_operator import api, names
 
 from sftpd import tree
 from sftpd.downloads.contract import contract_sql
-from sftpd.downloads.tokens import decode_token
+from sftpd.downloads.tokens import decode_token, generate_key, read_keys
 from tests.conftest import REPO, TEST_FIELD_MANAGER, missing, require_binary
 from tests.e2e.test_district_end_to_end import DISTRICT, LB_ADDRESS, condition, sftp
 
@@ -104,7 +103,7 @@ def test_downloads_end_to_end(cluster: Any, postgres: PostgresServer, namespace:
     exported = seed(database_url)
     key = tmp_path / "district_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    token_key = Fernet.generate_key().decode()
+    token_key = generate_key()
     cluster.kubectl("-n", namespace, "create", "secret", "generic", "lincoln-db",
                     f"--from-literal=uri={database_url}")
     cluster.kubectl("-n", namespace, "create", "secret", "generic", "lincoln-docviewer",
@@ -140,11 +139,13 @@ def test_downloads_end_to_end(cluster: Any, postgres: PostgresServer, namespace:
         # decodes with the Secret's key to an exported document.
         csv_path = data_dir / tree.DOCVIEWER / made["epoch"] / "documents.csv"
         rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+        key_file = tmp_path / "token-key"
+        key_file.write_text(token_key + "\n")
         decoded = {}
         for row in rows:
             assert row["URL"].startswith("https://viewer.example.org/lincoln?token=")
             token = row["URL"].split("token=", 1)[1]
-            document = decode_token([Fernet(token_key)], token, datetime.now(UTC)).document_id
+            document = decode_token(read_keys(key_file), token, datetime.now(UTC)).document_id
             decoded[document] = (row["Student Id"], row["Form"])
         assert decoded == exported
 
@@ -169,9 +170,13 @@ def test_downloads_end_to_end(cluster: Any, postgres: PostgresServer, namespace:
         known_hosts.write_text(district_known_hosts(kube, namespace) or "")
         fetched = tmp_path / "documents.csv"
         got = sftp(key, server.port, known_hosts,
-                   f"get /{tree.DOCVIEWER}/{made['epoch']}/documents.csv {fetched}\n")
+                   f"get /{tree.DOCVIEWER}/{made['epoch']}/documents.csv {fetched}\n"
+                   "ls /downloads\n")
         assert got.returncode == 0, got.stderr
         assert fetched.read_bytes() == csv_path.read_bytes()
+        # spec.downloads.directories reached the server through the Deployment's environment.
+        assert "/downloads/state-ids" in got.stdout.split()
+        assert (data_dir / tree.DOWNLOADS / "state-ids").is_dir()
     finally:
         server.stop()
         kube.close()
