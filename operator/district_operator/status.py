@@ -348,13 +348,18 @@ def _pull_status(status: dict[str, Any], previous: Mapping[str, Any], report: Jo
     completed = (result.completed_at if result is not None else "") or timestamp(now)
     if not _newer(completed, (previous.get("lastPull") or {}).get("completedAt")):
         return  # a Job recorded late must not hide a newer pull
-    last: dict[str, Any] = {"outcome": str(report.outcome), "message": report.message[:1000],
-                            "completedAt": completed}
-    if result is not None:
-        last.update({"reason": result.reason, "epoch": result.epoch,
-                     "objects": list(result.objects), "messages": result.messages,
-                     "packets": result.packets})
-    status["lastPull"] = {k: v for k, v in last.items() if v not in ("", None)}
+    # Every key every time: the status is written as a JSON merge patch, which would keep a
+    # key of the previous pull (a failure's reason) that this one left out.
+    status["lastPull"] = {
+        "outcome": str(report.outcome),
+        "reason": result.reason if result is not None else "",
+        "message": report.message[:1000],
+        "epoch": result.epoch if result is not None else "",
+        "objects": list(result.objects) if result is not None else [],
+        "messages": result.messages if result is not None else 0,
+        "packets": result.packets if result is not None else 0,
+        "completedAt": completed,
+    }
 
 
 def _pull_report_condition(report: JobReport, job_name: str) -> Condition:

@@ -192,7 +192,8 @@ def test_a_pull_result_fills_last_pull_and_pull_healthy() -> None:
         messages=7, packets=9, completed_at="2026-11-28T04:00:12Z"))
     st = status.apply_job_report({}, pull_report(wire, True), "lincoln-pull-1", 2, NOW)
     assert st["lastPull"] == {
-        "outcome": "Succeeded", "message": "pulled 3 objects into epoch 20261128-040012",
+        "outcome": "Succeeded", "reason": "",
+        "message": "pulled 3 objects into epoch 20261128-040012",
         "epoch": "20261128-040012", "objects": ["StudentPersonal=412", "SchoolInfo=5"],
         "messages": 7, "packets": 9, "completedAt": "2026-11-28T04:00:12Z"}
     assert conditions(st)["PullHealthy"] == ("True", "PullSucceeded")
@@ -212,7 +213,7 @@ def test_a_failed_pull_says_why_in_last_pull_and_the_condition() -> None:
     st = status.apply_job_report({}, pull_report(wire), "lincoln-pull-2", 2, NOW)
     assert st["lastPull"] == {
         "outcome": "Failed", "reason": "SifError",
-        "message": "the zone answered SIF_Error category 4 code 3: access denied",
+        "message": "the zone answered SIF_Error category 4 code 3: access denied", "epoch": "",
         "messages": 0, "packets": 0, "objects": [], "completedAt": "2026-11-28T04:00:40Z"}
     pull = next(c for c in st["conditions"] if c["type"] == "PullHealthy")
     assert (pull["status"], pull["reason"]) == ("False", "PullFailed")
@@ -229,7 +230,8 @@ def test_a_failed_pull_says_why_in_last_pull_and_the_condition() -> None:
 def test_a_pull_pod_that_died_without_a_result_still_lands_in_status() -> None:
     st = status.apply_job_report({}, pull_report("Traceback...\nMemoryError"), "lincoln-pull-3",
                                  2, NOW)
-    assert st["lastPull"] == {"outcome": "Failed", "message": "MemoryError",
+    assert st["lastPull"] == {"outcome": "Failed", "reason": "", "message": "MemoryError",
+                              "epoch": "", "objects": [], "messages": 0, "packets": 0,
                               "completedAt": "2026-11-28T04:00:00Z"}
     assert conditions(st)["PullHealthy"] == ("False", "PullFailed")
     # Another job's result in a pull's termination message is not taken as the pull's.
