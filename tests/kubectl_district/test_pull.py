@@ -74,6 +74,9 @@ def test_pull_now_prints_what_the_zone_delivered(crd: Any, kube: api.Kube, names
                     what="lastPull in polk's status")
     assert last["epoch"] == "20261129-040012"
     assert last["objects"] == ["StudentPersonal=412", "SchoolInfo=5"]
+    shown = plugin("status", polk, "-n", namespace)
+    assert "Last pull:    Succeeded  20261129-040012  completed 2026-11-29T04:00:12Z" in \
+        shown.stdout, shown.stdout
 
 
 def test_a_failed_pull_exits_1_with_its_reason_in_json(crd: Any, kube: api.Kube,
@@ -99,6 +102,8 @@ def test_a_failed_pull_exits_1_with_its_reason_in_json(crd: Any, kube: api.Kube,
     pull = next(c for c in status["conditions"] if c["type"] == "PullHealthy")
     assert (pull["status"], pull["reason"]) == ("False", "PullFailed")
     assert status["lastPull"]["reason"] == "Unauthorized"
+    shown = plugin("status", polk, "-n", namespace, "-o", "json")
+    assert json.loads(shown.stdout)["lastPull"]["reason"] == "Unauthorized"
 
 
 def test_a_district_in_push_mode_has_nothing_to_pull(crd: Any, namespace: str,
