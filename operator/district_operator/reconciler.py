@@ -190,7 +190,7 @@ class Reconciler:
                 self._observe(observed, manifest["kind"], live)
             if not fresh:
                 self._remove_disabled_jobs(district)
-                self._remove_pull_policy(district)
+                self._remove_pull(memory, district)
             memory.district = district
             memory.observed = observed
             return self._write_status(memory, body, district, observed, previous)
@@ -290,22 +290,29 @@ class Reconciler:
             return None
 
     def _remove_disabled_jobs(self, district: District) -> None:
-        for job in set(names.JOBS) - set(enabled_jobs(district)):
+        # The pull's CronJob goes with its policy (_remove_pull).
+        for job in set(names.JOBS) - set(enabled_jobs(district)) - {names.JOB_PULL}:
             name = names.cronjob(district.name, job)
             live = self.kube.get("CronJob", district.namespace, name)
             owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
             if live and any(o.get("uid") == district.uid for o in owners):
                 self.kube.delete("CronJob", district.namespace, name)
 
-    def _remove_pull_policy(self, district: District) -> None:
-        """Back to push mode: the pull's egress policy goes with its CronJob."""
+    def _remove_pull(self, memory: DistrictMemory, district: District) -> None:
+        """Back to push mode: the pull's CronJob and egress policy go."""
         if district.integration.pull is not None:
             return
-        name = names.pull_network_policy(district.name)
-        live = self.kube.get("NetworkPolicy", district.namespace, name)
-        owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
-        if live and any(o.get("uid") == district.uid for o in owners):
-            self.kube.delete("NetworkPolicy", district.namespace, name)
+        before = memory.district
+        if before is not None and before.integration.pull is None:
+            # An earlier reconcile in this process saw push already and removed them: no reads
+            # on every resync of the many Districts that never pull.
+            return
+        for kind, name in (("CronJob", names.cronjob(district.name, names.JOB_PULL)),
+                           ("NetworkPolicy", names.pull_network_policy(district.name))):
+            live = self.kube.get(kind, district.namespace, name)
+            owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
+            if live and any(o.get("uid") == district.uid for o in owners):
+                self.kube.delete(kind, district.namespace, name)
 
     def _write_status(self, memory: DistrictMemory, body: Mapping[str, Any],
                       district: District, observed: status.Observed,
