@@ -40,7 +40,11 @@ ZONE = "https://zis.polk.k12.example/zis/polk"
 
 @pytest.fixture(scope="module")
 def namespace(crd: Any) -> Iterator[str]:
-    yield make_namespace(crd, NS)
+    make_namespace(crd, NS)
+    # The API server's Pod Security admission refuses any pod of this namespace that is not
+    # "restricted": the pull's pods, made by the real job controller, must pass it.
+    crd.kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=restricted")
+    yield NS
     crd.kubectl("delete", "namespace", NS, "--wait=false")
 
 
@@ -182,6 +186,25 @@ def run_pull_job(crd: Any, kube: api.Kube, district: str, job_name: str,
     wait_for(lambda: names.ANNOTATION_RESULT_RECORDED in (
         (kube.get("Job", NS, job_name) or {}).get("metadata", {}).get("annotations") or {}),
         timeout=60, what=f"{job_name}'s result recorded")
+
+
+def test_the_pull_pod_passes_restricted_pod_security(crd: Any, kube: api.Kube,
+                                                    operator: OperatorProcess) -> None:
+    cronjob = wait_for(lambda: kube.get("CronJob", NS, "polk-pull"), what="CronJob polk-pull")
+    pod_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    admitted = crd.kubectl("-n", NS, "create", "--dry-run=server", "-f", "-", check=False,
+                           input=json.dumps({"apiVersion": "v1", "kind": "Pod",
+                                             "metadata": {"name": "pull-probe"},
+                                             "spec": pod_spec}))
+    assert admitted.returncode == 0, admitted.stderr
+    # The admission is really enforced here: the same pod with one capability back is refused.
+    loosened = json.loads(json.dumps(pod_spec))
+    loosened["containers"][0]["securityContext"]["capabilities"] = {"add": ["NET_RAW"]}
+    refused = crd.kubectl("-n", NS, "create", "--dry-run=server", "-f", "-", check=False,
+                          input=json.dumps({"apiVersion": "v1", "kind": "Pod",
+                                            "metadata": {"name": "pull-probe"},
+                                            "spec": loosened}))
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
 
 
 def test_pull_results_land_in_status_events_and_the_webhook(
