@@ -20,6 +20,7 @@ class ConditionType(StrEnum):
     BACKUPS_HEALTHY = "BackupsHealthy"
     PULL_HEALTHY = "PullHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
+    UPLOADS_OVERDUE = "UploadsOverdue"
 
 
 class Reason(StrEnum):
@@ -75,6 +76,11 @@ class Reason(StrEnum):
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
+    # UploadsOverdue (spec.processing.expectEvery); Suspended above when the District is
+    OVERDUE = "Overdue"
+    NEVER_UPLOADED = "NeverUploaded"
+    ON_SCHEDULE = "OnSchedule"
+    NOT_EXPECTED = "NotExpected"
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
@@ -99,4 +105,5 @@ KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_F
 # A volume claim's phase as StorageReady's reason.
 CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": Reason.LOST}
 # Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
-ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION})
+ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION,
+                                  ConditionType.UPLOADS_OVERDUE})

@@ -7,11 +7,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from district_operator import api, builders, drift, keys, names, secretrefs, status
+from district_operator import api, builders, drift, keys, names, overdue, secretrefs, status
 from district_operator.builders.jobs import enabled_jobs
 from district_operator.conditions import Reason
 from district_operator.events import emit_transitions
 from district_operator.model import District, SecretKeyRef, parse_district
+from district_operator.notifications import Notifier
 from district_operator.watchcache import DistrictMemory, WatchCache
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,12 @@ class Reconciler:
     """Turns Districts into their children and status; safe to call from many threads at once."""
 
     def __init__(self, kube: api.Kube, inputs: builders.BuildInputs, cache: WatchCache,
-                 clock: status.Clock = status.utc_now) -> None:
+                 clock: status.Clock = status.utc_now, notifier: Notifier | None = None) -> None:
         self.kube = kube
         self.inputs = inputs
         self.cache = cache
         self.clock = clock
+        self.notifier = notifier  # for the UploadsOverdue webhook post (overdue.py)
 
     # ---- inputs from other objects ----------------------------------------------------------
 
@@ -329,5 +331,6 @@ class Reconciler:
                 self.cache.forget(district.namespace, district.name, district.uid)
                 return desired
             emit_transitions(self.kube, body, previous, desired)
+            overdue.announce(self.kube, self.notifier, district, previous, desired)
         memory.status = desired
         return desired
