@@ -83,7 +83,7 @@ class SifPull:
     ca: SecretKeyRef | None = None
     schedule: str = "0 4 * * *"
     objects: tuple[str, ...] = SIF_OBJECTS_DEFAULT
-    max_buffer_size: int = 1048576
+    max_buffer_size: int = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def _integration(value: Any) -> Integration:
         schedule=str(sif.get("schedule") or "0 4 * * *"),
         objects=SIF_OBJECTS_DEFAULT if objects is None
         else _strings(objects, "spec.integration.sif.objects"),
-        max_buffer_size=int(sif.get("maxBufferSize") or 1048576),
+        max_buffer_size=int(sif.get("maxBufferSize") or 10_000_000),
     ))
 
 

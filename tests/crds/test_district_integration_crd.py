@@ -109,8 +109,12 @@ INVALID = [
                  "should have at least 1 items", id="objects-empty"),
     pytest.param({"maxBufferSize": 4095}, None, "spec.integration.sif.maxBufferSize",
                  "should be greater than or equal to 4096", id="buffer-too-small"),
-    pytest.param({"maxBufferSize": 67108865}, None, "spec.integration.sif.maxBufferSize",
-                 "should be less than or equal to 67108864", id="buffer-too-big"),
+    pytest.param({"maxBufferSize": 100000001}, None, "spec.integration.sif.maxBufferSize",
+                 "should be less than or equal to 100000000", id="buffer-too-big"),
+    pytest.param({"objects": ["StudentPersonal", "SchoolInfo"]}, None,
+                 "spec.integration.sif.objects",
+                 "StudentPersonal needs StudentSchoolEnrollment and SchoolInfo too",
+                 id="students-without-enrollments"),
     pytest.param({"schedule": "every night"}, None, "spec.integration.sif.schedule",
                  'schedule "every night" is not a cron schedule', id="schedule-words"),
     pytest.param({"zoneUrl": ZONE}, None, "", 'unknown field "spec.integration.sif.zoneUrl"',
@@ -135,10 +139,11 @@ VALID = [
     pytest.param({"zoneURL": "https://zis.example:1"}, id="lowest-port-no-path"),
     pytest.param({"zoneURL": "HTTPS://ZIS.Lincoln.k12.example/zis?zone=lincoln"},
                  id="upper-case-scheme-and-query"),
-    pytest.param({"sourceId": "s" * 64, "objects": ["StudentPersonal"],
+    pytest.param({"sourceId": "s" * 64, "objects": ["SchoolInfo"],
                   "maxBufferSize": 4096, "schedule": "@daily",
                   "caSecretRef": {"name": "zone-ca"}}, id="bounds-low"),
-    pytest.param({"maxBufferSize": 67108864}, id="bounds-high"),
+    pytest.param({"maxBufferSize": 100000000, "objects": ["StaffPersonal", "StudentContact"]},
+                 id="bounds-high-and-older-contact-object"),
 ]
 
 
@@ -155,7 +160,7 @@ def test_defaults_are_stored_and_pull_can_go_back_to_push(api: Any) -> None:
                            "-o", "json").stdout)
     sif = stored["spec"]["integration"]["sif"]
     assert sif["schedule"] == "0 4 * * *"
-    assert sif["maxBufferSize"] == 1048576
+    assert sif["maxBufferSize"] == 10000000
     assert sif["objects"] == ["StudentPersonal", "SchoolInfo", "StaffPersonal",
                               "StudentSchoolEnrollment", "StudentContactPersonal",
                               "StudentContactRelationship"]

@@ -86,7 +86,8 @@ def test_pull_adds_its_cronjob_and_egress_policy_as_built(crd: Any, kube: api.Ku
     secret(crd, "polk-zone", username="SameGoal_polk", password="pw")
     secret(crd, "polk-ca", **{"ca.crt": "-----BEGIN CERTIFICATE-----\n..."})
     pull_district(crd, "polk", zoneURL="https://203.0.113.9:8443/zis/polk",
-                  caSecretRef={"name": "polk-ca"}, objects=["StudentPersonal", "SchoolInfo"])
+                  caSecretRef={"name": "polk-ca"},
+                  objects=["StudentPersonal", "StudentSchoolEnrollment", "SchoolInfo"])
     body = wait_pull_condition(kube, "polk", "Unknown", "NoRunYet")
     district = parse_district(body)
     inputs = builders.BuildInputs(image=TEST_IMAGE)
@@ -114,7 +115,7 @@ def test_pull_adds_its_cronjob_and_egress_policy_as_built(crd: Any, kube: api.Ku
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SFTPD_ZONE_URL"] == "https://203.0.113.9:8443/zis/polk"
-    assert env["SFTPD_OBJECTS"] == "StudentPersonal,SchoolInfo"
+    assert env["SFTPD_OBJECTS"] == "StudentPersonal,StudentSchoolEnrollment,SchoolInfo"
     assert env["SFTPD_CA_FILE"] == f"{layout.SIF_CA_DIR}/ca.crt"
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts[layout.SIF_AUTH_DIR]["readOnly"] is True

@@ -105,7 +105,7 @@ def test_pull_defaults_and_no_ca_means_no_ca_file() -> None:
     assert env["SFTPD_OBJECTS"] == ("StudentPersonal,SchoolInfo,StaffPersonal,"
                                     "StudentSchoolEnrollment,StudentContactPersonal,"
                                     "StudentContactRelationship")
-    assert env["SFTPD_MAX_BUFFER_SIZE"] == "1048576"
+    assert env["SFTPD_MAX_BUFFER_SIZE"] == "10000000"
     assert "SFTPD_CA_FILE" not in env
     assert "sif-ca" not in {m["name"] for m in container["volumeMounts"]}
 
