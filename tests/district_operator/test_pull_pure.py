@@ -207,18 +207,18 @@ def test_a_pull_result_fills_last_pull_and_pull_healthy() -> None:
 
 def test_a_failed_pull_says_why_in_last_pull_and_the_condition() -> None:
     wire = results.encode(PullResult(
-        outcome=Outcome.FAILED, reason="SifError",
+        outcome=Outcome.FAILED, reason="ZoneAccessDenied",
         message="the zone answered SIF_Error category 4 code 3: access denied",
         zone_url=ZONE, completed_at="2026-11-28T04:00:40Z"))
     st = status.apply_job_report({}, pull_report(wire), "lincoln-pull-2", 2, NOW)
     assert st["lastPull"] == {
-        "outcome": "Failed", "reason": "SifError",
+        "outcome": "Failed", "reason": "ZoneAccessDenied",
         "message": "the zone answered SIF_Error category 4 code 3: access denied", "epoch": "",
         "messages": 0, "packets": 0, "objects": [], "completedAt": "2026-11-28T04:00:40Z"}
     pull = next(c for c in st["conditions"] if c["type"] == "PullHealthy")
     assert (pull["status"], pull["reason"]) == ("False", "PullFailed")
     assert pull["message"] == ("job lincoln-pull-2: the zone answered SIF_Error category 4 "
-                               "code 3: access denied (SifError)")
+                               "code 3: access denied (ZoneAccessDenied)")
     # Kept across reconciles until the next pull says otherwise, and Ready follows.
     d = parse_district(district_body(processing={"formats": []},
                                      integration={"mode": "pull", "sif": SIF}))

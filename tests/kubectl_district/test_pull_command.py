@@ -83,7 +83,7 @@ def test_a_failed_pull_exits_1_with_its_reason_in_json(crd: Any, kube: api.Kube,
                                                        namespace: str, polk: str) -> None:
     run = Run(namespace, "pull", polk, "-o", "json")
     failed = wire(PullResult(
-        outcome=Outcome.FAILED, reason="Unauthorized",
+        outcome=Outcome.FAILED, reason="AuthenticationFailed",
         message="the zone refused the agent's credentials (HTTP 401)", zone_url=ZONE,
         completed_at="2026-11-29T05:00:00Z"))
     done: set[str] = set()
@@ -94,16 +94,16 @@ def test_a_failed_pull_exits_1_with_its_reason_in_json(crd: Any, kube: api.Kube,
     assert code == 1, err
     printed = json.loads(out)
     assert (printed["kind"], printed["outcome"]) == ("pull", "Failed")
-    assert printed["result"]["reason"] == "Unauthorized"
+    assert printed["result"]["reason"] == "AuthenticationFailed"
     assert printed["message"] == "the zone refused the agent's credentials (HTTP 401)"
     status = wait_for(lambda: (lambda s: s if (s.get("lastPull") or {}).get("outcome")
                                == "Failed" else None)(district_status(kube, namespace, polk)),
                       what="the failed pull in polk's status")
     pull = next(c for c in status["conditions"] if c["type"] == "PullHealthy")
     assert (pull["status"], pull["reason"]) == ("False", "PullFailed")
-    assert status["lastPull"]["reason"] == "Unauthorized"
+    assert status["lastPull"]["reason"] == "AuthenticationFailed"
     shown = plugin("status", polk, "-n", namespace, "-o", "json")
-    assert json.loads(shown.stdout)["lastPull"]["reason"] == "Unauthorized"
+    assert json.loads(shown.stdout)["lastPull"]["reason"] == "AuthenticationFailed"
 
 
 def test_a_district_in_push_mode_has_nothing_to_pull(crd: Any, namespace: str,
