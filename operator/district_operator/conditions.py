@@ -19,6 +19,7 @@ class ConditionType(StrEnum):
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
     DOWNLOADS_HEALTHY = "DownloadsHealthy"
+    PULL_HEALTHY = "PullHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
     UPLOADS_OVERDUE = "UploadsOverdue"
 
@@ -72,6 +73,14 @@ class Reason(StrEnum):
     PDFS_FAILED = "PdfsFailed"
     TOKEN_SECRET_NOT_FOUND = "TokenSecretNotFound"  # noqa: S105
     TOKEN_SECRET_KEY_MISSING = "TokenSecretKeyMissing"  # noqa: S105
+    # PullHealthy (spec.integration.mode pull; NotConfigured and NoRunYet as above)
+    PULL_NOT_READY = "PullNotReady"  # Ready's reason
+    PULL_SUCCEEDED = "PullSucceeded"
+    PULL_FAILED = "PullFailed"
+    SIF_AUTH_SECRET_NOT_FOUND = "SifAuthSecretNotFound"  # noqa: S105
+    SIF_AUTH_SECRET_INVALID = "SifAuthSecretInvalid"  # noqa: S105
+    SIF_CA_SECRET_NOT_FOUND = "SifCaSecretNotFound"  # noqa: S105
+    SIF_CA_SECRET_KEY_MISSING = "SifCaSecretKeyMissing"  # noqa: S105
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
@@ -84,7 +93,8 @@ class Reason(StrEnum):
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
 JOB_REASONS: Final = frozenset({Reason.SUCCEEDED, Reason.NOTHING_TO_DO, Reason.NEEDS_ATTENTION,
-                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED})
+                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED,
+                                Reason.PULL_SUCCEEDED, Reason.PULL_FAILED})
 # DownloadsHealthy's reason when that download job's last run failed.
 DOWNLOAD_FAILED_REASONS: Final[Mapping[JobKind, Reason]] = {
     JobKind.DOCVIEWER: Reason.DOCVIEWER_FAILED, JobKind.PDFS: Reason.PDFS_FAILED}
@@ -99,7 +109,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
     ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
-    ConditionType.DOWNLOADS_HEALTHY: Reason.DOWNLOADS_NOT_READY}
+    ConditionType.DOWNLOADS_HEALTHY: Reason.DOWNLOADS_NOT_READY,
+    ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})

@@ -40,14 +40,15 @@ COMPONENT_NETWORK: Final = "network"
 JOB_EPOCHS: Final = JobKind.EPOCHS.value
 JOB_RETENTION: Final = JobKind.RETENTION.value
 JOB_BACKUP: Final = JobKind.BACKUP.value
+JOB_PULL: Final = JobKind.PULL.value  # spec.integration.mode pull: the SIF pull
 # The jobs writing /downloads/docviewer and /downloads/pdfs (spec.downloads).
 JOB_DOCVIEWER: Final = JobKind.DOCVIEWER.value
 JOB_PDFS: Final = JobKind.PDFS.value
 DOWNLOAD_JOBS: Final = (JOB_DOCVIEWER, JOB_PDFS)
-JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP, *DOWNLOAD_JOBS)
+JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP, JOB_PULL, *DOWNLOAD_JOBS)
 # The sftpd subcommand each CronJob runs.
 JOB_COMMANDS: Final = {JOB_EPOCHS: commands.PROCESS_EPOCHS, JOB_RETENTION: commands.RETENTION,
-                       JOB_BACKUP: commands.BACKUP,
+                       JOB_BACKUP: commands.BACKUP, JOB_PULL: commands.SIF_PULL,
                        JOB_DOCVIEWER: commands.DOCVIEWER, JOB_PDFS: commands.PDFS}
 
 # The pod's side of the contract with the data plane: paths, ports and user are the contract's.
@@ -71,6 +72,12 @@ VOLUME_HOST_KEYS: Final = "host-keys"
 VOLUME_AUTHORIZED_KEYS: Final = "authorized-keys"
 VOLUME_TMP: Final = "tmp"
 VOLUME_DOCVIEWER_TOKEN: Final = "docviewer-token"  # noqa: S105 (a volume name)
+# The SIF pull's Secret volumes (spec.integration.sif) and where the contract mounts them.
+VOLUME_SIF_AUTH: Final = "sif-auth"
+VOLUME_SIF_CA: Final = "sif-ca"
+SIF_AUTH_DIR: Final = layout.SIF_AUTH_DIR
+SIF_CA_DIR: Final = layout.SIF_CA_DIR
+SIF_CA_FILE: Final = layout.SIF_CA_FILE
 
 # Secret keys read from the district's own Secrets (defaults; the District may name others).
 DATABASE_URI_KEY: Final = "uri"
@@ -106,6 +113,11 @@ def cronjob(district: str, job: str) -> str:
     return f"{district}-{job}"
 
 
+def pull_network_policy(district: str) -> str:
+    """The egress policy of the SIF pull's pods (spec.integration.mode pull)."""
+    return f"{district}-pull-egress"
+
+
 def labels(district: str, component: str) -> dict[str, str]:
     """The labels every child of `district` carries."""
     return {
@@ -120,6 +132,11 @@ def labels(district: str, component: str) -> dict[str, str]:
 def server_selector(district: str) -> dict[str, str]:
     """The labels selecting the district's SFTP server pod (a Deployment selector is immutable)."""
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: district, LABEL_COMPONENT: COMPONENT_SERVER}
+
+
+def job_selector(district: str, job: str) -> dict[str, str]:
+    """The labels selecting the pods of one of the district's CronJobs."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: district, LABEL_COMPONENT: job}
 
 
 def managed_selector() -> str:

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run the docviewer export or the PDF extraction now")
     jobs.add_export_arguments(export)
     export.set_defaults(runner=jobs.run_export)
+    pull = sub.add_parser("pull", parents=[common],
+                          help="run a SIF pull now (spec.integration.mode pull)")
+    jobs.add_pull_arguments(pull)
+    pull.set_defaults(runner=jobs.run_pull)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`kubectl district epochs ... | backup | export`: run a job now, follow it, report its result."""
+"""`kubectl district epochs ... | backup | pull | export`: run a job now, follow it, report its
+result."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from district_contract.results import (
     EpochsResult,
     Outcome,
     PdfsResult,
+    PullResult,
 )
 from district_operator import api, names, status
 from district_operator.model import District
@@ -65,6 +67,11 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job", choices=names.DOWNLOAD_JOBS,
                         help="docviewer: the document viewer export (/downloads/docviewer); "
                              "pdfs: the PDF extraction (/downloads/pdfs)")
+    add_follow_arguments(parser)
+
+
+def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district")
     add_follow_arguments(parser)
 
 
@@ -251,6 +258,8 @@ def _print_report(report: status.JobReport, job_name: str, district: District) -
         print(f"Backup: /{layout.BACKUPS}/{result.file}  {output.size(result.bytes)}  "
               f"sha256 {result.sha256}")
         print(f"Kept {result.kept} backup(s); pruned: {', '.join(result.pruned) or 'none'}")
+    elif isinstance(result, PullResult):
+        _print_pull(result)
     elif isinstance(result, DocviewerResult) and result.epoch:
         print(f"Epoch: /{layout.DOCVIEWER}/{result.epoch}/documents.csv  {result.rows} row(s)  "
               f"{output.size(result.bytes)}  for {result.today}  forms "
@@ -284,6 +293,20 @@ def _download_hint(district: District, job_kind: str) -> str | None:
     return None
 
 
+def _print_pull(result: PullResult) -> None:
+    if result.failed and result.reason:
+        print(f"Reason: {result.reason}")
+    print(f"Zone: {result.zone_url or '-'}")
+    if result.objects:
+        rows = [list(item.partition("=")[::2]) for item in result.objects]
+        sys.stdout.write(output.table(["OBJECT", "COUNT"], rows))
+    print(f"Messages acknowledged: {result.messages}, packets reassembled: {result.packets}")
+    if result.epoch:
+        print(f"Epoch: /{layout.UPLOAD}/{result.epoch} (the epochs job imports it)")
+    else:
+        print("No epoch published")
+
+
 def run_job(session: Session, district_name: str, job_kind: str, extra_args: Sequence[str],
             args: argparse.Namespace) -> int:
     _, district = session.district(district_name)
@@ -294,6 +317,9 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
                f"status {district.name}`)"
         if job_kind == names.JOB_BACKUP and district.backups.database is None:
             hint = "backups need spec.backups.databaseSecretRef: the District names no database"
+        if job_kind == names.JOB_PULL and district.integration.pull is None:
+            hint = "pulls need spec.integration.mode: pull with spec.integration.sif: the " \
+                   "District is in push mode"
         elif job_kind in names.DOWNLOAD_JOBS:
             hint = _download_hint(district, job_kind) or hint
         raise PluginError(f"CronJob {cronjob_name} not found", hint)
@@ -343,3 +369,7 @@ def run_backup(args: argparse.Namespace, session: Session) -> int:
 
 def run_export(args: argparse.Namespace, session: Session) -> int:
     return run_job(session, args.district, args.job, [], args)
+
+
+def run_pull(args: argparse.Namespace, session: Session) -> int:
+    return run_job(session, args.district, names.JOB_PULL, [], args)

@@ -58,6 +58,8 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "lastRetention": status.get("lastRetention"),
         "lastDocviewer": status.get("lastDocviewer"),
         "lastPdfs": status.get("lastPdfs"),
+        "integration": district.integration.mode,
+        "lastPull": status.get("lastPull"),
         "uploadsNeedingAttention": status.get("uploadsNeedingAttention") or [],
     }
 
@@ -75,6 +77,15 @@ def _download_lines(facts: Mapping[str, Any]) -> list[str]:
         lines.append(f"{label:<14}{published}; last run {run.get('outcome')} "
                      f"{run.get('completedAt')} ({output.age(run.get('completedAt'))} ago)")
     return lines
+
+
+def _pull_line(pull: Mapping[str, Any]) -> str:
+    """One line for status.lastPull: the epoch it published, or why it failed."""
+    if not pull:
+        return "none yet"
+    what = pull.get("epoch") or pull.get("reason") or pull.get("message") or "-"
+    return (f"{pull.get('outcome')}  {what}  completed {pull.get('completedAt')} "
+            f"({output.age(pull.get('completedAt'))} ago)")
 
 
 def _print_status(facts: Mapping[str, Any]) -> None:
@@ -98,6 +109,8 @@ def _print_status(facts: Mapping[str, Any]) -> None:
                             f"({output.age(backup.get('completedAt'))} ago)"
                             if backup else "none yet"),
     ]
+    if facts["integration"] == "pull" or facts["lastPull"]:
+        lines.append("Last pull:    " + _pull_line(facts["lastPull"] or {}))
     lines += _download_lines(facts)
     if facts["observedGeneration"] != facts["generation"]:
         lines.append(f"note: the status describes generation {facts['observedGeneration']}; the "

@@ -109,6 +109,7 @@ def test_the_minimal_example_applies_and_the_defaults_are_stored(api: Any) -> No
                        "formats": ["oneroster", "generic-csv"]},
         "retention": {"processedDays": 30, "schedule": "17 3 * * *"},
         "backups": {"schedule": "0 2 * * *", "keep": 14},
+        "integration": {"mode": "push"},
         "suspend": False,
         "deletionPolicy": "Retain",
     }

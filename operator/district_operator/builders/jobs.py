@@ -1,4 +1,5 @@
-"""The CronJobs beside the server: epoch processing, retention, backups and downloads."""
+"""The CronJobs beside the server: epoch processing, retention, backups, the SIF pull and the
+downloads."""
 
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ from district_operator.builders.common import (
     metadata,
     pod_security_context,
 )
+from district_operator.builders.pull import pull_settings, pull_volumes
 from district_operator.model import District, Docviewer, SecretKeyRef
 
 HISTORY_LIMIT = 3
 # A missed run is not worth starting more than this late; the next one catches up.
 STARTING_DEADLINE_SECONDS = 300
 ACTIVE_DEADLINE_SECONDS = {names.JOB_EPOCHS: 3600, names.JOB_RETENTION: 3600,
-                           names.JOB_BACKUP: 6 * 3600, names.JOB_DOCVIEWER: 3600,
-                           names.JOB_PDFS: 6 * 3600}
+                           names.JOB_BACKUP: 6 * 3600, names.JOB_PULL: 3 * 3600,
+                           names.JOB_DOCVIEWER: 3600, names.JOB_PDFS: 6 * 3600}
 # The docviewer's token keys: private, like the host keys (readable through fsGroup).
 TOKEN_KEY_MODE = 0o400
 
@@ -48,6 +50,9 @@ def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], Se
                 {env_var(commands.DISTRICT): district.name,
                  env_var(commands.KEEP_BACKUPS): str(district.backups.keep)},
                 district.backups.database)
+    sif = district.integration.pull
+    if job == names.JOB_PULL and sif is not None:
+        return sif.schedule, pull_settings(sif), None
     if job in names.DOWNLOAD_JOBS:
         return _download_settings(district, job)
     raise ValueError(f"unknown job {job!r}")
@@ -118,11 +123,13 @@ def _secret_files(district: District, job: str) -> SecretFiles:
 # ---- every job ------------------------------------------------------------------------------
 
 def enabled_jobs(district: District) -> tuple[str, ...]:
-    """Backups need a database to back up; downloads what spec.downloads turns on; the other
-    jobs always run."""
+    """Backups need a database to back up, the pull integration.mode pull, downloads what
+    spec.downloads turns on; the others always run."""
     jobs = [names.JOB_EPOCHS, names.JOB_RETENTION]
     if district.backups.database is not None:
         jobs.append(names.JOB_BACKUP)
+    if district.integration.pull is not None:
+        jobs.append(names.JOB_PULL)
     jobs += enabled_download_jobs(district)
     return tuple(jobs)
 
@@ -168,6 +175,11 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
     }
     if district.storage.pins_jobs_to_server_node:
         pod_spec["affinity"] = _server_affinity(district)
+    sif = district.integration.pull
+    if job == names.JOB_PULL and sif is not None:
+        volumes, mounts = pull_volumes(sif)
+        pod_spec["volumes"] = [*pod_spec["volumes"], *volumes]
+        container["volumeMounts"] = [*container["volumeMounts"], *mounts]
     job_labels = names.labels(district.name, job)
     return {
         "apiVersion": "batch/v1",
