@@ -130,7 +130,7 @@ def main() -> None:
         url = args.database_url
         data_dir = None
         if url is None:
-            from district_operator.localcluster.postgres import start_postgres
+            from district_devtools.postgres import start_postgres
 
             server = start_postgres(work / "postgres")
             url = server.create_database("bench")
