@@ -244,8 +244,11 @@ def checks(entry: Entry, strict: bool) -> list[Check]:
         col = entry.col(column.name)
         if column.required:
             exempt = deleted if column.kind != "email" else sql.SQL("false")
-            rule(column, sql.SQL("coalesce(btrim({}), '') = '' AND NOT ({})").format(col, exempt),
-                 sql.SQL("'a value is required'"))
+            # Blank: no value, or only spaces. (Only a value sorting before '!' in "C" order
+            # can be all spaces: the costly btrim runs for those alone, and a value with one
+            # costs a comparison; btrim on every row made this rule 3x dearer.)
+            rule(column, sql.SQL("({0} IS NULL OR ({0} < '!' AND btrim({0}) = '')) AND NOT ({1})")
+                 .format(col, exempt), sql.SQL("'a value is required'"))
         if column.kind == "id":
             rule(column, sql.SQL("length({}) > {}").format(col, sql.Literal(STUDENT_ID_LENGTH)),
                  sql.SQL("{} || ' is ' || length({}) || ' characters long; at most {} are "
