@@ -1,0 +1,246 @@
+"""SIF 2.x US objects -> the Generic CSV API files (students.csv, guardians.csv, users.csv).
+
+Which SIF element feeds which column is ours (SameGoal does not publish its mapping); the
+table is in docs/sif-pull.md. Values are copied as the zone wrote them and left to the
+Generic CSV importer to check, so a bad value is reported there with its file, line and column
+like any district upload. What cannot become a row at all (a student with no enrollment in a
+known school, a staff member without an e-mail address, a contact of a student not pulled) is
+counted and named in the pull's result, never guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Final
+
+from sftpd.formats.generic_csv.spec import GUARDIANS, LANGUAGES, STUDENTS, USERS, FileSpec
+
+STUDENT_PERSONAL: Final = "StudentPersonal"
+SCHOOL_INFO: Final = "SchoolInfo"
+STAFF_PERSONAL: Final = "StaffPersonal"
+STUDENT_SCHOOL_ENROLLMENT: Final = "StudentSchoolEnrollment"
+STUDENT_CONTACT: Final = "StudentContact"
+# The objects the agent can request and convert, in the order it requests them.
+SUPPORTED: Final = (SCHOOL_INFO, STUDENT_PERSONAL, STUDENT_SCHOOL_ENROLLMENT, STUDENT_CONTACT,
+                    STAFF_PERSONAL)
+# students.csv needs a building for every student: a student is its enrollment's school.
+STUDENTS_NEED: Final = (STUDENT_PERSONAL, STUDENT_SCHOOL_ENROLLMENT, SCHOOL_INFO)
+LEGAL_NAME: Final = "04"  # SIF's Name/@Type for the legal name
+# SIF writes languages in ISO 639-2; the Generic CSV API's Language column takes ISO 639-1.
+ISO_639_2_TO_1: Final = {
+    "alb": "sq", "amh": "am", "ara": "ar", "arm": "hy", "ben": "bn", "bos": "bs", "bur": "my",
+    "chi": "zh", "cze": "cs", "deu": "de", "dut": "nl", "ell": "el", "eng": "en", "fas": "fa",
+    "fra": "fr", "fre": "fr", "ger": "de", "gre": "el", "guj": "gu", "hat": "ht", "hau": "ha",
+    "heb": "he", "hin": "hi", "hrv": "hr", "hye": "hy", "ibo": "ig", "ita": "it", "jpn": "ja",
+    "khm": "km", "kor": "ko", "kur": "ku", "lao": "lo", "mar": "mr", "mon": "mn", "mya": "my",
+    "nep": "ne", "nld": "nl", "pan": "pa", "per": "fa", "pol": "pl", "por": "pt", "pus": "ps",
+    "ron": "ro", "rum": "ro", "rus": "ru", "som": "so", "spa": "es", "sqi": "sq", "srp": "sr",
+    "swa": "sw", "tam": "ta", "tel": "te", "tgl": "tl", "tha": "th", "tir": "ti", "tur": "tr",
+    "ukr": "uk", "urd": "ur", "uzb": "uz", "vie": "vi", "yor": "yo", "zho": "zh"}
+
+
+def _text(elem: ET.Element | None, path: str) -> str:
+    if elem is None:
+        return ""
+    return (elem.findtext(path) or "").strip()
+
+
+def _name(elem: ET.Element) -> ET.Element | None:
+    names = elem.findall("Name")
+    return next((n for n in names if n.get("Type") == LEGAL_NAME), names[0] if names else None)
+
+
+def _code(elem: ET.Element, path: str) -> str:
+    """A coded value, written <X><Code>c</Code></X>, <X Code="c"/> or <X>c</X>."""
+    found = elem.find(path)
+    if found is None:
+        return ""
+    return _text(found, "Code") or (found.get("Code") or "").strip() or (found.text or "").strip()
+
+
+def language(code: str) -> str:
+    """The ISO 639-1 code for a SIF language code (639-2, or already 639-1); "" if none."""
+    lowered = code.strip().lower()
+    if lowered in LANGUAGES:
+        return lowered
+    return ISO_639_2_TO_1.get(lowered, "")
+
+
+@dataclass
+class _Address:
+    street: str = ""
+    city: str = ""
+    state: str = ""
+    zip: str = ""
+
+
+def _address(elem: ET.Element) -> _Address:
+    found = elem.find("AddressList/Address")
+    if found is None:
+        found = elem.find("Address")
+    if found is None:
+        return _Address()
+    street = _text(found, "Street/Line1")
+    more = _text(found, "Street/Line2")
+    return _Address(f"{street}, {more}" if street and more else street or more,
+                    _text(found, "City"), _text(found, "StateProvince"),
+                    _text(found, "PostalCode"))
+
+
+@dataclass
+class _Enrollment:
+    school: str
+    entry: str
+    exit: str
+    grade: str
+    time_frame: str
+
+    def status(self, today: date) -> str:
+        if self.exit and self.exit <= today.isoformat():
+            return "WITHDREW"
+        if self.time_frame == "Future" or (self.entry and self.entry > today.isoformat()):
+            return "PRE_ENROLLED"
+        return "ENROLLED"
+
+
+@dataclass
+class Conversion:
+    """What the zone delivered, gathered object by object, then written as CSV files."""
+
+    today: date
+    students: dict[str, dict[str, str]] = field(default_factory=dict)  # by RefId
+    schools: dict[str, tuple[str, str]] = field(default_factory=dict)  # RefId: name, id
+    enrollments: dict[str, list[_Enrollment]] = field(default_factory=dict)  # by student
+    contacts: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    staff: list[dict[str, str]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, name: str, elem: ET.Element) -> None:
+        """Take one delivered object (its tags without namespace)."""
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            handler(self, elem)
+
+    def _student(self, elem: ET.Element) -> None:
+        name = _name(elem)
+        address = _address(elem)
+        races = [_text(r, "Code") or (r.get("Code") or "") for r in
+                 elem.iterfind("Demographics/RaceList/Race")]
+        self.students[elem.get("RefId") or ""] = {
+            "Student Id": _text(elem, "LocalId"),
+            "Last Name": _text(name, "LastName"),
+            "Middle Name": _text(name, "MiddleName"),
+            "First Name": _text(name, "FirstName"),
+            "Date of Birth": _text(elem, "Demographics/BirthDate"),
+            "Gender": _text(elem, "Demographics/Gender"),
+            "Address": address.street, "City": address.city, "State": address.state,
+            "Zip": address.zip,
+            "Race": ";".join(r.strip() for r in races if r.strip()),
+            "Student Reporting Id": _text(elem, "StateProvinceId"),
+            "SIS Internal ID": elem.get("RefId") or "",
+        }
+
+    def _school(self, elem: ET.Element) -> None:
+        self.schools[elem.get("RefId") or ""] = (
+            _text(elem, "SchoolName"),
+            _text(elem, "StateProvinceId") or _text(elem, "LocalId"))
+
+    def _enrollment(self, elem: ET.Element) -> None:
+        self.enrollments.setdefault(elem.get("StudentPersonalRefId") or "", []).append(
+            _Enrollment(elem.get("SchoolInfoRefId") or "", _text(elem, "EntryDate"),
+                        _text(elem, "ExitDate"), _code(elem, "GradeLevel"),
+                        elem.get("TimeFrame") or ""))
+
+    def _contact(self, elem: ET.Element) -> None:
+        name = _name(elem)
+        address = _address(elem)
+        self.contacts.append((elem.get("StudentPersonalRefId") or "", {
+            "Last Name": _text(name, "LastName"),
+            "First Name": _text(name, "FirstName"),
+            "Relationship": _code(elem, "Relationship"),
+            "Email": _text(elem, "EmailList/Email") or _text(elem, "Email"),
+            "Phone": (_text(elem, "PhoneNumberList/PhoneNumber/Number")
+                      or _text(elem, "PhoneNumber/Number")),
+            "Address": address.street, "City": address.city, "State": address.state,
+            "Zip": address.zip,
+            "Language": language(_code(elem, "Demographics/LanguageList/Language")),
+        }))
+
+    def _staff_member(self, elem: ET.Element) -> None:
+        name = _name(elem)
+        self.staff.append({
+            "Email": _text(elem, "EmailList/Email") or _text(elem, "Email"),
+            "Last Name": _text(name, "LastName"),
+            "First Name": _text(name, "FirstName"),
+        })
+
+    def _current(self, student_ref: str) -> _Enrollment | None:
+        """The enrollment that decides a student's building: an open one in a known school
+        first, then the latest entry."""
+        known = [e for e in self.enrollments.get(student_ref, []) if e.school in self.schools]
+        if not known:
+            return None
+        return max(known, key=lambda e: (not e.exit, e.entry))
+
+    def write(self, directory: Path, requested: tuple[str, ...]) -> dict[str, int]:
+        """Write the Generic CSV files the requested objects feed; rows per file."""
+        rows: dict[str, int] = {}
+        if STUDENT_PERSONAL in requested:
+            rows[STUDENTS.file] = _write(directory, STUDENTS, self._student_rows())
+        if STUDENT_CONTACT in requested and STUDENT_PERSONAL in requested:
+            rows[GUARDIANS.file] = _write(directory, GUARDIANS, self._guardian_rows())
+        if STAFF_PERSONAL in requested:
+            rows[USERS.file] = _write(directory, USERS, self._user_rows())
+        return rows
+
+    def _student_rows(self) -> list[dict[str, str]]:
+        rows = []
+        for ref, student in self.students.items():
+            enrollment = self._current(ref)
+            if enrollment is None:
+                self.skipped["StudentPersonal without an enrollment in a pulled school"] += 1
+                continue
+            school, school_id = self.schools[enrollment.school]
+            rows.append({**student, "District Enrollment": enrollment.status(self.today),
+                         "Grade": enrollment.grade, "Building": school,
+                         "Building Reporting Id": school_id})
+        return sorted(rows, key=lambda r: r["Student Id"])
+
+    def _guardian_rows(self) -> list[dict[str, str]]:
+        rows = []
+        for student_ref, contact in self.contacts:
+            student = self.students.get(student_ref)
+            if student is None or self._current(student_ref) is None:
+                self.skipped["StudentContact of a student not in students.csv"] += 1
+                continue
+            rows.append({"Student Id": student["Student Id"], **contact})
+        return sorted(rows, key=lambda r: r["Student Id"])
+
+    def _user_rows(self) -> list[dict[str, str]]:
+        rows = []
+        for member in self.staff:
+            if not member["Email"]:
+                self.skipped["StaffPersonal without an e-mail address"] += 1
+                continue
+            rows.append(member)
+        return sorted(rows, key=lambda r: r["Email"].lower())
+
+
+_HANDLERS: Final = {STUDENT_PERSONAL: Conversion._student, SCHOOL_INFO: Conversion._school,
+                    STUDENT_SCHOOL_ENROLLMENT: Conversion._enrollment,
+                    STUDENT_CONTACT: Conversion._contact, STAFF_PERSONAL: Conversion._staff_member}
+
+
+def _write(directory: Path, spec: FileSpec, rows: list[dict[str, str]]) -> int:
+    """One RFC 4180 file (CRLF, quoted where needed) with the spec's exact header."""
+    header = [c.name for c in spec.columns]
+    with (directory / spec.file).open("x", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(header)
+        writer.writerows([row.get(column, "") for column in header] for row in rows)
+    return len(rows)
