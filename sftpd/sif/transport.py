@@ -123,6 +123,8 @@ class Transport:
         self.timeout = timeout
         self.max_reply_bytes = max_reply_bytes
         self._conn: http.client.HTTPSConnection | None = None
+        self._fresh = False  # this exchange opened the connection
+        self._reading_body = False  # the status line and headers have arrived
 
     def close(self) -> None:
         if self._conn is not None:
@@ -143,6 +145,11 @@ class Transport:
                             f"{exc.verify_message or exc}") from None
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
             self.close()
+            if self._fresh and not self._reading_body:
+                raise PullError(PullReason.TLS_FAILED,
+                                f"{self.url}: the zone closed the new TLS connection before "
+                                f"answering {what} (zones do so when they require a client "
+                                f"certificate, or refuse the one sent): {exc}") from None
             raise PullError(PullReason.CONNECTION_LOST,
                             f"{self.url}: the connection was cut during {what}: {exc}") from None
         except ssl.SSLError as exc:
@@ -169,6 +176,7 @@ class Transport:
                             f"{self.url}: not an HTTP reply to {what}: {exc}") from None
 
     def _connection(self) -> http.client.HTTPSConnection:
+        self._fresh = self._conn is None
         if self._conn is None:
             self._conn = http.client.HTTPSConnection(self.host, self.port,
                                                      context=self.context,
@@ -177,12 +185,14 @@ class Transport:
 
     def _exchange(self, body: bytes, what: str) -> bytes:
         conn = self._connection()
+        self._reading_body = False
         headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/xml",
                    "Content-Length": str(len(body))}
         if self.credentials.basic is not None:
             headers["Authorization"] = self.credentials.basic
         conn.request("POST", self.target, body=body, headers=headers)
         response = conn.getresponse()
+        self._reading_body = True
         if response.status in (401, 403):
             response.read(ENVELOPE_BYTES)
             raise PullError(PullReason.AUTHENTICATION_FAILED,
