@@ -44,10 +44,16 @@ ISO_639_2_TO_1: Final = {
     "ukr": "uk", "urd": "ur", "uzb": "uz", "vie": "vi", "yor": "yo", "zho": "zh"}
 
 
-def _text(elem: ET.Element | None, path: str) -> str:
+def _text(elem: ET.Element | None, *path: str) -> str:
+    """The text at a path of child names, one step at a time (ElementTree's fast path for a
+    plain name; a path with '/' would go through its Python path engine)."""
+    for name in path[:-1]:
+        if elem is None:
+            return ""
+        elem = elem.find(name)
     if elem is None:
         return ""
-    return (elem.findtext(path) or "").strip()
+    return (elem.findtext(path[-1]) or "").strip()
 
 
 def _name(elem: ET.Element) -> ET.Element | None:
@@ -55,9 +61,11 @@ def _name(elem: ET.Element) -> ET.Element | None:
     return next((n for n in names if n.get("Type") == LEGAL_NAME), names[0] if names else None)
 
 
-def _code(elem: ET.Element, path: str) -> str:
+def _code(elem: ET.Element | None, *path: str) -> str:
     """A coded value, written <X><Code>c</Code></X>, <X Code="c"/> or <X>c</X>."""
-    found = elem.find(path)
+    found = elem
+    for name in path:
+        found = found.find(name) if found is not None else None
     if found is None:
         return ""
     return _text(found, "Code") or (found.get("Code") or "").strip() or (found.text or "").strip()
@@ -80,13 +88,14 @@ class _Address:
 
 
 def _address(elem: ET.Element) -> _Address:
-    found = elem.find("AddressList/Address")
+    found = elem.find("AddressList")
+    found = found.find("Address") if found is not None else None
     if found is None:
         found = elem.find("Address")
     if found is None:
         return _Address()
-    street = _text(found, "Street/Line1")
-    more = _text(found, "Street/Line2")
+    street = _text(found, "Street", "Line1")
+    more = _text(found, "Street", "Line2")
     return _Address(f"{street}, {more}" if street and more else street or more,
                     _text(found, "City"), _text(found, "StateProvince"),
                     _text(found, "PostalCode"))
@@ -129,15 +138,17 @@ class Conversion:
     def _student(self, elem: ET.Element) -> None:
         name = _name(elem)
         address = _address(elem)
+        demographics = elem.find("Demographics")
+        race_list = demographics.find("RaceList") if demographics is not None else None
         races = [_text(r, "Code") or (r.get("Code") or "") for r in
-                 elem.iterfind("Demographics/RaceList/Race")]
+                 (race_list if race_list is not None else ())]
         self.students[elem.get("RefId") or ""] = {
             "Student Id": _text(elem, "LocalId"),
             "Last Name": _text(name, "LastName"),
             "Middle Name": _text(name, "MiddleName"),
             "First Name": _text(name, "FirstName"),
-            "Date of Birth": _text(elem, "Demographics/BirthDate"),
-            "Gender": _text(elem, "Demographics/Gender"),
+            "Date of Birth": _text(demographics, "BirthDate"),
+            "Gender": _text(demographics, "Gender"),
             "Address": address.street, "City": address.city, "State": address.state,
             "Zip": address.zip,
             "Race": ";".join(r.strip() for r in races if r.strip()),
@@ -163,18 +174,18 @@ class Conversion:
             "Last Name": _text(name, "LastName"),
             "First Name": _text(name, "FirstName"),
             "Relationship": _code(elem, "Relationship"),
-            "Email": _text(elem, "EmailList/Email") or _text(elem, "Email"),
-            "Phone": (_text(elem, "PhoneNumberList/PhoneNumber/Number")
-                      or _text(elem, "PhoneNumber/Number")),
+            "Email": _text(elem, "EmailList", "Email") or _text(elem, "Email"),
+            "Phone": (_text(elem, "PhoneNumberList", "PhoneNumber", "Number")
+                      or _text(elem, "PhoneNumber", "Number")),
             "Address": address.street, "City": address.city, "State": address.state,
             "Zip": address.zip,
-            "Language": language(_code(elem, "Demographics/LanguageList/Language")),
+            "Language": language(_code(elem, "Demographics", "LanguageList", "Language")),
         }))
 
     def _staff_member(self, elem: ET.Element) -> None:
         name = _name(elem)
         self.staff.append({
-            "Email": _text(elem, "EmailList/Email") or _text(elem, "Email"),
+            "Email": _text(elem, "EmailList", "Email") or _text(elem, "Email"),
             "Last Name": _text(name, "LastName"),
             "First Name": _text(name, "FirstName"),
         })

@@ -1,6 +1,6 @@
 """SIF 2.x infrastructure messages: build the agent's, read the zone's replies as a stream.
 
-Built with ElementTree, read with defusedxml's iterparse, which refuses a DTD, any entity
+Built with ElementTree, read with defusedxml's parser, which refuses a DTD, any entity
 declaration and any external reference before expanding anything (XXE, billion laughs); the
 reply's size is bounded by the transport and its nesting here. Data objects inside a delivered
 SIF_Response are handed one at a time to a callback and then dropped, so a packet of ten
@@ -15,11 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import BytesIO
 from typing import Final
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import iterparse
+from defusedxml.ElementTree import DefusedXMLParser
 
 from sftpd.sif.errors import PullError, PullReason
 
@@ -194,19 +193,95 @@ def _set_error(error: SifErrorInfo, tag: str, text: str) -> None:
         setattr(error, name, text[:1000])
 
 
+def _attributes(ordered: list[str]) -> dict[str, str]:
+    """expat's ordered attributes (name, value, name, value, ...) as a dict."""
+    return dict(zip(ordered[::2], ordered[1::2], strict=True))
+
+
 class _Reader:
-    """The state of one streaming read: where we are, and what has been learnt so far."""
+    """The parser's target: follows the path, keeps the envelope's few values, builds each
+    wanted data object as its own small tree and hands it on (one object in memory at once)."""
 
     def __init__(self, accept: Accept, on_object: OnObject) -> None:
         self.accept = accept
         self.on_object = on_object
         self.reply = Reply()
         self.wanted: bool | None = None
+        self.depth = 0
+        self.path: list[str] = []  # down to the data object, not into it
+        self.text: list[str] = []
+        self.builder: ET.TreeBuilder | None = None  # inside a data object
+        self.skipping = False  # inside a data object that is not wanted
 
-    def end(self, path: list[str], elem: ET.Element, parent: ET.Element | None) -> None:
+    def start(self, tag: str, attributes: list[str]) -> None:
+        """expat's start handler (ordered attributes: name, value, name, value, ...)."""
+        self.depth = depth = self.depth + 1
+        if depth > MAX_DEPTH:
+            raise PullError(PullReason.MALFORMED_XML,
+                            f"the reply nests deeper than {MAX_DEPTH} elements")
+        builder = self.builder
+        if builder is not None:  # the hot path: the parts of a data object
+            builder.start(tag[tag.find("}") + 1:], _attributes(attributes) if attributes
+                          else {})
+            return
+        if self.skipping:
+            return
+        local = tag[tag.find("}") + 1:]
+        path = self.path
+        path.append(local)
+        if self.depth == _OBJECT_DEPTH and path[-2] == "SIF_ObjectData" and \
+                tuple(path[:len(_DATA)]) == _DATA:
+            d = self._current()
+            if self.wanted is None:
+                self.wanted = self.accept(d)
+            d.objects[local] += 1
+            if self.wanted:
+                self.builder = ET.TreeBuilder()
+                self.builder.start(local, _attributes(attributes))
+            else:
+                self.skipping = True
+        elif self.depth == 1 and local != "SIF_Message":
+            raise PullError(PullReason.PROTOCOL_ERROR,
+                            f"the reply is a <{local[:60]}>, not a SIF_Message")
+        else:
+            self.text = []
+
+    def data(self, text: str) -> None:
+        if self.builder is not None:
+            self.builder.data(text)
+        elif not self.skipping:
+            self.text.append(text)
+
+    def end(self, tag: str) -> None:
+        depth = self.depth
+        self.depth -= 1
+        if self.builder is not None:
+            self.builder.end(tag)
+            if depth == _OBJECT_DEPTH:
+                elem = self.builder.close()
+                self.builder = None
+                self.on_object(self.path.pop(), elem)
+            return
+        if self.skipping:
+            if depth == _OBJECT_DEPTH:
+                self.skipping = False
+                self.path.pop()
+            return
+        self._envelope(self.path, "".join(self.text))
+        self.text = []
+        self.path.pop()
+
+    def close(self) -> Reply:
+        return self.reply
+
+    def _current(self) -> Delivered:
+        d = self.reply.delivered = self.reply.delivered or Delivered()
+        d.kind = self.path[len(_DATA)]  # known from its first part on, so before its objects
+        return d
+
+    def _envelope(self, path: list[str], text: str) -> None:
         depth = len(path)
         tag = path[-1]
-        text = elem.text or ""
         if depth == 2:
             self.reply.kind = tag
         elif depth == 3 and path[1] == "SIF_Ack" and tag == "SIF_OriginalMsgId":
@@ -220,18 +295,10 @@ class _Reader:
             self.reply.error = self.reply.error or SifErrorInfo()
             _set_error(self.reply.error, tag, text)
         elif depth > len(_DATA) and tuple(path[:len(_DATA)]) == _DATA:
-            self._delivered(path[len(_DATA):], elem, parent, text)
-        # Everything read is dropped once handled (an object's parts with the object), so
-        # memory stays one object's worth.
-        if parent is not None and 2 < depth <= _OBJECT_DEPTH:
-            elem.clear()
-            if len(parent) and parent[-1] is elem:
-                del parent[-1]
+            self._delivered(path[len(_DATA):], text)
 
-    def _delivered(self, inner: list[str], elem: ET.Element, parent: ET.Element | None,
-                   text: str) -> None:
-        d = self.reply.delivered = self.reply.delivered or Delivered()
-        d.kind = inner[0]  # known from its first part on, so before its objects
+    def _delivered(self, inner: list[str], text: str) -> None:
+        d = self._current()
         if len(inner) == 3 and inner[1] == "SIF_Header":
             if inner[2] == "SIF_MsgId":
                 d.msg_id = text.strip()
@@ -250,16 +317,6 @@ class _Reader:
         elif len(inner) == 3 and inner[1] == "SIF_Error":
             d.error = d.error or SifErrorInfo()
             _set_error(d.error, inner[2], text)
-        elif len(inner) == 3 and inner[1] == "SIF_ObjectData":
-            if self.wanted is None:
-                self.wanted = self.accept(d)
-            d.objects[inner[2]] += 1
-            if self.wanted:
-                self.on_object(inner[2], elem)
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
 
 
 def read_reply(data: bytes, accept: Accept | None = None,
@@ -271,26 +328,19 @@ def read_reply(data: bytes, accept: Accept | None = None,
     that is not a SIF_Message.
     """
     reader = _Reader(accept or (lambda _d: False), on_object or (lambda _n, _e: None))
-    path: list[str] = []
-    elems: list[ET.Element] = []
+    parser = DefusedXMLParser(target=reader, forbid_dtd=True, forbid_entities=True,
+                              forbid_external=True)
+    # Elements go from expat straight to the reader. defusedxml builds on ElementTree's
+    # pure-Python parser so as to hook its refusals into expat; those are expat handlers of
+    # their own (DOCTYPE, entity declarations, external references) and stay in place, while
+    # ElementTree's per-element Python handlers in between would cost a call per element.
+    expat = parser.parser
+    expat.StartElementHandler = reader.start
+    expat.EndElementHandler = reader.end
+    expat.CharacterDataHandler = reader.data
     try:
-        for event, elem in iterparse(BytesIO(data), events=("start", "end"),
-                                     forbid_dtd=True, forbid_entities=True,
-                                     forbid_external=True):
-            if event == "start":
-                elem.tag = _local(elem.tag)
-                path.append(elem.tag)
-                elems.append(elem)
-                if len(path) > MAX_DEPTH:
-                    raise PullError(PullReason.MALFORMED_XML,
-                                    f"the reply nests deeper than {MAX_DEPTH} elements")
-                if len(path) == 1 and elem.tag != "SIF_Message":
-                    raise PullError(PullReason.PROTOCOL_ERROR,
-                                    f"the reply is a <{elem.tag[:60]}>, not a SIF_Message")
-            else:
-                elems.pop()
-                reader.end(path, elem, elems[-1] if elems else None)
-                path.pop()
+        parser.feed(data)
+        parser.close()
     except DefusedXmlException as exc:
         raise PullError(PullReason.UNSAFE_XML,
                         f"the reply was refused unread: {exc} (DTDs, entities and external "
@@ -300,4 +350,6 @@ def read_reply(data: bytes, accept: Accept | None = None,
         raise PullError(PullReason.MALFORMED_XML,
                         f"the reply is not well-formed XML (line {line}, column {column}): "
                         f"{exc}") from None
+    if not reader.reply.kind:
+        raise PullError(PullReason.PROTOCOL_ERROR, "the reply is an empty SIF_Message")
     return reader.reply

@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         basic = "Basic " + base64.b64encode(
             f"{args.username}:{args.password or ''}".encode()).decode()
     zone = Zone(data.make_district(args.students, args.seed), args.fault, args.journal)
+    for name in ("SchoolInfo", "StudentPersonal", "StudentSchoolEnrollment", "StudentContact",
+                 "StaffPersonal"):
+        zone.objects(name)  # made before the zone says it listens: not in anyone's timing
     server = _Server(("127.0.0.1", args.port), zone, basic)
     server.socket = context.wrap_socket(server.socket, server_side=True)
 
