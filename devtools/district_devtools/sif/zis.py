@@ -30,7 +30,8 @@ Fault switches (--fault), for the tests: register-error, request-error (a Reques
 SIF_Error in the response), empty (requests accepted, nothing ever queued), malformed (a
 delivery that is not well-formed XML), xxe (a delivery with an external entity), billion-laughs
 (a delivery with nested entities), cut (the first delivery's connection closed halfway through
-its body), sleeping (SIF_Status 8 to SIF_GetMessage).
+its body), sleeping (SIF_Status 8 to SIF_GetMessage), oversize (a delivery padded with 256 KiB
+of whitespace after its root element).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ MAX_REQUEST = 1 << 20
 PACKET_OVERHEAD = 2048
 _PLACEHOLDER = "@@SIF_OBJECTS@@"
 FAULTS = ("register-error", "request-error", "empty", "malformed", "xxe", "billion-laughs",
-          "cut", "sleeping")
+          "cut", "sleeping", "oversize")
+OVERSIZE_PADDING = 256 * 1024
 XXE_TARGET = "/etc/hostname"
 
 
@@ -259,7 +261,9 @@ class Zone:
                 return ack(source, msg_id, error=(5, 1, "the zone refuses this agent")), False
             if mode != "Pull":
                 return ack(source, msg_id, error=(5, 1, f"mode {mode} is not served")), False
-            self.agents[source] = Agent(int(_text(elem, "SIF_MaxBufferSize") or "1000000"))
+            buffer = int(_text(elem, "SIF_MaxBufferSize") or "1000000")
+            # Registering again updates the settings; the agent's queue is kept.
+            self.agents.setdefault(source, Agent(buffer)).max_buffer = buffer
             return ack(source, msg_id), False
         agent = self.agents.get(source)
         if agent is None:
@@ -290,6 +294,8 @@ class Zone:
             cut = False
             if self.fault in ("malformed", "xxe", "billion-laughs"):
                 reply = hostile(self.fault, reply)
+            elif self.fault == "oversize":
+                reply += b" " * OVERSIZE_PADDING  # whitespace after the root: still well-formed
             elif self.fault == "cut" and not self.cut_done:
                 self.cut_done = cut = True
             self.log(kind="delivered", source=source, msg_id=head.msg_id,

@@ -38,6 +38,7 @@ FAULTS = [
     ("billion-laughs", (), "UnsafeXml", "refused unread"),
     ("cut", (), "ConnectionLost", "the connection was cut during SIF_GetMessage"),
     ("sleeping", (), "ReceiverSleeping", "SIF_Status 8"),
+    ("oversize", ("--max-buffer-size", "65536"), "ReplyTooLarge", "more than the 131072"),
 ]
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from tests.sftpd.sif.conftest import (
     AGENT,
     STUDENTS,
     Zones,
+    _env,
     process_epochs,
     pull,
     upload_entries,
@@ -190,3 +196,49 @@ def test_a_client_certificate_authenticates_the_agent(
     assert run.code == 0, run.stderr
     assert run.result is not None and run.result["outcome"] == "Succeeded"
     assert upload_entries(root) == [run.result["epoch"]]
+
+
+def test_responses_left_by_a_killed_pull_are_acknowledged_and_ignored(
+        zones: Zones, zone_pki: ZonePKI, tmp_path: Path, basic_auth: Path) -> None:
+    zone = zones.start()
+    killed_root, root = tmp_path / "killed", tmp_path / "clean"
+    for r in (killed_root, root):
+        tree.ensure_tree(r)
+    argv = [sys.executable, "-m", "sftpd", "sif-pull", "--root", str(killed_root),
+            "--zone-url", zone.url, "--source-id", AGENT, "--ca-file", str(zone_pki.ca_cert),
+            "--auth-dir", str(basic_auth), "--max-buffer-size", "8192"]
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(zone.entries("SIF_Ack")) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = len(zone.entries("delivered"))
+    run = pull(root, zone.url, basic_auth, zone_pki.ca_cert)
+    assert run.code == 0, run.stderr
+    assert run.result is not None
+    ignored = [e for e in run.events if e["event"] == "pull.ignored"]
+    assert len(ignored) > 10  # the killed run's packets, still queued for the same agent
+    district = data.make_district(STUDENTS)
+    assert run.result["objects"][1] == f"StudentPersonal={STUDENTS}"  # none counted twice
+    epoch = root / tree.UPLOAD / run.result["epoch"]
+    assert len((epoch / "students.csv").read_text().splitlines()) == 1 + len(
+        expected_students(district))
+    acked = {e["original"] for e in zone.entries("SIF_Ack")}
+    assert {e["msg_id"] for e in zone.entries("delivered")[left:]} <= acked
+
+
+def test_the_epochs_job_never_takes_a_pull_being_built(
+        zones: Zones, zone_pki: ZonePKI, root: Path, basic_auth: Path,
+        database_url: str) -> None:
+    zone = zones.start()
+    run = pull(root, zone.url, basic_auth, zone_pki.ca_cert)
+    assert run.code == 0 and run.result is not None
+    # The same files, as a build looks just before its rename (COMPLETE already in).
+    building = root / tree.UPLOAD / f".sftpd-pull-{run.result['epoch']}"
+    (root / tree.UPLOAD / run.result["epoch"]).rename(building)
+    epochs = process_epochs(root, database_url)
+    assert epochs.code == 0 and epochs.result is not None
+    assert epochs.result["outcome"] == "NothingToDo", epochs.result
+    assert upload_entries(root) == [building.name]
