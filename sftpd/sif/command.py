@@ -126,6 +126,8 @@ class Settings:
 
 
 def settings(args: argparse.Namespace) -> Settings:
+    if not args.root.is_dir():
+        raise UsageError(f"--root {args.root} is not a directory")
     if args.max_buffer_size > MAX_MAX_BUFFER_SIZE:
         raise UsageError(f"--{commands.MAX_BUFFER_SIZE}: at most {MAX_MAX_BUFFER_SIZE}, not "
                          f"{args.max_buffer_size}")

@@ -196,7 +196,9 @@ def test_every_variable_the_operator_sets_is_read_by_its_command() -> None:
         built[names.JOB_COMMANDS[job]] = [e["name"] for e in container["env"]]
     # docviewer and pdfs are not scheduled by the operator yet (docs/downloads.md) and
     # docviewer-token is the viewer side's tool: nothing sets variables for them.
-    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN}
+    # sif-pull runs only for a District in pull mode (spec.integration), which this one is not.
+    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN,
+                   commands.SIF_PULL}
     assert set(built) == set(cli.SUBCOMMANDS) - unscheduled
     for command, variables in built.items():
         read = {"DATABASE_URL" if a.dest == "database_url"

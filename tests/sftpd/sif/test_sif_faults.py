@@ -159,6 +159,7 @@ def test_a_sigterm_publishes_nothing(zones: Zones, zone_pki: ZonePKI, root: Path
     (("--objects", "StudentPersonal"), "StudentPersonal needs StudentSchoolEnrollment"),
     (("--max-buffer-size", "100"), "must be at least 4096"),
     (("--source-id", "two words"), "without spaces"),
+    (("--ca-file", "/nonexistent/ca.crt"), "is not a file"),
 ])
 def test_bad_usage_touches_nothing(zone_pki: ZonePKI, root: Path, basic_auth: Path,
                                    args: tuple[str, ...], words: str) -> None:
@@ -181,3 +182,9 @@ def test_an_auth_dir_with_half_a_pair_is_bad_usage(zone_pki: ZonePKI, root: Path
                     AGENT, "--auth-dir", str(half))
     assert run.code == 2
     assert "needs both username and password" in run.stderr
+
+
+def test_a_root_that_is_not_a_directory_is_bad_usage(tmp_path: Path) -> None:
+    run = run_sftpd("sif-pull", tmp_path / "nowhere", "--zone-url", "https://127.0.0.1:1/z",
+                    "--source-id", AGENT)
+    assert run.code == 2 and "is not a directory" in run.stderr
