@@ -1,11 +1,11 @@
 """`sftpd sif-pull`: pull the zone's objects and publish them as one Generic CSV epoch in upload/.
 
-The epoch is built in a hidden `upload/.sftpd-pull-<name>/` (held with flock while it is being
-built), its files fsynced, `COMPLETE` written last, and only then renamed to `upload/<name>`
-(YYYYMMDD-HHMMSS, UTC, never an existing name: renameat2 without replace, the next second on a
-clash). A pull that fails anywhere removes its hidden directory and publishes nothing; one
-killed outright leaves it, and the next run removes it (a build still held by a live run is
-left alone).
+The epoch is built in a hidden `upload/.sftpd-pull-<name>-<random>/` (held with flock while it
+is being built), its files fsynced, `COMPLETE` written last, and only then renamed to
+`upload/<name>` (YYYYMMDD-HHMMSS, UTC, never an existing name: renameat2 without replace, the
+next second on a clash). A pull that fails anywhere removes its hidden directory and publishes
+nothing; one killed outright leaves it, and the next run removes it (a build still held by a
+live run is left alone).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import ssl
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -245,8 +246,9 @@ def pull(s: Settings) -> PullResult:
         emit("pull.leftover_removed", name=name)
     started = s.now or datetime.now(UTC)
     name, _ = _free_name(s, started.astimezone(UTC).replace(microsecond=0))
-    building = s.upload / (PULL_PREFIX + name)
-    building.mkdir(mode=0o755)
+    # A name of its own even beside another pull started in the same second.
+    building = Path(tempfile.mkdtemp(prefix=f"{PULL_PREFIX}{name}-", dir=s.upload))
+    building.chmod(0o755)
     fd = os.open(building, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     fcntl.flock(fd, fcntl.LOCK_EX)
     published = False
