@@ -15,19 +15,19 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 import ssl
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
-from district_contract import commands
+from district_contract import commands, results
 from district_contract.results import Outcome, PullResult
 
 from sftpd import options, tree
-from sftpd.downloads import jobrun
-from sftpd.downloads.tokens import aware_time
-from sftpd.epochs import fsops
+from sftpd.epochs import checkpoints, fsops
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.names import COMPLETION_MARKER, EPOCH_NAME_FORMAT, PULL_PREFIX
 from sftpd.events import emit, utc_iso
@@ -103,8 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                DEFAULT_WAIT_SECONDS, minimum=1)
     opt.number("poll-seconds", "the pause between polls of an empty queue",
                DEFAULT_POLL_SECONDS, kind=float, minimum=0)
-    opt.custom("now", "ISO 8601 time with a zone to use as the current time (tests)",
-               aware_time, metavar="TIME")
     opt.path(commands.RESULT_FILE, "write the one-line JSON result here")
 
 
@@ -123,7 +121,6 @@ class Settings:
     timeout: float
     wait_seconds: float
     poll_seconds: float
-    now: datetime | None
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -154,8 +151,7 @@ def settings(args: argparse.Namespace) -> Settings:
                     zone_url=args.zone_url, source_id=args.source_id, objects=objects,
                     max_buffer_size=args.max_buffer_size, credentials=credentials,
                     context=context, timeout=float(args.timeout_seconds),
-                    wait_seconds=float(args.wait_seconds), poll_seconds=args.poll_seconds,
-                    now=args.now)
+                    wait_seconds=float(args.wait_seconds), poll_seconds=args.poll_seconds)
 
 
 def remove_leftovers(upload: Path) -> list[str]:
@@ -244,7 +240,7 @@ def pull(s: Settings) -> PullResult:
         raise PullError(PullReason.FILE_SYSTEM_ERROR, f"{s.upload} is not a directory")
     for name in remove_leftovers(s.upload):
         emit("pull.leftover_removed", name=name)
-    started = s.now or datetime.now(UTC)
+    started = datetime.now(UTC)
     name, _ = _free_name(s, started.astimezone(UTC).replace(microsecond=0))
     # A name of its own even beside another pull started in the same second.
     building = Path(tempfile.mkdtemp(prefix=f"{PULL_PREFIX}{name}-", dir=s.upload))
@@ -267,8 +263,7 @@ def pull(s: Settings) -> PullResult:
         checkpoint("sif-pull: every response received")
         rows = conversion.write(building, s.objects)
         emit("pull.converted", rows=rows, skipped=dict(conversion.skipped))
-        final = publish(s, building, datetime.now(UTC).replace(microsecond=0)
-                        if s.now is None else started.astimezone(UTC).replace(microsecond=0))
+        final = publish(s, building, datetime.now(UTC).replace(microsecond=0))
         published = True
         emit("pull.published", epoch=final, rows=rows)
     finally:
@@ -287,10 +282,18 @@ def pull(s: Settings) -> PullResult:
                               + (f" ({skipped})" if skipped else ""))
 
 
+class Stopped(BaseException):
+    """SIGTERM arrived: unwind through the cleanups (the hidden build is removed), then report."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Stopped
+
+
 def _failure(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, PullError):
         return exc.reason, exc.message
-    if isinstance(exc, jobrun.Stopped):
+    if isinstance(exc, Stopped):
         return PullReason.INTERRUPTED, "stopped (SIGTERM); nothing was published"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return PullReason.DISK_FULL, f"writing the epoch failed: {exc}"
@@ -299,13 +302,19 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with jobrun.sigterm_unwinds():
-            result = pull(s)
+        result = pull(s)
         code = commands.EXIT_OK
-    except (PullError, jobrun.Stopped, OSError) as exc:
+    except (PullError, Stopped, OSError) as exc:
         reason, message = _failure(exc)
         result = PullResult(outcome=Outcome.FAILED, reason=str(reason), message=message,
                             zone_url=s.zone_url, completed_at=utc_iso(datetime.now(UTC)))
         code = commands.EXIT_FAILED
-    return jobrun.finish("pull", args.result_file, result, code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.failed:
+        emit("pull.failed", reason=result.reason, message=result.message)
+    line = results.write(args.result_file, result)
+    emit("pull.finished", result=line, checkpoints=checkpoints.passed())
+    return code

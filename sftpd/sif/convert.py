@@ -56,6 +56,15 @@ def _text(elem: ET.Element | None, *path: str) -> str:
     return (elem.findtext(path[-1]) or "").strip()
 
 
+# Stands in for a missing element: every find in it finds nothing.
+_NOTHING: Final = ET.Element("_")
+
+
+def _child(elem: ET.Element, tag: str) -> ET.Element:
+    found = elem.find(tag)
+    return _NOTHING if found is None else found
+
+
 def _name(elem: ET.Element) -> ET.Element | None:
     names = elem.findall("Name")
     return next((n for n in names if n.get("Type") == LEGAL_NAME), names[0] if names else None)
@@ -136,24 +145,27 @@ class Conversion:
             handler(self, elem)
 
     def _student(self, elem: ET.Element) -> None:
+        # The busiest object (one per student): plain finds, no path strings.
         name = _name(elem)
+        if name is None:
+            name = _NOTHING
         address = _address(elem)
-        demographics = elem.find("Demographics")
-        race_list = demographics.find("RaceList") if demographics is not None else None
-        races = [_text(r, "Code") or (r.get("Code") or "") for r in
-                 (race_list if race_list is not None else ())]
-        self.students[elem.get("RefId") or ""] = {
-            "Student Id": _text(elem, "LocalId"),
-            "Last Name": _text(name, "LastName"),
-            "Middle Name": _text(name, "MiddleName"),
-            "First Name": _text(name, "FirstName"),
-            "Date of Birth": _text(demographics, "BirthDate"),
-            "Gender": _text(demographics, "Gender"),
+        demographics = _child(elem, "Demographics")
+        races = [(r.findtext("Code") or r.get("Code") or "").strip()
+                 for r in _child(demographics, "RaceList")]
+        ref = elem.get("RefId") or ""
+        self.students[ref] = {
+            "Student Id": (elem.findtext("LocalId") or "").strip(),
+            "Last Name": (name.findtext("LastName") or "").strip(),
+            "Middle Name": (name.findtext("MiddleName") or "").strip(),
+            "First Name": (name.findtext("FirstName") or "").strip(),
+            "Date of Birth": (demographics.findtext("BirthDate") or "").strip(),
+            "Gender": (demographics.findtext("Gender") or "").strip(),
             "Address": address.street, "City": address.city, "State": address.state,
             "Zip": address.zip,
-            "Race": ";".join(r.strip() for r in races if r.strip()),
-            "Student Reporting Id": _text(elem, "StateProvinceId"),
-            "SIS Internal ID": elem.get("RefId") or "",
+            "Race": ";".join(r for r in races if r),
+            "Student Reporting Id": (elem.findtext("StateProvinceId") or "").strip(),
+            "SIS Internal ID": ref,
         }
 
     def _school(self, elem: ET.Element) -> None:
@@ -163,8 +175,9 @@ class Conversion:
 
     def _enrollment(self, elem: ET.Element) -> None:
         self.enrollments.setdefault(elem.get("StudentPersonalRefId") or "", []).append(
-            _Enrollment(elem.get("SchoolInfoRefId") or "", _text(elem, "EntryDate"),
-                        _text(elem, "ExitDate"), _code(elem, "GradeLevel"),
+            _Enrollment(elem.get("SchoolInfoRefId") or "",
+                        (elem.findtext("EntryDate") or "").strip(),
+                        (elem.findtext("ExitDate") or "").strip(), _code(elem, "GradeLevel"),
                         elem.get("TimeFrame") or ""))
 
     def _contact(self, elem: ET.Element) -> None:
