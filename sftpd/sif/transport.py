@@ -143,29 +143,19 @@ class Transport:
             raise PullError(PullReason.UNTRUSTED_CERTIFICATE,
                             f"{self.url}: the zone's certificate is not trusted: "
                             f"{exc.verify_message or exc}") from None
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-            self.close()
-            if self._fresh and not self._reading_body:
-                raise PullError(PullReason.TLS_FAILED,
-                                f"{self.url}: the zone closed the new TLS connection before "
-                                f"answering {what} (zones do so when they require a client "
-                                f"certificate, or refuse the one sent): {exc}") from None
-            raise PullError(PullReason.CONNECTION_LOST,
-                            f"{self.url}: the connection was cut during {what}: {exc}") from None
-        except ssl.SSLError as exc:
-            self.close()
-            raise PullError(PullReason.TLS_FAILED,
-                            f"{self.url}: TLS failed during {what}: {exc}") from None
         except TimeoutError:
             self.close()
             raise PullError(PullReason.TIMEOUT, f"{self.url}: no reply to {what} within "
                                                 f"{self.timeout:g} s") from None
-        except (http.client.IncompleteRead, http.client.RemoteDisconnected,
-                ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, http.client.IncompleteRead,
+                http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                ConnectionAbortedError) as exc:
             self.close()
-            raise PullError(PullReason.CONNECTION_LOST,
-                            f"{self.url}: the connection was cut during {what}: "
-                            f"{type(exc).__name__}: {exc}") from None
+            raise self._cut(what, exc) from None
+        except ssl.SSLError as exc:
+            self.close()
+            raise PullError(PullReason.TLS_FAILED,
+                            f"{self.url}: TLS failed during {what}: {exc}") from None
         except (ConnectionRefusedError, socket.gaierror, OSError) as exc:
             self.close()
             raise PullError(PullReason.ZONE_UNREACHABLE,
@@ -174,6 +164,19 @@ class Transport:
             self.close()
             raise PullError(PullReason.PROTOCOL_ERROR,
                             f"{self.url}: not an HTTP reply to {what}: {exc}") from None
+
+    def _cut(self, what: str, exc: BaseException) -> PullError:
+        """A closed connection: on one just opened, before any reply, it is the TLS handshake's
+        verdict (as a zone refuses a missing or unknown client certificate); else a cut."""
+        if self._fresh and not self._reading_body:
+            return PullError(PullReason.TLS_FAILED,
+                             f"{self.url}: the zone closed the new TLS connection before "
+                             f"answering {what} (zones do so when they require a client "
+                             f"certificate, or refuse the one sent): {type(exc).__name__}: "
+                             f"{exc}")
+        return PullError(PullReason.CONNECTION_LOST,
+                         f"{self.url}: the connection was cut during {what}: "
+                         f"{type(exc).__name__}: {exc}")
 
     def _connection(self) -> http.client.HTTPSConnection:
         self._fresh = self._conn is None
