@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import gc
 import os
 import shutil
 import signal
@@ -303,6 +304,10 @@ def _failure(exc: BaseException) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     s = settings(args)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # A pull allocates millions of short-lived, acyclic objects (elements, strings, rows) while
+    # its live set grows: the cyclic collector's repeated scans of it cost about a third of
+    # the run and find nothing that reference counting does not free.
+    gc.disable()
     try:
         result = pull(s)
         code = commands.EXIT_OK
@@ -312,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
                             zone_url=s.zone_url, completed_at=utc_iso(datetime.now(UTC)))
         code = commands.EXIT_FAILED
     finally:
+        gc.enable()
         signal.signal(signal.SIGTERM, previous)
     if result.failed:
         emit("pull.failed", reason=result.reason, message=result.message)

@@ -154,8 +154,11 @@ class Transport:
             raise self._cut(what, exc) from None
         except ssl.SSLError as exc:
             self.close()
+            hint = (" (the zone requires a client certificate, or refused the one sent)"
+                    if "CERTIFICATE" in str(exc.reason or "") or "UNKNOWN_CA" in
+                    str(exc.reason or "") else "")
             raise PullError(PullReason.TLS_FAILED,
-                            f"{self.url}: TLS failed during {what}: {exc}") from None
+                            f"{self.url}: TLS failed during {what}{hint}: {exc}") from None
         except (ConnectionRefusedError, socket.gaierror, OSError) as exc:
             self.close()
             raise PullError(PullReason.ZONE_UNREACHABLE,
