@@ -18,7 +18,9 @@ class ConditionType(StrEnum):
     KEYS_VALID = "KeysValid"
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
+    PULL_HEALTHY = "PullHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
+    UPLOADS_OVERDUE = "UploadsOverdue"
 
 
 class Reason(StrEnum):
@@ -63,14 +65,28 @@ class Reason(StrEnum):
     DATABASE_SECRET_NOT_FOUND = "DatabaseSecretNotFound"  # noqa: S105
     DATABASE_SECRET_KEY_MISSING = "DatabaseSecretKeyMissing"  # noqa: S105
     DATABASE_SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+    # PullHealthy (spec.integration.mode pull; NotConfigured and NoRunYet as above)
+    PULL_NOT_READY = "PullNotReady"  # Ready's reason
+    PULL_SUCCEEDED = "PullSucceeded"
+    PULL_FAILED = "PullFailed"
+    SIF_AUTH_SECRET_NOT_FOUND = "SifAuthSecretNotFound"  # noqa: S105
+    SIF_AUTH_SECRET_INVALID = "SifAuthSecretInvalid"  # noqa: S105
+    SIF_CA_SECRET_NOT_FOUND = "SifCaSecretNotFound"  # noqa: S105
+    SIF_CA_SECRET_KEY_MISSING = "SifCaSecretKeyMissing"  # noqa: S105
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
+    # UploadsOverdue (spec.processing.expectEvery); Suspended above when the District is
+    OVERDUE = "Overdue"
+    NEVER_UPLOADED = "NeverUploaded"
+    ON_SCHEDULE = "OnSchedule"
+    NOT_EXPECTED = "NotExpected"
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
 JOB_REASONS: Final = frozenset({Reason.SUCCEEDED, Reason.NOTHING_TO_DO, Reason.NEEDS_ATTENTION,
-                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED})
+                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED,
+                                Reason.PULL_SUCCEEDED, Reason.PULL_FAILED})
 # ProcessingHealthy's reason for each outcome of an epochs run.
 EPOCHS_OUTCOME_REASONS: Final[Mapping[Outcome, Reason]] = {
     Outcome.SUCCEEDED: Reason.SUCCEEDED, Outcome.NOTHING_TO_DO: Reason.NOTHING_TO_DO,
@@ -81,11 +97,13 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.SERVER_READY: Reason.SERVER_NOT_READY,
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
-    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY}
+    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
+    ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})
 # A volume claim's phase as StorageReady's reason.
 CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": Reason.LOST}
 # Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
-ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION})
+ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION,
+                                  ConditionType.UPLOADS_OVERDUE})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from district_contract import commands
 AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 DeletionPolicy = Literal["Retain", "Delete"]
+IntegrationMode = Literal["push", "pull"]
 
 
 class InvalidDistrictError(ValueError):
@@ -48,6 +50,8 @@ class Processing:
     settle_seconds: int = 300
     formats: tuple[str, ...] = ("oneroster", "generic-csv")
     database: SecretKeyRef | None = None
+    # spec.processing.expectEvery in seconds; None: no upload is expected (no overdue alert).
+    expect_every_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,38 @@ class Backups:
     schedule: str = "0 2 * * *"
     keep: int = 14
     database: SecretKeyRef | None = None
+
+
+# The SIF objects a pull requests unless the District names others (the CRD's default).
+SIF_OBJECTS_DEFAULT: tuple[str, ...] = (
+    "StudentPersonal", "SchoolInfo", "StaffPersonal", "StudentSchoolEnrollment",
+    "StudentContactPersonal", "StudentContactRelationship")
+
+
+@dataclass(frozen=True)
+class SifPull:
+    """spec.integration.sif: the zone a pull-mode SIF agent requests the district's data from."""
+
+    zone_url: str
+    source_id: str
+    auth_secret: str  # the Secret's name: username+password, or tls.crt+tls.key
+    ca: SecretKeyRef | None = None
+    schedule: str = "0 4 * * *"
+    objects: tuple[str, ...] = SIF_OBJECTS_DEFAULT
+    max_buffer_size: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class Integration:
+    """spec.integration: push (uploads over SFTP only) or pull (a scheduled SIF pull too)."""
+
+    mode: IntegrationMode = "push"
+    sif: SifPull | None = None
+
+    @property
+    def pull(self) -> SifPull | None:
+        """The SIF settings when the District pulls, else None."""
+        return self.sif if self.mode == "pull" else None
 
 
 @dataclass(frozen=True)
@@ -80,9 +116,12 @@ class District:
     processing: Processing = Processing()
     retention: Retention = Retention()
     backups: Backups = Backups()
+    integration: Integration = Integration()
     webhook_secret: SecretKeyRef | None = None
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
+    # metadata.creationTimestamp: where "no upload for expectEvery" counts from before any.
+    created_at: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -113,6 +152,55 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidDistrictError(f"{where} must be a list of strings")
     return tuple(value)
+
+
+# spec.processing.expectEvery as the CRD's pattern admits it: Go duration units h, m, s.
+_DURATION = re.compile(r"(?:([0-9]{1,4})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,8})s)?")
+EXPECT_EVERY_MIN_SECONDS = 3600
+EXPECT_EVERY_MAX_SECONDS = 744 * 3600
+
+
+def _expect_every(value: Any) -> int | None:
+    """expectEvery in seconds, bounded as the CRD's rule bounds it (the API server checks it
+    first; this refuses what reached us some other way)."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is None:
+        raise InvalidDistrictError(f"spec.processing.expectEvery {value!r} is not a duration "
+                                   "such as 26h or 90m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not EXPECT_EVERY_MIN_SECONDS <= total <= EXPECT_EVERY_MAX_SECONDS:
+        raise InvalidDistrictError(f"spec.processing.expectEvery {value!r} is out of range: "
+                                   "1h to 744h (31 days)")
+    return total
+def _integration(value: Any) -> Integration:
+    integration = _dict(value, "spec.integration")
+    mode = integration.get("mode") or "push"
+    if mode not in ("push", "pull"):
+        raise InvalidDistrictError(f"spec.integration.mode {mode!r} is neither push nor pull")
+    if integration.get("sif") is None:
+        if mode == "pull":
+            raise InvalidDistrictError("spec.integration.mode pull needs spec.integration.sif")
+        return Integration()
+    sif = _dict(integration.get("sif"), "spec.integration.sif")
+    auth = _ref(sif.get("authSecretRef"), "spec.integration.sif.authSecretRef", "")
+    zone_url, source_id = sif.get("zoneURL"), sif.get("sourceId")
+    if auth is None or not isinstance(zone_url, str) or not isinstance(source_id, str):
+        raise InvalidDistrictError("spec.integration.sif needs zoneURL, sourceId and "
+                                   "authSecretRef")
+    objects = sif.get("objects")
+    return Integration(mode="pull" if mode == "pull" else "push", sif=SifPull(
+        zone_url=zone_url,
+        source_id=source_id,
+        auth_secret=auth.name,
+        ca=_ref(sif.get("caSecretRef"), "spec.integration.sif.caSecretRef", "ca.crt"),
+        schedule=str(sif.get("schedule") or "0 4 * * *"),
+        objects=SIF_OBJECTS_DEFAULT if objects is None
+        else _strings(objects, "spec.integration.sif.objects"),
+        max_buffer_size=int(sif.get("maxBufferSize") or 10_000_000),
+    ))
 
 
 def parse_district(body: Mapping[str, Any]) -> District:
@@ -167,6 +255,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
             formats=format_names,
             database=_ref(processing.get("databaseSecretRef"),
                           "spec.processing.databaseSecretRef", "uri"),
+            expect_every_seconds=_expect_every(processing.get("expectEvery")),
         ),
         retention=Retention(
             processed_days=int(retention.get("processedDays", 30)),
@@ -178,8 +267,10 @@ def parse_district(body: Mapping[str, Any]) -> District:
             database=_ref(backups.get("databaseSecretRef"), "spec.backups.databaseSecretRef",
                           "uri"),
         ),
+        integration=_integration(spec.get("integration")),
         webhook_secret=_ref(notifications.get("webhookSecretRef"),
                             "spec.notifications.webhookSecretRef", "url"),
         suspend=bool(spec.get("suspend", False)),
         deletion_policy="Delete" if spec.get("deletionPolicy") == "Delete" else "Retain",
+        created_at=str(metadata.get("creationTimestamp") or ""),
     )

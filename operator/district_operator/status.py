@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from district_contract import results
@@ -14,6 +14,7 @@ from district_contract.results import (
     JobKind,
     JobResult,
     Outcome,
+    PullResult,
     RetentionResult,
 )
 
@@ -37,6 +38,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def shifted_clock(offset_seconds: float) -> Clock:
+    """The real clock moved by an offset (--clock-offset: drills and tests of expectEvery)."""
+    if not offset_seconds:
+        return utc_now
+    return lambda: utc_now() + timedelta(seconds=offset_seconds)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class Observed:
     service: Mapping[str, Any] | None = None
     processing_database: SecretProblem | None = None
     backups_database: SecretProblem | None = None
+    pull_secrets: SecretProblem | None = None  # spec.integration.sif's Secrets
     apply_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -150,6 +159,14 @@ def _backups_condition(district: District, observed: Observed,
     return _job_condition(ConditionType.BACKUPS_HEALTHY, observed.backups_database, previous)
 
 
+def _pull_condition(district: District, observed: Observed,
+                    previous: Mapping[str, Any] | None) -> Condition:
+    if district.integration.pull is None:
+        return Condition(ConditionType.PULL_HEALTHY, "True", Reason.NOT_CONFIGURED,
+                         "push mode: the district uploads over SFTP (spec.integration.mode)")
+    return _job_condition(ConditionType.PULL_HEALTHY, observed.pull_secrets, previous)
+
+
 def _uploads_condition(status: Mapping[str, Any]) -> Condition:
     kind = ConditionType.UPLOADS_NEED_ATTENTION
     waiting = list(status.get("uploadsNeedingAttention") or [])
@@ -170,7 +187,8 @@ def _ready_condition(parts: Sequence[Condition], district: District) -> Conditio
     if by_type[ConditionType.KEYS_VALID].reason in KEYS_LOCK_OUT:
         problems.append(by_type[ConditionType.KEYS_VALID])
     problems += [c for c in (by_type[ConditionType.PROCESSING_HEALTHY],
-                             by_type[ConditionType.BACKUPS_HEALTHY]) if c.status == "False"]
+                             by_type[ConditionType.BACKUPS_HEALTHY],
+                             by_type[ConditionType.PULL_HEALTHY]) if c.status == "False"]
     if not problems:
         return Condition(ConditionType.READY, "True", Reason.READY,
                          "the district can log in and its jobs are healthy")
@@ -224,7 +242,9 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         _job_condition(ConditionType.PROCESSING_HEALTHY, observed.processing_database,
                        before.get(ConditionType.PROCESSING_HEALTHY)),
         _backups_condition(district, observed, before.get(ConditionType.BACKUPS_HEALTHY)),
+        _pull_condition(district, observed, before.get(ConditionType.PULL_HEALTHY)),
         _uploads_condition(previous),
+        uploads_overdue_condition(district, previous, now),
     ]
     conditions = [_ready_condition(parts, district), *parts]
     status: dict[str, Any] = dict(previous)
@@ -238,6 +258,90 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
     status["knownHosts"] = (keys.known_hosts(where["host"], int(where["port"]), observed.host_keys)
                             if where and observed.host_keys else None)
     return {k: v for k, v in status.items() if v is not None}
+
+
+# ---- missed uploads (spec.processing.expectEvery) -------------------------------------------
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def duration_text(seconds: int) -> str:
+    """26h, 1h30m, 90s: the way the spec writes a duration."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s"))
+                   if n) or "0s"
+
+
+def uploads_overdue_condition(district: District, status: Mapping[str, Any],
+                              now: datetime) -> Condition:
+    """UploadsOverdue: True once no epoch has been processed for spec.processing.expectEvery,
+    counted from status.lastEpoch.processedAt, or from the District's creation before any.
+
+    The messages name fixed times, never "for N hours": a resync that finds nothing new must
+    leave the status as it was (no write).
+    """
+    kind = ConditionType.UPLOADS_OVERDUE
+    every = district.processing.expect_every_seconds
+    if every is None:
+        return Condition(kind, "False", Reason.NOT_EXPECTED,
+                         "spec.processing.expectEvery is not set: no upload is expected")
+    if district.suspend:
+        return Condition(kind, "False", Reason.SUSPENDED,
+                         "the District is suspended: no upload is expected")
+    last_epoch = status.get("lastEpoch") or {}
+    last = _parse_time(last_epoch.get("processedAt"))
+    since = last or _parse_time(district.created_at)
+    if since is None:  # an object that never came from an API server
+        return Condition(kind, "False", Reason.ON_SCHEDULE, "no time to count from")
+    due = since + timedelta(seconds=every)
+    expected = f"expected every {duration_text(every)}"
+    if now < due:
+        what = (f"the last upload was processed at {timestamp(last)}" if last
+                else f"no upload yet since the District was created at {timestamp(since)}")
+        return Condition(kind, "False", Reason.ON_SCHEDULE,
+                         f"{what}; {expected}, the next by {timestamp(due)}")
+    if last is None:
+        return Condition(kind, "True", Reason.NEVER_UPLOADED,
+                         f"no upload has been processed since the District was created at "
+                         f"{timestamp(since)} ({expected}): overdue since {timestamp(due)}")
+    return Condition(kind, "True", Reason.OVERDUE,
+                     f"no upload processed since {timestamp(last)} (epoch "
+                     f"{last_epoch.get('name', '?')}; {expected}): overdue since "
+                     f"{timestamp(due)}")
+
+
+def refresh_uploads_overdue(status: Mapping[str, Any], district: District,
+                            now: datetime) -> dict[str, Any]:
+    """The status with UploadsOverdue recomputed (after a Job's result moved lastEpoch)."""
+    updated = dict(status)
+    conditions = list(status.get("conditions") or [])
+    kind = ConditionType.UPLOADS_OVERDUE
+    old = [c for c in conditions if c.get("type") == kind]
+    merged = merge_conditions(old, [uploads_overdue_condition(district, status, now)],
+                              district.generation, now)
+    updated["conditions"] = [c for c in conditions if c.get("type") != kind] + merged
+    updated["conditions"].sort(key=lambda c: CONDITION_ORDER.index(c["type"])
+                               if c["type"] in CONDITION_ORDER else len(CONDITION_ORDER))
+    return updated
+
+
+def overdue_episode_started(previous: Mapping[str, Any], desired: Mapping[str, Any]
+                            ) -> Mapping[str, Any] | None:
+    """UploadsOverdue as it turned True between two statuses, None when it did not: the
+    status itself keeps the episode, so a resync or an operator restart never starts it again."""
+    def overdue(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return next((c for c in status.get("conditions") or []
+                     if c.get("type") == ConditionType.UPLOADS_OVERDUE
+                     and c.get("status") == "True"), None)
+    return overdue(desired) if overdue(previous) is None else None
 
 
 def status_patch(previous: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
@@ -330,6 +434,36 @@ def _backup_status(status: dict[str, Any], previous: Mapping[str, Any],
                                 "sha256": result.sha256, "completedAt": result.completed_at}
 
 
+def _pull_status(status: dict[str, Any], previous: Mapping[str, Any], report: JobReport,
+                 now: datetime) -> None:
+    result = report.result if isinstance(report.result, PullResult) else None
+    completed = (result.completed_at if result is not None else "") or timestamp(now)
+    if not _newer(completed, (previous.get("lastPull") or {}).get("completedAt")):
+        return  # a Job recorded late must not hide a newer pull
+    # Every key every time: the status is written as a JSON merge patch, which would keep a
+    # key of the previous pull (a failure's reason) that this one left out.
+    status["lastPull"] = {
+        "outcome": str(report.outcome),
+        "reason": result.reason if result is not None else "",
+        "message": report.message[:1000],
+        "epoch": result.epoch if result is not None else "",
+        "objects": list(result.objects) if result is not None else [],
+        "messages": result.messages if result is not None else 0,
+        "packets": result.packets if result is not None else 0,
+        "completedAt": completed,
+    }
+
+
+def _pull_report_condition(report: JobReport, job_name: str) -> Condition:
+    if report.failed:
+        result = report.result
+        why = f" ({result.reason})" if result is not None and result.reason else ""
+        return Condition(ConditionType.PULL_HEALTHY, "False", Reason.PULL_FAILED,
+                         f"job {job_name}: {report.message or 'the pull failed'}{why}")
+    return Condition(ConditionType.PULL_HEALTHY, "True", Reason.PULL_SUCCEEDED,
+                     f"job {job_name}: {report.message or report.outcome}")
+
+
 def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: str,
                      generation: int, now: datetime) -> dict[str, Any]:
     """The status after taking in one finished Job's result."""
@@ -356,6 +490,9 @@ def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: s
             updates.append(Condition(ConditionType.BACKUPS_HEALTHY, "True",
                                      Reason.BACKUP_SUCCEEDED,
                                      f"job {job_name}: {report.message or 'backup written'}"))
+    elif report.job is JobKind.PULL:
+        _pull_status(status, previous, report, now)
+        updates.append(_pull_report_condition(report, job_name))
     elif report.job is JobKind.RETENTION:
         deleted = len(result.deleted) if isinstance(result, RetentionResult) else 0
         status["lastRetention"] = {"outcome": str(report.outcome), "deleted": deleted,

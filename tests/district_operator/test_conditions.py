@@ -79,8 +79,10 @@ def test_every_reason_status_writes_is_a_constant_of_its_type() -> None:
             assert condition["type"] in set(ConditionType)
             assert condition["reason"] in set(Reason)
     assert set(EPOCHS_OUTCOME_REASONS) == set(Outcome)
+    # News about the district's uploads, not about whether it can log in: Ready ignores them.
     assert set(NOT_READY) == set(ConditionType) - {ConditionType.READY,
-                                                   ConditionType.UPLOADS_NEED_ATTENTION}
+                                                   ConditionType.UPLOADS_NEED_ATTENTION,
+                                                   ConditionType.UPLOADS_OVERDUE}
 
 
 def documented_reasons() -> dict[str, set[str]]:
