@@ -90,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                metavar="URL")
     opt.custom(commands.SOURCE_ID, "the agent's SIF_SourceId, its name in the zone",
                source_id, required=True, metavar="NAME")
-    opt.custom(commands.OBJECTS, "the SIF objects to request, separated by commas",
-               objects_list, ",".join(convert.SUPPORTED), metavar="NAMES")
+    opt.custom(commands.OBJECTS, "the SIF objects to request, separated by commas (also "
+               f"{', '.join(n for n in convert.SUPPORTED if n not in convert.DEFAULT)})",
+               objects_list, ",".join(convert.DEFAULT), metavar="NAMES")
     opt.number(commands.MAX_BUFFER_SIZE, "the largest message the agent accepts, in bytes "
                f"(SIF_MaxBufferSize, {MIN_MAX_BUFFER_SIZE} to {MAX_MAX_BUFFER_SIZE})",
                DEFAULT_MAX_BUFFER_SIZE, minimum=MIN_MAX_BUFFER_SIZE)
@@ -131,12 +132,11 @@ def settings(args: argparse.Namespace) -> Settings:
         raise UsageError(f"--{commands.MAX_BUFFER_SIZE}: at most {MAX_MAX_BUFFER_SIZE}, not "
                          f"{args.max_buffer_size}")
     objects: tuple[str, ...] = args.objects
-    if convert.STUDENT_PERSONAL in objects:
-        lacking = [n for n in convert.STUDENTS_NEED if n not in objects]
-        if lacking:
-            raise UsageError(f"--{commands.OBJECTS}: StudentPersonal needs "
-                             f"{' and '.join(lacking)} too (students.csv names each "
-                             "student's school)")
+    for name, needs in convert.NEEDS.items():
+        lacking = [n for n in needs if n not in objects]
+        if name in objects and lacking:
+            raise UsageError(f"--{commands.OBJECTS}: {name} needs {' and '.join(lacking)} too "
+                             "(only together do they make rows)")
     if args.ca_file is not None and not args.ca_file.is_file():
         raise UsageError(f"--{commands.SIF_CA_FILE}: {args.ca_file} is not a file")
     try:

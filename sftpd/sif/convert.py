@@ -24,12 +24,19 @@ STUDENT_PERSONAL: Final = "StudentPersonal"
 SCHOOL_INFO: Final = "SchoolInfo"
 STAFF_PERSONAL: Final = "StaffPersonal"
 STUDENT_SCHOOL_ENROLLMENT: Final = "StudentSchoolEnrollment"
-STUDENT_CONTACT: Final = "StudentContact"
-# The objects the agent can request and convert, in the order it requests them.
-SUPPORTED: Final = (SCHOOL_INFO, STUDENT_PERSONAL, STUDENT_SCHOOL_ENROLLMENT, STUDENT_CONTACT,
-                    STAFF_PERSONAL)
-# students.csv needs a building for every student: a student is its enrollment's school.
-STUDENTS_NEED: Final = (STUDENT_PERSONAL, STUDENT_SCHOOL_ENROLLMENT, SCHOOL_INFO)
+STUDENT_CONTACT: Final = "StudentContact"  # SIF US before 2.3: person and relationship in one
+STUDENT_CONTACT_PERSONAL: Final = "StudentContactPersonal"  # SIF US 2.3 on: the person...
+STUDENT_CONTACT_RELATIONSHIP: Final = "StudentContactRelationship"  # ...and whose contact
+# The objects the agent can request and convert; by default it requests these, in this order.
+DEFAULT: Final = (SCHOOL_INFO, STUDENT_PERSONAL, STUDENT_SCHOOL_ENROLLMENT, STUDENT_CONTACT,
+                  STAFF_PERSONAL)
+SUPPORTED: Final = (*DEFAULT, STUDENT_CONTACT_PERSONAL, STUDENT_CONTACT_RELATIONSHIP)
+# Objects that only make rows together: a relationship names a person, a person is nobody's
+# contact without one.
+NEEDS: Final = {STUDENT_PERSONAL: (STUDENT_SCHOOL_ENROLLMENT, SCHOOL_INFO),
+                STUDENT_CONTACT_PERSONAL: (STUDENT_CONTACT_RELATIONSHIP,),
+                STUDENT_CONTACT_RELATIONSHIP: (STUDENT_CONTACT_PERSONAL,)}
+CONTACTS: Final = (STUDENT_CONTACT, STUDENT_CONTACT_PERSONAL, STUDENT_CONTACT_RELATIONSHIP)
 LEGAL_NAME: Final = "04"  # SIF's Name/@Type for the legal name
 # SIF writes languages in ISO 639-2; the Generic CSV API's Language column takes ISO 639-1.
 ISO_639_2_TO_1: Final = {
@@ -135,6 +142,8 @@ class Conversion:
     schools: dict[str, tuple[str, str]] = field(default_factory=dict)  # RefId: name, id
     enrollments: dict[str, list[_Enrollment]] = field(default_factory=dict)  # by student
     contacts: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    people: dict[str, dict[str, str]] = field(default_factory=dict)  # StudentContactPersonal
+    relationships: list[tuple[str, str, str]] = field(default_factory=list)  # student, person
     staff: list[dict[str, str]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
 
@@ -181,9 +190,24 @@ class Conversion:
                         elem.get("TimeFrame") or ""))
 
     def _contact(self, elem: ET.Element) -> None:
+        self.contacts.append((elem.get("StudentPersonalRefId") or "", self._person(elem)))
+
+    def _contact_personal(self, elem: ET.Element) -> None:
+        self.people[elem.get("RefId") or ""] = self._person(elem)
+
+    def _relationship(self, elem: ET.Element) -> None:
+        # The keys are attributes in the US schemas; child elements are read as well.
+        self.relationships.append((
+            elem.get("StudentPersonalRefId") or _text(elem, "StudentPersonalRefId"),
+            elem.get("StudentContactPersonalRefId")
+            or _text(elem, "StudentContactPersonalRefId"),
+            _code(elem, "Relationship")))
+
+    @staticmethod
+    def _person(elem: ET.Element) -> dict[str, str]:
         name = _name(elem)
         address = _address(elem)
-        self.contacts.append((elem.get("StudentPersonalRefId") or "", {
+        return {
             "Last Name": _text(name, "LastName"),
             "First Name": _text(name, "FirstName"),
             "Relationship": _code(elem, "Relationship"),
@@ -193,7 +217,7 @@ class Conversion:
             "Address": address.street, "City": address.city, "State": address.state,
             "Zip": address.zip,
             "Language": language(_code(elem, "Demographics", "LanguageList", "Language")),
-        }))
+        }
 
     def _staff_member(self, elem: ET.Element) -> None:
         name = _name(elem)
@@ -216,7 +240,7 @@ class Conversion:
         rows: dict[str, int] = {}
         if STUDENT_PERSONAL in requested:
             rows[STUDENTS.file] = _write(directory, STUDENTS, self._student_rows())
-        if STUDENT_CONTACT in requested and STUDENT_PERSONAL in requested:
+        if STUDENT_PERSONAL in requested and any(c in requested for c in CONTACTS):
             rows[GUARDIANS.file] = _write(directory, GUARDIANS, self._guardian_rows())
         if STAFF_PERSONAL in requested:
             rows[USERS.file] = _write(directory, USERS, self._user_rows())
@@ -237,13 +261,21 @@ class Conversion:
 
     def _guardian_rows(self) -> list[dict[str, str]]:
         rows = []
-        for student_ref, contact in self.contacts:
+        contacts = list(self.contacts)
+        for student_ref, person_ref, relationship in self.relationships:
+            person = self.people.get(person_ref)
+            if person is None:
+                self.skipped["StudentContactRelationship naming no pulled "
+                             "StudentContactPersonal"] += 1
+                continue
+            contacts.append((student_ref, {**person, "Relationship": relationship}))
+        for student_ref, contact in contacts:
             student = self.students.get(student_ref)
             if student is None or self._current(student_ref) is None:
                 self.skipped["StudentContact of a student not in students.csv"] += 1
                 continue
             rows.append({"Student Id": student["Student Id"], **contact})
-        return sorted(rows, key=lambda r: r["Student Id"])
+        return sorted(rows, key=lambda r: [r.get(c.name, "") for c in GUARDIANS.columns])
 
     def _user_rows(self) -> list[dict[str, str]]:
         rows = []
@@ -257,7 +289,9 @@ class Conversion:
 
 _HANDLERS: Final = {STUDENT_PERSONAL: Conversion._student, SCHOOL_INFO: Conversion._school,
                     STUDENT_SCHOOL_ENROLLMENT: Conversion._enrollment,
-                    STUDENT_CONTACT: Conversion._contact, STAFF_PERSONAL: Conversion._staff_member}
+                    STUDENT_CONTACT: Conversion._contact, STAFF_PERSONAL: Conversion._staff_member,
+                    STUDENT_CONTACT_PERSONAL: Conversion._contact_personal,
+                    STUDENT_CONTACT_RELATIONSHIP: Conversion._relationship}
 
 
 def _write(directory: Path, spec: FileSpec, rows: list[dict[str, str]]) -> int:

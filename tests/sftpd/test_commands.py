@@ -190,16 +190,18 @@ def test_every_variable_the_operator_sets_is_read_by_its_command() -> None:
 
     d = district(allowedSourceRanges=["203.0.113.0/24"],
                  processing={"databaseSecretRef": {"name": "db"}},
-                 backups={"databaseSecretRef": {"name": "db"}})
+                 backups={"databaseSecretRef": {"name": "db"}},
+                 integration={"mode": "pull", "sif": {
+                     "zoneURL": "https://zis.example/zone", "sourceId": "agent",
+                     "authSecretRef": {"name": "zone"},
+                     "caSecretRef": {"name": "zone-ca", "key": "ca.crt"}}})
     built = {commands.SERVE: list(builders.server.server_env(d))}
     for job, cronjob in builders.cronjobs(d, INPUTS).items():
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         built[names.JOB_COMMANDS[job]] = [e["name"] for e in container["env"]]
     # docviewer and pdfs are not scheduled by the operator yet (docs/downloads.md) and
     # docviewer-token is the viewer side's tool: nothing sets variables for them.
-    # sif-pull runs only for a District in pull mode (spec.integration), which this one is not.
-    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN,
-                   commands.SIF_PULL}
+    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN}
     assert set(built) == set(cli.SUBCOMMANDS) - unscheduled
     for command, variables in built.items():
         read = {"DATABASE_URL" if a.dest == "database_url"

@@ -228,6 +228,28 @@ def contact_xml(student: Student, contact: Contact) -> ET.Element:
     return elem
 
 
+def contact_personal_xml(contact: Contact, student: Student) -> ET.Element:
+    """SIF US 2.3 on: the contact as a person of its own (RefId = the contact's)."""
+    elem = ET.Element("StudentContactPersonal", RefId=contact.ref_id)
+    _name(elem, contact.last, contact.first)
+    _address(elem, student.street, student.city, student.state, student.zip)
+    phone = _sub(_sub(elem, "PhoneNumberList"), "PhoneNumber", Type="0096")
+    _sub(phone, "Number", contact.phone)
+    if contact.email:
+        _sub(_sub(elem, "EmailList"), "Email", contact.email, Type="Primary")
+    language = _sub(_sub(_sub(elem, "Demographics"), "LanguageList"), "Language")
+    _sub(language, "Code", contact.language)
+    return elem
+
+
+def relationship_xml(student: Student, contact: Contact) -> ET.Element:
+    """SIF US 2.3 on: whose contact the person is, and how."""
+    elem = ET.Element("StudentContactRelationship", StudentPersonalRefId=student.ref_id,
+                      StudentContactPersonalRefId=contact.ref_id)
+    _sub(_sub(elem, "Relationship"), "Code", contact.relationship)
+    return elem
+
+
 def staff_xml(staff: Staff) -> ET.Element:
     elem = ET.Element("StaffPersonal", RefId=staff.ref_id)
     _sub(elem, "LocalId", staff.local_id)
@@ -248,6 +270,10 @@ def objects(district: District, name: str) -> list[bytes]:
         elems = [enrollment_xml(s, e) for s in district.students for e in s.enrollments]
     elif name == "StudentContact":
         elems = [contact_xml(s, c) for s in district.students for c in s.contacts]
+    elif name == "StudentContactPersonal":
+        elems = [contact_personal_xml(c, s) for s in district.students for c in s.contacts]
+    elif name == "StudentContactRelationship":
+        elems = [relationship_xml(s, c) for s in district.students for c in s.contacts]
     elif name == "StaffPersonal":
         elems = [staff_xml(s) for s in district.staff]
     else:

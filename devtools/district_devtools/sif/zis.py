@@ -10,7 +10,8 @@ What it implements:
   per exchange, bodies bounded to 1 MiB;
 - SIF_Register (it records SIF_Name, SIF_Version, SIF_MaxBufferSize, SIF_Mode, and refuses any
   mode but Pull with a Registration SIF_Error);
-- SIF_Request for SchoolInfo, StudentPersonal, StudentSchoolEnrollment, StudentContact and
+- SIF_Request for SchoolInfo, StudentPersonal, StudentSchoolEnrollment, StudentContact (SIF US
+  before 2.3), StudentContactPersonal and StudentContactRelationship (2.3 on) and
   StaffPersonal: it plays the providing agent too, and queues the SIF_Response for the
   requester at once, split into packets (SIF_PacketNumber, SIF_MorePackets) so that each
   delivery fits the requester's registered SIF_MaxBufferSize;
@@ -389,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.username}:{args.password or ''}".encode()).decode()
     zone = Zone(data.make_district(args.students, args.seed), args.fault, args.journal)
     for name in ("SchoolInfo", "StudentPersonal", "StudentSchoolEnrollment", "StudentContact",
-                 "StaffPersonal"):
+                 "StudentContactPersonal", "StudentContactRelationship", "StaffPersonal"):
         zone.objects(name)  # made before the zone says it listens: not in anyone's timing
     server = _Server(("127.0.0.1", args.port), zone, basic)
     server.socket = context.wrap_socket(server.socket, server_side=True)

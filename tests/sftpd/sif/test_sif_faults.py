@@ -157,6 +157,8 @@ def test_a_sigterm_publishes_nothing(zones: Zones, zone_pki: ZonePKI, root: Path
     (("--zone-url", "http://127.0.0.1:1/zone"), "must be an https:// URL"),
     (("--objects", "StudentPersonal,Grades"), "unknown SIF object 'Grades'"),
     (("--objects", "StudentPersonal"), "StudentPersonal needs StudentSchoolEnrollment"),
+    (("--objects", "SchoolInfo,StudentContactRelationship"),
+     "StudentContactRelationship needs StudentContactPersonal"),
     (("--max-buffer-size", "100"), "must be at least 4096"),
     (("--source-id", "two words"), "without spaces"),
     (("--ca-file", "/nonexistent/ca.crt"), "is not a file"),

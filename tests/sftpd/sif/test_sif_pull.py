@@ -247,3 +247,23 @@ def test_the_epochs_job_never_takes_a_pull_being_built(
     assert epochs.code == 0 and epochs.result is not None
     assert epochs.result["outcome"] == "NothingToDo", epochs.result
     assert upload_entries(root) == [building.name]
+
+
+def test_the_later_contact_objects_give_the_same_guardians(
+        zones: Zones, zone_pki: ZonePKI, tmp_path: Path, basic_auth: Path) -> None:
+    zone = zones.start()
+    old_root, new_root = tmp_path / "old", tmp_path / "new"
+    for r in (old_root, new_root):
+        tree.ensure_tree(r)
+    old = pull(old_root, zone.url, basic_auth, zone_pki.ca_cert)
+    # The District CRD's default objects: SIF US 2.3's person and relationship objects.
+    new = pull(new_root, zone.url, basic_auth, zone_pki.ca_cert, "--objects",
+               "StudentPersonal,SchoolInfo,StaffPersonal,StudentSchoolEnrollment,"
+               "StudentContactPersonal,StudentContactRelationship")
+    assert old.code == new.code == 0, new.stderr
+    assert old.result is not None and new.result is not None
+    contacts = sum(len(s.contacts) for s in data.make_district(STUDENTS).students)
+    assert f"StudentContactRelationship={contacts}" in new.result["objects"]
+    for name in ("students.csv", "guardians.csv", "users.csv"):
+        assert ((new_root / tree.UPLOAD / new.result["epoch"] / name).read_bytes()
+                == (old_root / tree.UPLOAD / old.result["epoch"] / name).read_bytes()), name
