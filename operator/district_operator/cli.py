@@ -35,7 +35,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     notifier = Notifier()
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)
-    reconciler = Reconciler(kube, settings.inputs, cache)
+    reconciler = Reconciler(kube, settings.inputs, cache, notifier=notifier)
     recorder = JobRecorder(kube, cache, notifier)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler, recorder)

@@ -19,6 +19,9 @@ class ConditionType(StrEnum):
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
+    # The host keys (docs/operator.md, host key rotation)
+    HOST_KEYS_READY = "HostKeysReady"
+    HOST_KEYS_ROTATING = "HostKeysRotating"
 
 
 class Reason(StrEnum):
@@ -66,6 +69,14 @@ class Reason(StrEnum):
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
+    # HostKeysReady (and Ready's reason when it is the problem)
+    HOST_KEYS_PRESENT = "HostKeysPresent"
+    HOST_KEYS_SECRET_MISSING = "HostKeysSecretMissing"  # noqa: S105 - a reason
+    HOST_KEYS_NOT_READY = "HostKeysNotReady"
+    # HostKeysRotating
+    NEXT_KEYS_ANNOUNCED = "NextKeysAnnounced"
+    NEXT_KEYS_PROMOTED = "NextKeysPromoted"
+    NO_ROTATION = "NoRotation"
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
@@ -81,7 +92,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.SERVER_READY: Reason.SERVER_NOT_READY,
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
-    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY}
+    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
+    ConditionType.HOST_KEYS_READY: Reason.HOST_KEYS_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})
@@ -89,3 +101,7 @@ KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_F
 CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": Reason.LOST}
 # Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
 ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION})
+# Conditions that are news either way (a Normal Event for each change, never a Warning).
+INFORMATIONAL: Final = frozenset({ConditionType.HOST_KEYS_ROTATING})
+# Conditions whose every change is also posted to the District's webhook.
+POSTED: Final = frozenset({ConditionType.HOST_KEYS_READY, ConditionType.HOST_KEYS_ROTATING})

@@ -63,6 +63,35 @@ class Backups:
     database: SecretKeyRef | None = None
 
 
+# spec.hostKeys.overlap: a whole number and a unit (the CRD's rule; at most 365 days).
+_OVERLAP_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_OVERLAP_SECONDS = 365 * 86400
+
+
+def overlap_seconds(text: str) -> int:
+    """`30d`, `12h`, `90m`, `45s` -> seconds; ValueError for anything else."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _OVERLAP_UNITS or not number.isdigit() or len(number) > 6:
+        raise ValueError(f"{text[:20]!r} is not a duration such as 30d, 12h, 90m or 45s")
+    seconds = int(number) * _OVERLAP_UNITS[unit]
+    if not 0 < seconds <= MAX_OVERLAP_SECONDS:
+        raise ValueError(f"{text!r} is not between 1s and 365d")
+    return seconds
+
+
+@dataclass(frozen=True)
+class HostKeysSpec:
+    """spec.hostKeys: raising `rotate` starts a rotation whose next keys are announced for
+    `overlap_seconds` before they replace the current ones."""
+
+    rotate: int = 0
+    overlap: str = "30d"
+
+    @property
+    def overlap_seconds(self) -> int:
+        return overlap_seconds(self.overlap)
+
+
 @dataclass(frozen=True)
 class District:
     """One District as the operator reasons about it."""
@@ -81,6 +110,7 @@ class District:
     retention: Retention = Retention()
     backups: Backups = Backups()
     webhook_secret: SecretKeyRef | None = None
+    host_keys: HostKeysSpec = HostKeysSpec()
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
 
@@ -115,6 +145,18 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _host_keys_spec(host_keys: Mapping[str, Any]) -> HostKeysSpec:
+    rotate = host_keys.get("rotate", 0)
+    if not isinstance(rotate, int) or isinstance(rotate, bool) or rotate < 0:
+        raise InvalidDistrictError("spec.hostKeys.rotate must be a whole number, 0 or more")
+    overlap = str(host_keys.get("overlap") or HostKeysSpec.overlap)
+    try:
+        overlap_seconds(overlap)
+    except ValueError as exc:
+        raise InvalidDistrictError(f"spec.hostKeys.overlap: {exc}") from None
+    return HostKeysSpec(rotate=rotate, overlap=overlap)
+
+
 def parse_district(body: Mapping[str, Any]) -> District:
     """Build the typed District from an API object (a kopf Body or a plain dict)."""
     metadata = _dict(body.get("metadata"), "metadata")
@@ -129,6 +171,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
     backups = _dict(spec.get("backups"), "spec.backups")
     notifications = _dict(spec.get("notifications"), "spec.notifications")
     formats = processing.get("formats")
+    host_keys = _host_keys_spec(_dict(spec.get("hostKeys"), "spec.hostKeys"))
     login = str(spec.get("login") or name)
     if not commands.valid_login(login):
         raise InvalidDistrictError(f"login {login!r} is not a valid user name: use "
@@ -180,6 +223,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
         ),
         webhook_secret=_ref(notifications.get("webhookSecretRef"),
                             "spec.notifications.webhookSecretRef", "url"),
+        host_keys=host_keys,
         suspend=bool(spec.get("suspend", False)),
         deletion_policy="Delete" if spec.get("deletionPolicy") == "Delete" else "Retain",
     )
