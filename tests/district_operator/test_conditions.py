@@ -57,6 +57,7 @@ def test_a_claims_phase_becomes_one_of_the_documented_reasons(phase: str, reason
     ({"key_check": keys.KeyCheck((), ())}, Reason.KEYS_NOT_READY),
     ({"processing_database": status.SecretProblem(Reason.DATABASE_SECRET_NOT_FOUND, "gone")},
      Reason.PROCESSING_NOT_READY),
+    ({"host_keys_missing": True}, Reason.HOST_KEYS_NOT_READY),
 ])
 def test_ready_names_the_first_problem_with_its_constant(fields: dict[str, Any],
                                                          ready_reason: Reason) -> None:
