@@ -87,7 +87,10 @@ def connection_facts(district: District, status: Mapping[str, Any],
     upcoming = {k.get("fingerprint") for k in status.get("nextHostKeys") or []}
     known_hosts_file = f"{district.name}_known_hosts"
     ssh_options = (f"-o UserKnownHostsFile={shlex.quote(known_hosts_file)} "
-                   "-o StrictHostKeyChecking=yes")
+                   # UpdateHostKeys: the client learns the next keys of a host key
+                   # rotation (announced after login) before they are used; OpenSSH leaves it
+                   # off when UserKnownHostsFile is given.
+                   "-o StrictHostKeyChecking=yes -o UpdateHostKeys=yes")
     key = shlex.quote(identity)
     heredoc = f"cat > {shlex.quote(known_hosts_file)} <<'EOF'\n{status['knownHosts'].rstrip()}\nEOF"
     lftp_setting = f'set sftp:connect-program "ssh -a -x -i {key} {ssh_options}"'
