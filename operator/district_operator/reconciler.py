@@ -62,7 +62,6 @@ class HostKeysSeen:
     and whether it was just replaced on request."""
 
     secret: rotation.HostKeySecret | None = None
-    missing: bool = False
     replaced: bool = False
 
 
@@ -95,7 +94,7 @@ class Reconciler:
             if previous.get("hostKeys"):
                 shown = int((previous.get("hostKeyRotation") or {}).get("rotation") or 0)
                 if district.host_keys.rotate <= shown:
-                    return HostKeysSeen(missing=True)
+                    return HostKeysSeen()
                 replaced = True
             manifest = builders.host_keys_secret(district, keys.generate_host_keys(),
                                                  rotation.initial_annotations(district))

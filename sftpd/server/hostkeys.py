@@ -120,9 +120,10 @@ class HostKeys:
             self._identities = identities  # said once per change, not on every check
             return False
         self._identities = identities
-        old = {p.public_data for p in self.pairs}
+        # In order: which key of a type comes first decides which one signs.
+        old = [p.public_data for p in self.pairs]
         self.pairs = pairs
-        if {p.public_data for p in pairs} == old:
+        if [p.public_data for p in pairs] == old:
             return False
         self._audit.event("host_keys.loaded", **self.fingerprints())
         return True
