@@ -163,6 +163,9 @@ def test_rotation_end_to_end(rotating: Rotating, kube: api.Kube, tmp_path: Path)
     first = sftp(rotating, learner, "-o", "UpdateHostKeys=yes")
     assert first.returncode == 0, first.stderr
 
+    bad = plugin("hostkeys", "rotate", DISTRICT, "-n", namespace, "--overlap", "30 days")
+    assert bad.returncode == 2 and "--overlap" in bad.stderr, bad.stderr
+
     # Step 1: next keys, announced for the overlap.
     started = plugin("hostkeys", "rotate", DISTRICT, "-n", namespace, "--overlap", "1h")
     assert started.returncode == 0, started.stderr
