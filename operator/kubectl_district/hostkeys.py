@@ -55,6 +55,8 @@ def _check(body: Mapping[str, Any], district: District, accept_new_keys: bool) -
     if not lost and accept_new_keys:
         raise PluginError("--accept-new-keys is only for a District whose host-key Secret is "
                           "missing; this one has its keys", exit_code=EXIT_USAGE)
+    if lost:
+        return  # a rotation the lost Secret was carrying is lost with it
     rotating = _condition(status, "HostKeysRotating")
     if rotating.get("status") == "True":
         raise PluginError(

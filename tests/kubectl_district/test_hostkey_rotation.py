@@ -115,6 +115,32 @@ def sftp(rotating: Rotating, known_hosts: Path, *options: str
         input="ls /\n", capture_output=True, text=True, timeout=60)
 
 
+def sftp_learning(rotating: Rotating, known_hosts: Path, wanted: set[str], *options: str
+                  ) -> subprocess.CompletedProcess[str]:
+    """sftp with UpdateHostKeys, its session held open until `known_hosts` holds `wanted`.
+
+    ssh learns announced keys only once the server has proved them (hostkeys-prove-00), a
+    round trip after login: a batch that ends first may leave before that, so the session
+    stays open until the keys are written (or a timeout says they never were).
+    """
+    require_binary("sftp")
+    process = subprocess.Popen(
+        ["sftp", "-i", str(rotating.client), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+         "-o", "UpdateHostKeys=yes", *options, "-P", str(rotating.server.port), "-b", "-",
+         f"{LOGIN}@127.0.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdin is not None
+    process.stdin.write("ls /\n")
+    process.stdin.flush()
+    try:
+        wait_for(lambda: process.poll() is not None or wanted <= blobs(known_hosts.read_text()),
+                 timeout=60, what="the client to learn the announced keys")
+    finally:
+        stdout, stderr = process.communicate("bye\n", timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def blobs(text: str) -> set[str]:
     return {line.split()[2] for line in text.splitlines() if len(line.split()) >= 3}
 
@@ -195,8 +221,7 @@ def test_rotation_end_to_end(rotating: Rotating, kube: api.Kube, tmp_path: Path)
     assert len(loaded["announced"]) == 2
     # The learner logs in during the overlap; OpenSSH 9.2 names RSA keys ssh-rsa, which its
     # default HostKeyAlgorithms leave out, so without this it would learn the ed25519 key only.
-    during = sftp(rotating, learner, "-o", "UpdateHostKeys=yes",
-                  "-o", "HostKeyAlgorithms=+ssh-rsa")
+    during = sftp_learning(rotating, learner, upcoming, "-o", "HostKeyAlgorithms=+ssh-rsa")
     assert during.returncode == 0, during.stderr
     assert upcoming <= blobs(learner.read_text())
     # A client set up now from status.knownHosts connects too.
@@ -280,7 +305,11 @@ def test_a_deleted_host_key_secret_is_reported_not_regenerated(
     assert district_status(kube, namespace, DISTRICT)["knownHosts"] == published["knownHosts"]
     assert ("Normal", "HostKeysPresent") in event_reasons(kube, namespace)
 
-    # Recovery 2: no copy; new keys accepted explicitly.
+    # Recovery 2: no copy; new keys accepted explicitly, even though the lost Secret carried a
+    # rotation in flight.
+    started = plugin("hostkeys", "rotate", DISTRICT, "-n", namespace, "--overlap", "1h")
+    assert started.returncode == 0, started.stderr
+    wait_condition(kube, namespace, "HostKeysRotating", "True", "NextKeysAnnounced")
     crd.kubectl("-n", namespace, "delete", "secret", secret_name)
     wait_condition(kube, namespace, "HostKeysReady", "False", "HostKeysSecretMissing")
     accepted = plugin("hostkeys", "rotate", DISTRICT, "-n", namespace, "--accept-new-keys")
@@ -291,4 +320,7 @@ def test_a_deleted_host_key_secret_is_reported_not_regenerated(
     assert not blobs(replaced["knownHosts"]) & blobs(published["knownHosts"])
     assert ("Warning", "HostKeysReplaced") in event_reasons(kube, namespace)
     assert len(posted(rotating.hook, "HostKeysReplaced")) == 1
+    # Fresh keys, no rotation left in flight.
+    assert "nextHostKeys" not in replaced
+    assert condition(kube, namespace, "HostKeysRotating")["status"] == "False"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,10 +116,16 @@ def test_a_rotation_arrives_as_secret_volume_updates_without_a_restart(
         volume.publish(files((old_ed, old_rsa), (new_ed, new_rsa)))
         loaded = server.wait_event("host_keys.loaded", timeout=30)[-1]
         assert len(loaded["signing"]) == 2 and len(loaded["announced"]) == 2
-        done = sftp_checking(server, keys, learner, True, "-o", "HostKeyAlgorithms=+ssh-rsa")
-        assert done.returncode == 0, done.stderr
-        assert key_blob(new_ed) in learner.read_text()
-        assert key_blob(new_rsa) in learner.read_text()
+        # ssh writes announced keys down after the server proved them, a round trip after
+        # login: a session that ends at once may not wait for it, so log in until learned.
+        deadline = time.monotonic() + 60
+        learned = False
+        while not learned and time.monotonic() < deadline:
+            done = sftp_checking(server, keys, learner, True, "-o", "HostKeyAlgorithms=+ssh-rsa")
+            assert done.returncode == 0, done.stderr
+            learned = key_blob(new_ed) in learner.read_text() and \
+                key_blob(new_rsa) in learner.read_text()
+        assert learned, learner.read_text()
 
         volume.publish(files((new_ed, new_rsa), None))
         server.wait_event("host_keys.loaded", count=2, timeout=30)
