@@ -79,6 +79,9 @@ def refuse(command: str | None, message: str, args: argparse.Namespace | None,
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in args_list if a in SUBCOMMANDS), None)
+    if selected == commands.SERVE:
+        from sftpd.server.lean import leave_out_unused  # before the server imports asyncssh
+        leave_out_unused()
     args: argparse.Namespace | None = None
     try:
         args = build_parser(selected).parse_args(args_list)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from district_operator import allocator, api, config, handlers, metrics, names
+from district_operator import allocator, api, config, handlers, metrics, names, status
 from district_operator.jobrecorder import JobRecorder
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
@@ -35,8 +35,9 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     notifier = Notifier()
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)
-    reconciler = Reconciler(kube, settings.inputs, cache, notifier=notifier)
-    recorder = JobRecorder(kube, cache, notifier)
+    clock = status.shifted_clock(settings.clock_offset_seconds)
+    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier)
+    recorder = JobRecorder(kube, cache, notifier, clock)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler, recorder)
     metrics.serve(settings.metrics_port)

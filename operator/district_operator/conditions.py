@@ -19,6 +19,7 @@ class ConditionType(StrEnum):
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
+    UPLOADS_OVERDUE = "UploadsOverdue"
     # The host keys (docs/operator.md, host key rotation)
     HOST_KEYS_READY = "HostKeysReady"
     HOST_KEYS_ROTATING = "HostKeysRotating"
@@ -69,6 +70,11 @@ class Reason(StrEnum):
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
+    # UploadsOverdue (spec.processing.expectEvery); Suspended above when the District is
+    OVERDUE = "Overdue"
+    NEVER_UPLOADED = "NeverUploaded"
+    ON_SCHEDULE = "OnSchedule"
+    NOT_EXPECTED = "NotExpected"
     # HostKeysReady (and Ready's reason when it is the problem)
     HOST_KEYS_PRESENT = "HostKeysPresent"
     HOST_KEYS_SECRET_MISSING = "HostKeysSecretMissing"  # noqa: S105 - a reason
@@ -100,7 +106,8 @@ KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_F
 # A volume claim's phase as StorageReady's reason.
 CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": Reason.LOST}
 # Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
-ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION})
+ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION,
+                                  ConditionType.UPLOADS_OVERDUE})
 # Conditions that are news either way (a Normal Event for each change, never a Warning).
 INFORMATIONAL: Final = frozenset({ConditionType.HOST_KEYS_ROTATING})
 # Conditions whose every change is also posted to the District's webhook.

@@ -47,6 +47,7 @@ class OperatorConfig:
     health_port: int = 8081
     peering: str | None = None
     workers: int = 16
+    clock_offset_seconds: float = 0.0
 
 
 def _env(name: str, default: str) -> str:
@@ -97,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "absent: standalone")
     add("--workers", type=int, default=int(_env("WORKERS", "16")),
         help="threads reconciling Districts concurrently")
+    add("--clock-offset", type=float, dest="clock_offset_seconds",
+        default=float(_env("CLOCK_OFFSET", "0")), metavar="SECONDS",
+        help="run the operator's clock this many seconds ahead (or behind, negative): for "
+             "drills and tests of spec.processing.expectEvery; 0 in production")
 
 
 def _env_pull_secrets() -> list[str]:
@@ -126,4 +131,5 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         health_port=args.health_port,
         peering=args.peering,
         workers=args.workers,
+        clock_offset_seconds=args.clock_offset_seconds,
     )

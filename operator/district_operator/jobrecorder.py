@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from district_contract.results import EpochsResult
 
-from district_operator import api, names, secretrefs, status
+from district_operator import api, names, overdue, secretrefs, status
 from district_operator.conditions import Reason
 from district_operator.events import emit_transitions
 from district_operator.model import District, parse_district
@@ -51,12 +51,16 @@ class JobRecorder:
             memory.adopt(district.uid)
             remembered = memory.status
             previous = dict(remembered if remembered is not None else body.get("status") or {})
+            now = self.clock()
             desired = status.apply_job_report(previous, report, meta["name"],
-                                              district.generation, self.clock())
+                                              district.generation, now)
+            # A newly processed epoch ends an overdue episode at once, not at the next resync.
+            desired = status.refresh_uploads_overdue(desired, district, now)
             patch = status.status_patch(previous, desired)
             if patch:
                 self.kube.patch_district_status(namespace, district_name, patch)
                 emit_transitions(self.kube, body, previous, desired, ANNOUNCED_REASONS)
+                overdue.announce(self.kube, self.notifier, district, previous, desired)
             memory.status = desired
             self._announce(body, district, report, meta["name"], previous)
             self.kube.merge_patch("Job", namespace, meta["name"], {"metadata": {

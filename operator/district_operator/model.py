@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,6 +49,8 @@ class Processing:
     settle_seconds: int = 300
     formats: tuple[str, ...] = ("oneroster", "generic-csv")
     database: SecretKeyRef | None = None
+    # spec.processing.expectEvery in seconds; None: no upload is expected (no overdue alert).
+    expect_every_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class District:
     host_keys: HostKeysSpec = HostKeysSpec()
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
+    # metadata.creationTimestamp: where "no upload for expectEvery" counts from before any.
+    created_at: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -155,6 +160,29 @@ def _host_keys_spec(host_keys: Mapping[str, Any]) -> HostKeysSpec:
     except ValueError as exc:
         raise InvalidDistrictError(f"spec.hostKeys.overlap: {exc}") from None
     return HostKeysSpec(rotate=rotate, overlap=overlap)
+
+
+# spec.processing.expectEvery as the CRD's pattern admits it: Go duration units h, m, s.
+_DURATION = re.compile(r"(?:([0-9]{1,4})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,8})s)?")
+EXPECT_EVERY_MIN_SECONDS = 3600
+EXPECT_EVERY_MAX_SECONDS = 744 * 3600
+
+
+def _expect_every(value: Any) -> int | None:
+    """expectEvery in seconds, bounded as the CRD's rule bounds it (the API server checks it
+    first; this refuses what reached us some other way)."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is None:
+        raise InvalidDistrictError(f"spec.processing.expectEvery {value!r} is not a duration "
+                                   "such as 26h or 90m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not EXPECT_EVERY_MIN_SECONDS <= total <= EXPECT_EVERY_MAX_SECONDS:
+        raise InvalidDistrictError(f"spec.processing.expectEvery {value!r} is out of range: "
+                                   "1h to 744h (31 days)")
+    return total
 
 
 def parse_district(body: Mapping[str, Any]) -> District:
@@ -210,6 +238,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
             formats=format_names,
             database=_ref(processing.get("databaseSecretRef"),
                           "spec.processing.databaseSecretRef", "uri"),
+            expect_every_seconds=_expect_every(processing.get("expectEvery")),
         ),
         retention=Retention(
             processed_days=int(retention.get("processedDays", 30)),
@@ -226,4 +255,5 @@ def parse_district(body: Mapping[str, Any]) -> District:
         host_keys=host_keys,
         suspend=bool(spec.get("suspend", False)),
         deletion_policy="Delete" if spec.get("deletionPolicy") == "Delete" else "Retain",
+        created_at=str(metadata.get("creationTimestamp") or ""),
     )

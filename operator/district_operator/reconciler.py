@@ -8,7 +8,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from district_operator import api, builders, drift, keys, names, rotation, secretrefs, status
+from district_operator import (
+    api,
+    builders,
+    drift,
+    keys,
+    names,
+    overdue,
+    rotation,
+    secretrefs,
+    status,
+)
 from district_operator.builders.jobs import enabled_jobs
 from district_operator.conditions import POSTED, Reason
 from district_operator.events import emit_transitions
@@ -69,13 +79,12 @@ class Reconciler:
     """Turns Districts into their children and status; safe to call from many threads at once."""
 
     def __init__(self, kube: api.Kube, inputs: builders.BuildInputs, cache: WatchCache,
-                 clock: status.Clock = status.utc_now, notifier: Notifier | None = None
-                 ) -> None:
+                 clock: status.Clock = status.utc_now, notifier: Notifier | None = None) -> None:
         self.kube = kube
         self.inputs = inputs
         self.cache = cache
         self.clock = clock
-        self.notifier = notifier
+        self.notifier = notifier  # webhook posts: UploadsOverdue (overdue.py), the host keys
 
     # ---- inputs from other objects ----------------------------------------------------------
 
@@ -336,6 +345,7 @@ class Reconciler:
                 return desired
             emit_transitions(self.kube, body, previous, desired)
             self._post_transitions(district, previous, desired)
+            overdue.announce(self.kube, self.notifier, district, previous, desired)
         memory.status = desired
         return desired
 

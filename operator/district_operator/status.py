@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from district_contract import results
@@ -39,6 +39,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def shifted_clock(offset_seconds: float) -> Clock:
+    """The real clock moved by an offset (--clock-offset: drills and tests of expectEvery)."""
+    if not offset_seconds:
+        return utc_now
+    return lambda: utc_now() + timedelta(seconds=offset_seconds)
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,7 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
                        before.get(ConditionType.PROCESSING_HEALTHY)),
         _backups_condition(district, observed, before.get(ConditionType.BACKUPS_HEALTHY)),
         _uploads_condition(previous),
+        uploads_overdue_condition(district, previous, now),
         _host_keys_condition(district, observed),
         _rotation_condition(observed, before.get(ConditionType.HOST_KEYS_ROTATING)),
     ]
@@ -304,6 +312,90 @@ def _host_keys_status(status: dict[str, Any], observed: Observed,
     published = observed.host_keys + observed.next_host_keys
     status["knownHosts"] = (keys.known_hosts(where["host"], int(where["port"]), published)
                             if where and published else None)
+
+
+# ---- missed uploads (spec.processing.expectEvery) -------------------------------------------
+
+def _parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def duration_text(seconds: int) -> str:
+    """26h, 1h30m, 90s: the way the spec writes a duration."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s"))
+                   if n) or "0s"
+
+
+def uploads_overdue_condition(district: District, status: Mapping[str, Any],
+                              now: datetime) -> Condition:
+    """UploadsOverdue: True once no epoch has been processed for spec.processing.expectEvery,
+    counted from status.lastEpoch.processedAt, or from the District's creation before any.
+
+    The messages name fixed times, never "for N hours": a resync that finds nothing new must
+    leave the status as it was (no write).
+    """
+    kind = ConditionType.UPLOADS_OVERDUE
+    every = district.processing.expect_every_seconds
+    if every is None:
+        return Condition(kind, "False", Reason.NOT_EXPECTED,
+                         "spec.processing.expectEvery is not set: no upload is expected")
+    if district.suspend:
+        return Condition(kind, "False", Reason.SUSPENDED,
+                         "the District is suspended: no upload is expected")
+    last_epoch = status.get("lastEpoch") or {}
+    last = _parse_time(last_epoch.get("processedAt"))
+    since = last or _parse_time(district.created_at)
+    if since is None:  # an object that never came from an API server
+        return Condition(kind, "False", Reason.ON_SCHEDULE, "no time to count from")
+    due = since + timedelta(seconds=every)
+    expected = f"expected every {duration_text(every)}"
+    if now < due:
+        what = (f"the last upload was processed at {timestamp(last)}" if last
+                else f"no upload yet since the District was created at {timestamp(since)}")
+        return Condition(kind, "False", Reason.ON_SCHEDULE,
+                         f"{what}; {expected}, the next by {timestamp(due)}")
+    if last is None:
+        return Condition(kind, "True", Reason.NEVER_UPLOADED,
+                         f"no upload has been processed since the District was created at "
+                         f"{timestamp(since)} ({expected}): overdue since {timestamp(due)}")
+    return Condition(kind, "True", Reason.OVERDUE,
+                     f"no upload processed since {timestamp(last)} (epoch "
+                     f"{last_epoch.get('name', '?')}; {expected}): overdue since "
+                     f"{timestamp(due)}")
+
+
+def refresh_uploads_overdue(status: Mapping[str, Any], district: District,
+                            now: datetime) -> dict[str, Any]:
+    """The status with UploadsOverdue recomputed (after a Job's result moved lastEpoch)."""
+    updated = dict(status)
+    conditions = list(status.get("conditions") or [])
+    kind = ConditionType.UPLOADS_OVERDUE
+    old = [c for c in conditions if c.get("type") == kind]
+    merged = merge_conditions(old, [uploads_overdue_condition(district, status, now)],
+                              district.generation, now)
+    updated["conditions"] = [c for c in conditions if c.get("type") != kind] + merged
+    updated["conditions"].sort(key=lambda c: CONDITION_ORDER.index(c["type"])
+                               if c["type"] in CONDITION_ORDER else len(CONDITION_ORDER))
+    return updated
+
+
+def overdue_episode_started(previous: Mapping[str, Any], desired: Mapping[str, Any]
+                            ) -> Mapping[str, Any] | None:
+    """UploadsOverdue as it turned True between two statuses, None when it did not: the
+    status itself keeps the episode, so a resync or an operator restart never starts it again."""
+    def overdue(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return next((c for c in status.get("conditions") or []
+                     if c.get("type") == ConditionType.UPLOADS_OVERDUE
+                     and c.get("status") == "True"), None)
+    return overdue(desired) if overdue(previous) is None else None
 
 
 def status_patch(previous: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:

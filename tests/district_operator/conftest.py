@@ -118,3 +118,38 @@ def settled(kube: api.Kube, namespace: str, name: str) -> dict[str, Any] | None:
 
 def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(c for c in body["status"]["conditions"] if c["type"] == kind)
+
+
+def finish_job(crd: Any, kube: api.Kube, namespace: str, cronjob_name: str,
+               job_name: str, results: list[tuple[str, int]]) -> dict[str, Any]:
+    """Start a Job from the CronJob's template as the CronJob controller would, then end each of
+    its pods with the given (termination message, exit code) through the pod status subresource,
+    as a kubelet would (none runs here). The real job controller decides the Job's outcome."""
+    cronjob = kube.get("CronJob", namespace, cronjob_name)
+    assert cronjob is not None
+    template = cronjob["spec"]["jobTemplate"]
+    job = kube.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": job_name, "namespace": namespace, "labels": template["metadata"]["labels"],
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                             "name": cronjob_name, "uid": cronjob["metadata"]["uid"],
+                             "controller": True}]}, "spec": template["spec"]})
+    done: set[str] = set()
+    for message, exit_code in results:
+        pod = wait_for(lambda: next((p for p in kube.list(
+            "Pod", namespace, f"{names.LABEL_JOB_NAME}={job_name}")
+            if p["metadata"]["name"] not in done), None), what=f"a pod of {job_name}")
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]["name"]
+        crd.kubectl("-n", namespace, "patch", "pod", name, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {
+                        "phase": "Succeeded" if exit_code == 0 else "Failed",
+                        "containerStatuses": [{
+                            "name": container, "image": TEST_IMAGE, "imageID": "",
+                            "ready": False, "restartCount": 0, "started": False,
+                            "state": {"terminated": {
+                                "exitCode": exit_code, "message": message,
+                                "reason": "Completed" if exit_code == 0 else "Error",
+                                "startedAt": "2026-11-28T02:00:00Z",
+                                "finishedAt": "2026-11-28T02:01:00Z"}}}]}}))
+        done.add(name)
+    return job

@@ -80,10 +80,11 @@ def test_every_reason_status_writes_is_a_constant_of_its_type() -> None:
             assert condition["type"] in set(ConditionType)
             assert condition["reason"] in set(Reason)
     assert set(EPOCHS_OUTCOME_REASONS) == set(Outcome)
-    # Every condition but Ready itself, the abnormal-true ones and the informational ones can
-    # make the District not ready.
+    # News about the district's uploads, not about whether it can log in, and the informational
+    # rotation in flight: Ready ignores them.
     assert set(NOT_READY) == set(ConditionType) - {ConditionType.READY,
                                                    ConditionType.UPLOADS_NEED_ATTENTION,
+                                                   ConditionType.UPLOADS_OVERDUE,
                                                    ConditionType.HOST_KEYS_ROTATING}
 
 

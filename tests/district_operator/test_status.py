@@ -168,3 +168,93 @@ def test_last_termination_prefers_the_newest_pod_with_a_message() -> None:
         None, "container job ended Error with exit code 1")
     assert last_termination([running]) == (None, None)
     assert last_termination([]) == (None, None)
+
+
+# ---- missed uploads (spec.processing.expectEvery) ------------------------------------------
+
+def overdue_district(**spec: Any):  # type: ignore[no-untyped-def]
+    return parse_district({"metadata": {"name": "lincoln", "namespace": "d", "uid": "u",
+                                        "generation": 2,
+                                        "creationTimestamp": "2026-11-27T00:00:00Z"},
+                           "spec": {"processing": {"expectEvery": "26h"}, **spec}})
+
+
+def overdue(st: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in st["conditions"] if c["type"] == "UploadsOverdue")
+
+
+def test_overdue_counts_from_creation_then_from_the_last_epoch() -> None:
+    d = overdue_district()
+    created = datetime(2026, 11, 27, tzinfo=UTC)
+    # 25h59m after creation: on schedule; 26h: overdue, never uploaded.
+    st = status.compute_status(d, healthy(), {}, created + timedelta(hours=26) - timedelta(
+        minutes=1))
+    assert conditions(st)["UploadsOverdue"] == ("False", "OnSchedule")
+    assert "the next by 2026-11-28T02:00:00Z" in overdue(st)["message"]
+    st = status.compute_status(d, healthy(), st, created + timedelta(hours=26))
+    assert conditions(st)["UploadsOverdue"] == ("True", "NeverUploaded")
+    assert overdue(st)["message"] == (
+        "no upload has been processed since the District was created at 2026-11-27T00:00:00Z "
+        "(expected every 26h): overdue since 2026-11-28T02:00:00Z")
+    # Ready is about logging in, not about the district's exports.
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    # A processed epoch moves the clock: 26h from its processedAt.
+    st["lastEpoch"] = {"name": "2026-11-28T0100Z", "processedAt": "2026-11-28T01:10:00Z"}
+    st = status.compute_status(d, healthy(), st, created + timedelta(hours=27))
+    assert conditions(st)["UploadsOverdue"] == ("False", "OnSchedule")
+    st = status.compute_status(d, healthy(), st, datetime(2026, 11, 29, 3, 10, tzinfo=UTC))
+    assert conditions(st)["UploadsOverdue"] == ("True", "Overdue")
+    assert "no upload processed since 2026-11-28T01:10:00Z (epoch 2026-11-28T0100Z" in \
+        overdue(st)["message"]
+
+
+def test_an_overdue_status_is_stable_across_resyncs() -> None:
+    d, seen = overdue_district(), healthy()
+    first = status.compute_status(d, seen, {}, datetime(2026, 11, 29, tzinfo=UTC))
+    later = status.compute_status(d, seen, first, datetime(2026, 12, 5, tzinfo=UTC))
+    assert status.status_patch(first, later) == {}  # no write while the episode goes on
+    assert status.overdue_episode_started(first, later) is None
+    assert status.overdue_episode_started({}, first) is not None
+
+
+def test_no_expectation_or_suspended_is_never_overdue() -> None:
+    far = datetime(2030, 1, 1, tzinfo=UTC)
+    plain = parse_district({"metadata": {"name": "l", "namespace": "d", "generation": 1,
+                                         "creationTimestamp": "2026-11-27T00:00:00Z"}})
+    assert conditions(status.compute_status(plain, healthy(), {}, far))["UploadsOverdue"] == \
+        ("False", "NotExpected")
+    suspended = overdue_district(suspend=True)
+    assert conditions(status.compute_status(suspended, healthy(), {}, far))[
+        "UploadsOverdue"] == ("False", "Suspended")
+
+
+def test_a_job_result_with_a_new_epoch_clears_overdue_at_once() -> None:
+    d = overdue_district()
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    before = status.compute_status(d, healthy(), {}, now)
+    assert conditions(before)["UploadsOverdue"] == ("True", "NeverUploaded")
+    result = {"kind": "epochs", "outcome": "Succeeded", "message": "1 processed",
+              "processed": [{"name": "e1", "outcome": "Succeeded", "format": "oneroster",
+                             "processedAt": "2026-11-29T23:50:00Z"}],
+              "unrecognized": [], "pending": []}
+    report = status.parse_termination_message("epochs", json.dumps(result), True, "")
+    after = status.refresh_uploads_overdue(
+        status.apply_job_report(before, report, "lincoln-epochs-1", 2, now), d, now)
+    assert conditions(after)["UploadsOverdue"] == ("False", "OnSchedule")
+    assert [c["type"] for c in after["conditions"]] == [c["type"] for c in before["conditions"]]
+    changes = status.transitions(before["conditions"], after["conditions"])
+    cleared = next(c for c in changes if c.type == "UploadsOverdue")
+    assert not cleared.warning
+
+
+def test_expect_every_is_parsed_and_bounded() -> None:
+    assert overdue_district().processing.expect_every_seconds == 26 * 3600
+    assert status.duration_text(26 * 3600) == "26h"
+    assert status.duration_text(5400 + 7) == "1h30m7s"
+    for bad in ("59m", "745h", "2d", "", "26", 26):
+        try:
+            overdue_district(processing={"expectEvery": bad})
+        except ValueError as exc:
+            assert "expectEvery" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

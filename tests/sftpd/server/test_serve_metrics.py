@@ -12,10 +12,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from tests.sftpd.epochs.conftest import DATA, run_process
 from tests.sftpd.server.conftest import Keys, ServerProcess, openssh_sftp
 
 
@@ -61,6 +63,39 @@ def test_last_processed_epoch_is_the_newest_processing_json(server: ServerProces
     assert sample(scrape(server), name) == base + day
     touched(processed / "2026-11-22" / "processing.json", base + 2 * day)
     assert sample(scrape(server), name) == base + 2 * day
+
+
+@pytest.mark.postgres
+def test_last_processed_epoch_follows_a_real_upload_and_process_epochs_run(
+        server: ServerProcess, keys: Keys, database_url: str, tmp_path: Path) -> None:
+    """The gauge the overdue alert reads, end to end: an upload through OpenSSH's sftp into the
+    running server, the real `sftpd process-epochs` importing it into PostgreSQL, one scrape."""
+    name = "sftpd_last_processed_epoch_timestamp_seconds"
+    epoch = "2026-12-02T0200Z-metrics"
+    source = DATA / "v1.1-bulk"
+    (tmp_path / "COMPLETE").write_bytes(b"")
+    puts = "".join(f"put {f} /upload/{epoch}/{f.name}\n" for f in sorted(source.iterdir()))
+    done = openssh_sftp(server, keys, f"mkdir /upload/{epoch}\n{puts}"
+                                      f"put {tmp_path / 'COMPLETE'} /upload/{epoch}/COMPLETE\n")
+    assert done.returncode == 0, done.stderr
+    before = scrape_value(server, name)
+    started = time.time()
+    run = run_process(server.root, database_url, now=None)  # the real clock, as in a pod
+    finished = time.time()
+    assert run.code == 0, run.stderr
+    assert run.result is not None
+    assert [p["name"] for p in run.result["processed"]] == [epoch]
+    value = scrape_value(server, name)
+    assert value is not None and (before is None or value > before)
+    # Processing finished within the run; processedAt (what the operator's status shows) is
+    # the run's start, at most the run's length before the gauge.
+    assert started - 1 <= value <= finished + 1
+    processed_at = datetime.fromisoformat(run.result["processed"][0]["processedAt"]).timestamp()
+    assert 0 <= value - processed_at <= finished - started + 1
+
+
+def scrape_value(server: ServerProcess, name: str) -> float | None:
+    return sample(scrape(server), name)
 
 
 def test_last_backup_is_the_newest_verified_backup(server: ServerProcess) -> None:
@@ -168,6 +203,30 @@ def test_serving_loads_neither_prometheus_client_nor_psycopg() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_serving_leaves_out_asyncssh_x509_support() -> None:
+    """`sftpd serve` refuses cryptography.x509 (1.2 MiB) before asyncssh's optional import of
+    it (which needs pyOpenSSL besides, so it never succeeded); asyncssh loads without it, and the
+    jobs' processes are not affected. The server tests run `sftpd serve` this way throughout."""
+    code = ("import sys\n"
+            "from sftpd import cli\n"
+            "try:\n"
+            "    cli.main(['serve', '--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('asyncssh' in sys.modules, 'cryptography.x509' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.splitlines()[-1] == "True False"
+    job = ("import sys\n"
+           "from sftpd import cli\n"
+           "try:\n"
+           "    cli.main(['retention', '--help'])\n"
+           "except SystemExit:\n"
+           "    pass\n"
+           "import cryptography.x509\n")
+    subprocess.run([sys.executable, "-c", job], capture_output=True, timeout=60, check=True)
 
 
 def test_label_values_survive_any_text(promtool: Path) -> None:
