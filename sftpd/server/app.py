@@ -91,6 +91,7 @@ class ServerSettings:
     compat_macs: bool = False
     max_open_handles: int = 64
     max_file_size: int = 64 << 30
+    download_directories: tuple[str, ...] = ()
 
 
 class SFTPDistrictServer:
@@ -100,6 +101,7 @@ class SFTPDistrictServer:
         self.settings = settings
         self.audit = audit or AuditLog()
         tree.ensure_tree(settings.root)
+        tree.ensure_download_directories(settings.root, settings.download_directories)
         self.root = os.fsencode(os.path.realpath(settings.root))
         # Every session resolves its paths beneath this descriptor (sftpd.server.beneath).
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -167,6 +169,7 @@ class SFTPDistrictServer:
         self._host_key_watch = asyncio.create_task(self._watch_host_keys())
         self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
                          login=s.login, keys=self.authorized.count,
+                         download_directories=list(s.download_directories),
                          host_keys=self.host_keys.fingerprints())
 
     async def _watch_host_keys(self) -> None:
