@@ -97,8 +97,10 @@ class HostKeysSpec:
 
 
 # The SIF objects a pull requests unless the District names others (the CRD's default).
+# Not StaffPersonal: SIF staff carry no roles, so its users.csv has Roles blank, and importing
+# that would empty the roles staff gave those users by hand (docs/sif-pull.md).
 SIF_OBJECTS_DEFAULT: tuple[str, ...] = (
-    "StudentPersonal", "SchoolInfo", "StaffPersonal", "StudentSchoolEnrollment",
+    "StudentPersonal", "SchoolInfo", "StudentSchoolEnrollment",
     "StudentContactPersonal", "StudentContactRelationship")
 
 
