@@ -84,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.custom("max-file-size", "largest file a district may write, in bytes (a K, M, G or T "
                "suffix multiplies by 1024s); the volume's size bounds it too", parse_size, "64G",
                metavar="SIZE")
+    # Behind the shared gateway (docs/gateway.md).
+    opt.items(commands.PROXY_FROM, "gateway address or CIDR: a connection from one must start "
+              "with a PROXY v2 header naming the real client (default: none)", metavar="CIDR")
+    opt.text(commands.GATEWAY_KEY, "the gateway's public key file, accepted only on a "
+             "PROXY-headed connection from a --proxy-from address", metavar="PATH")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -108,6 +113,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         compat_macs=args.compat_macs,
         max_open_handles=args.max_open_handles,
         max_file_size=args.max_file_size,
+        proxy_sources=parse_networks(args.proxy_from, commands.PROXY_FROM),
+        gateway_key=None if not args.gateway_key else Path(args.gateway_key),
     )
 
 

@@ -41,6 +41,7 @@ class _Entry:
     line: int
     parsed: asyncssh.SSHAuthorizedKeys
     options: KeyOptions
+    key: asyncssh.SSHKey
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class AuthorizedKeys:
             self._audit.event("authorized_keys.weak_key", **where, fingerprint=fingerprint,
                               error=weak)
             return None
-        return _Entry(number, parsed, options)
+        return _Entry(number, parsed, options, key)
 
     def verdict(self, key: asyncssh.SSHKey, client_addr: str,
                 now: datetime | None = None) -> Verdict:
@@ -154,3 +155,12 @@ class AuthorizedKeys:
                 continue
             return Verdict(entry.options)
         return Verdict(None, reason)
+
+    def verdict_for(self, fingerprint: str, client_addr: str,
+                    now: datetime | None = None) -> Verdict:
+        """As verdict(), for the key with this SHA256 fingerprint: the client key a trusted
+        gateway names (the gateway checked the signature; this file stays the authority)."""
+        for entry in self._entries:
+            if entry.key.get_fingerprint() == fingerprint:
+                return self.verdict(entry.key, client_addr, now)
+        return Verdict(None, "unknown_key")
