@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     commands.PDFS: ("sftpd.downloads.pdfs", "extract chosen documents' PDFs into downloads/pdfs"),
     commands.DOCVIEWER_TOKEN: ("sftpd.downloads.token_command",
                                "decode and check a docviewer URL token; make a token key"),
+    commands.GATEWAY: ("sftpd.gateway.command",
+                       "route each district's login to its own server (one shared address)"),
 }
 # The jobs that leave a result, which says InvalidArguments when they were used wrongly.
 RESULT_KINDS: dict[str, JobKind] = {commands.PROCESS_EPOCHS: JobKind.EPOCHS,

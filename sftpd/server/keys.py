@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from district_contract.keyoptions import KeyOptions, judge_options, split_options
 
+from sftpd.events import EventLog
 from sftpd.server.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -62,47 +64,20 @@ class _FileIdentity:
     size: int
 
 
-class AuthorizedKeys:
-    """Holds the parsed keys of one authorized_keys file and reloads it when it changes.
+class KeyRules:
+    """Judged authorized_keys lines (options, strength) and the verdict on a client key.
 
-    The check is a realpath + stat on each authentication attempt: cheap, and exact for the
-    atomic `..data` symlink swap a Secret volume does, where the file the name resolves to
-    changes while the name itself stays put.
-    """
+    `where` names the lines' origin in the log events (a file's path, a routing entry)."""
 
-    def __init__(self, path: Path, audit: AuditLog) -> None:
-        self._path = path
+    def __init__(self, audit: EventLog, where: str) -> None:
         self._audit = audit
-        self._identity: _FileIdentity | None = None
+        self._where = where
         self._entries: tuple[_Entry, ...] = ()
         self.count = 0
-        self.refresh()
 
-    def _current_identity(self) -> _FileIdentity | None:
-        try:
-            real = os.path.realpath(self._path)
-            st = Path(real).stat()
-        except OSError:
-            return None
-        return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def refresh(self) -> None:
-        """Reload the file if it changed since the last load; keep the old keys if unreadable."""
-        identity = self._current_identity()
-        if identity is not None and identity == self._identity:
-            return
-        if identity is None:
-            if self._identity is not None or not self._entries:
-                self._audit.event("authorized_keys.missing", path=str(self._path))
-            self._identity, self._entries, self.count = None, (), 0
-            return
-        try:
-            text = Path(identity.real_path).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
-            return
+    def load(self, lines: Iterable[str]) -> None:
         entries: list[_Entry] = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
@@ -110,16 +85,14 @@ class AuthorizedKeys:
             if entry is not None:
                 entries.append(entry)
         self._entries = tuple(entries)
-        self._identity = identity
         self.count = len(entries)
-        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=len(entries))
 
     def _judge(self, number: int, line: str) -> _Entry | None:
         """The line as an entry, or None after logging why it is skipped.
 
         One bad line must not lock the district out: it is skipped and named, the others work.
         """
-        where = {"path": str(self._path), "line": number}
+        where = {"path": self._where, "line": number}
         try:
             options_text, key_text = split_options(line)
             key = asyncssh.import_public_key(key_text)
@@ -164,3 +137,45 @@ class AuthorizedKeys:
             if entry.key.get_fingerprint() == fingerprint:
                 return self.verdict(entry.key, client_addr, now)
         return Verdict(None, "unknown_key")
+
+
+class AuthorizedKeys(KeyRules):
+    """Holds the parsed keys of one authorized_keys file and reloads it when it changes.
+
+    The check is a realpath + stat on each authentication attempt: cheap, and exact for the
+    atomic `..data` symlink swap a Secret volume does, where the file the name resolves to
+    changes while the name itself stays put.
+    """
+
+    def __init__(self, path: Path, audit: AuditLog) -> None:
+        super().__init__(audit, str(path))
+        self._path = path
+        self._identity: _FileIdentity | None = None
+        self.refresh()
+
+    def _current_identity(self) -> _FileIdentity | None:
+        try:
+            real = os.path.realpath(self._path)
+            st = Path(real).stat()
+        except OSError:
+            return None
+        return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> None:
+        """Reload the file if it changed since the last load; keep the old keys if unreadable."""
+        identity = self._current_identity()
+        if identity is not None and identity == self._identity:
+            return
+        if identity is None:
+            if self._identity is not None or not self._entries:
+                self._audit.event("authorized_keys.missing", path=str(self._path))
+            self._identity, self._entries, self.count = None, (), 0
+            return
+        try:
+            text = Path(identity.real_path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
+            return
+        self.load(text.splitlines())
+        self._identity = identity
+        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=self.count)

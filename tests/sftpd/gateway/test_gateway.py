@@ -1,0 +1,199 @@
+"""`sftpd gateway` with real processes: OpenSSH, paramiko and lftp through it to two districts'
+real servers; each login reaches only its own tree; the gateway's refusals; the real client in
+the district server's audit log; routing changes without a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncssh
+import paramiko
+import pytest
+
+from tests.conftest import require_binary
+from tests.sftpd.gateway.conftest import District, Setup
+from tests.sftpd.server.conftest import ssh_options
+
+
+def sftp(setup: Setup, district: District, batch: str, key: Path | None = None,
+         login: str | None = None, source: str = "127.0.0.1") -> subprocess.CompletedProcess[str]:
+    require_binary("sftp")
+    return subprocess.run(
+        ["sftp", *ssh_options(district.keys, key), "-o", f"BindAddress={source}",
+         "-P", str(setup.gateway.port), "-b", "-", f"{login or district.login}@127.0.0.1"],
+        input=batch, capture_output=True, text=True, timeout=90)
+
+
+def test_openssh_sftp_both_ways_each_district_its_own_tree(setup: Setup, tmp_path: Path) -> None:
+    for district, other in ((setup.a, setup.b), (setup.b, setup.a)):
+        body = os.urandom(3 << 20)
+        local = tmp_path / f"{district.login}.bin"
+        local.write_bytes(body)
+        back = tmp_path / f"{district.login}.back"
+        result = sftp(setup, district, f"mkdir /upload/e1\nput {local} /upload/e1/data.bin\n"
+                                       f"get /upload/e1/data.bin {back}\n")
+        assert result.returncode == 0, result.stderr
+        assert (district.server.root / "upload" / "e1" / "data.bin").read_bytes() == body
+        assert back.read_bytes() == body
+        assert not (other.server.root / "upload" / "e1" / "data.bin").exists() or \
+            (other.server.root / "upload" / "e1" / "data.bin").read_bytes() != body
+
+
+def test_paramiko_through_the_gateway(setup: Setup, tmp_path: Path) -> None:
+    body = os.urandom(1 << 20)
+    transport = paramiko.Transport(socket.create_connection(("127.0.0.1", setup.gateway.port),
+                                                            timeout=20))
+    try:
+        transport.connect(username=setup.b.login,
+                          pkey=paramiko.Ed25519Key.from_private_key_file(str(setup.b.keys.client)))
+        client = paramiko.SFTPClient.from_transport(transport)
+        assert client is not None
+        with client.open("/upload/paramiko.bin", "wb") as f:
+            f.write(body)
+        with client.open("/upload/paramiko.bin", "rb") as f:
+            assert f.read() == body
+    finally:
+        transport.close()
+    assert (setup.b.server.root / "upload" / "paramiko.bin").read_bytes() == body
+
+
+def test_lftp_through_the_gateway(setup: Setup, tmp_path: Path) -> None:
+    if shutil.which("lftp") is None:
+        pytest.skip("lftp is not installed")
+    body = os.urandom(1 << 20)
+    (tmp_path / "lftp.bin").write_bytes(body)
+    connect = "ssh -a -x " + " ".join(ssh_options(setup.a.keys))
+    script = (f'set sftp:connect-program "{connect}"; set net:max-retries 1; '
+              f"open -u {setup.a.login}, sftp://127.0.0.1:{setup.gateway.port}; "
+              f"put {tmp_path / 'lftp.bin'} -o /upload/lftp.bin; "
+              f"get /upload/lftp.bin -o {tmp_path / 'lftp.back'}; bye")
+    result = subprocess.run(["lftp", "-c", script], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert (setup.a.server.root / "upload" / "lftp.bin").read_bytes() == body
+    assert (tmp_path / "lftp.back").read_bytes() == body
+
+
+def test_a_key_with_b_login_is_refused(setup: Setup) -> None:
+    result = sftp(setup, setup.a, "ls /\n", login=setup.b.login, source="127.0.0.11")
+    assert result.returncode != 0
+    failed = setup.gateway.wait_event("login.failed", {"source": "127.0.0.11"})
+    assert failed["reason"] == "unknown_key"
+    assert failed["fingerprint"] == setup.fingerprint(setup.a.keys.client)
+    assert not [e for e in setup.b.server.events("login.succeeded")
+                if e["source"] == "127.0.0.11"]
+
+
+def test_real_client_address_reaches_the_district_server(setup: Setup) -> None:
+    assert sftp(setup, setup.a, "ls /\n", source="127.0.0.7").returncode == 0
+    records = [e for e in setup.a.server.events("login.succeeded") if e["source"] == "127.0.0.7"]
+    assert records, setup.a.server.log.read_text()
+    assert records[-1]["via"] == "127.0.0.1"
+    assert records[-1]["fingerprint"] == setup.fingerprint(setup.a.keys.client)
+    routed = setup.gateway.wait_event("login.succeeded", {"source": "127.0.0.7"})
+    assert routed["district"] == "ns-applegrove/applegrove"
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"suspended": True}, "suspended"),
+    ({"allowed_sources": ("127.0.0.99/32",)}, "source_not_allowed"),
+])
+def test_district_rules_are_enforced_at_the_gateway(setup: Setup, change: dict[str, object],
+                                                     reason: str) -> None:
+    source = "127.0.0.21" if reason == "suspended" else "127.0.0.22"
+    setup.routes.publish([setup.a.entry(**change), setup.b.entry()])
+    try:
+        setup.gateway.wait_event("routes.loaded", timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # the gateway polls the files twice a second
+            result = sftp(setup, setup.a, "ls /\n", source=source)
+            if result.returncode != 0:
+                break
+        assert result.returncode != 0
+        assert setup.gateway.wait_event("login.failed", {"source": source})["reason"] == reason
+        reached = len([e for e in setup.a.server.events() if e.get("source") == source])
+        assert sftp(setup, setup.a, "ls /\n", source=source).returncode != 0
+        # Refused at the gateway: the district's server never heard of this attempt.
+        assert len([e for e in setup.a.server.events() if e.get("source") == source]) == reached
+    finally:
+        setup.routes.publish([setup.a.entry(), setup.b.entry()])
+    wait_until_login(setup, setup.a, setup.a.keys.client)
+
+
+def test_unknown_login_is_refused(setup: Setup) -> None:
+    result = sftp(setup, setup.a, "ls /\n", login="nobody.example", source="127.0.0.23")
+    assert result.returncode != 0
+    assert setup.gateway.wait_event("login.failed",
+                                    {"source": "127.0.0.23"})["reason"] == "unknown_user"
+
+
+def wait_until_login(setup: Setup, district: District, key: Path, seconds: float = 15) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if sftp(setup, district, "ls /\n", key=key).returncode == 0:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{key.name} did not get in within {seconds}s")
+
+
+def test_a_new_key_works_within_seconds_without_restart(setup: Setup) -> None:
+    new = setup.b.keys.other
+    assert sftp(setup, setup.b, "ls /\n", key=new).returncode != 0
+    pid = setup.gateway.proc.pid
+    # What the operator does: the District's Secret (the backend's file) and the routing shard.
+    setup.b.keys.authorize(setup.b.keys.client, new)
+    setup.routes.publish([setup.a.entry(), setup.b.entry(setup.b.keys.client, new)])
+    took = wait_until_login(setup, setup.b, new)
+    assert took < 10
+    assert setup.gateway.proc.pid == pid and setup.gateway.proc.poll() is None
+
+
+def test_a_login_clash_is_refused(setup: Setup) -> None:
+    twin = setup.b.entry(login=setup.a.login, namespace="elsewhere")
+    setup.routes.publish([setup.a.entry(), setup.b.entry(), twin])
+    try:
+        clash = setup.gateway.wait_event("routes.login_clash", {"login": setup.a.login})
+        assert clash["districts"] == ["elsewhere/lincoln", "ns-applegrove/applegrove"]
+        assert sftp(setup, setup.a, "ls /\n", source="127.0.0.24").returncode != 0
+        assert setup.gateway.wait_event("login.failed",
+                                        {"source": "127.0.0.24"})["reason"] == "login_clash"
+    finally:
+        setup.routes.publish([setup.a.entry(), setup.b.entry()])
+    wait_until_login(setup, setup.a, setup.a.keys.client)
+
+
+def test_a_bad_shard_keeps_the_last_good_routes(setup: Setup) -> None:
+    from district_contract import routes
+
+    shard = setup.routes.directory / routes.shard_file(
+        routes.shard_of(setup.a.login, setup.routes.shards))
+    good = shard.read_bytes()
+    shard.write_bytes(b'{"format": "district-sftp/routes/v1", "entries": [')
+    try:
+        refused = setup.gateway.wait_event("routes.shard_refused", {"file": shard.name})
+        assert "not JSON" in refused["error"]
+        assert sftp(setup, setup.a, "ls /\n").returncode == 0
+    finally:
+        shard.write_bytes(good)
+
+
+async def test_shell_exec_and_forwarding_are_refused(setup: Setup) -> None:
+    async with asyncssh.connect("127.0.0.1", setup.gateway.port, username=setup.a.login,
+                                client_keys=[str(setup.a.keys.client)], known_hosts=None,
+                                agent_path=None) as conn:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.run("id", check=False)
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(term_type="xterm")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(subsystem="netconf")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_connection("127.0.0.1", setup.a.server.port)
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
+        async with conn.start_sftp_client() as client:  # the one thing allowed still works
+            assert "upload" in await client.listdir("/")
