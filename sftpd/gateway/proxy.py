@@ -14,7 +14,7 @@ from asyncssh.constants import EXTENDED_DATA_STDERR
 from asyncssh.stream import SSHReader, SSHWriter
 
 from sftpd.gateway.routes import Route
-from sftpd.server import proxyheader
+from sftpd.server import batching, proxyheader
 from sftpd.server.internals import Internal
 
 # The cluster-internal leg: AES-GCM, which the CPU does in hardware, and no compression.
@@ -66,7 +66,7 @@ async def open_backend(route: Route, client: Client, gateway_key: asyncssh.SSHKe
                                     (client.local_address, client.local_port),
                                     client.fingerprint)
         await asyncio.wait_for(loop.sock_sendall(sock, header), timeout)
-        return await asyncssh.connect(
+        conn = await asyncssh.connect(
             route.host, route.port, sock=sock, username=route.login, client_keys=[gateway_key],
             known_hosts=_known_hosts(route), agent_path=None, config=[],
             preferred_auth="publickey", encryption_algs=BACKEND_ENCRYPTION,
@@ -75,6 +75,11 @@ async def open_backend(route: Route, client: Client, gateway_key: asyncssh.SSHKe
     except BaseException:
         sock.close()
         raise
+    # The backend leg gets the server's send-path savings too (the same private methods:
+    # both connection classes inherit them from asyncssh's SSHConnection).
+    batching.batch_writes(conn)  # type: ignore[arg-type]
+    batching.drop_ignore_packets(conn)  # type: ignore[arg-type]
+    return conn
 
 
 class ForwardedSession(asyncssh.SSHServerProcess[bytes]):

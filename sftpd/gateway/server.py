@@ -15,7 +15,7 @@ from sftpd.events import EventLog
 from sftpd.gateway import proxy
 from sftpd.gateway.auth import GatewayRules
 from sftpd.gateway.routes import Route, RouteTable
-from sftpd.server import internals, signatures
+from sftpd.server import batching, internals, signatures
 from sftpd.server.access import BanList, canonical_address, shown_user
 from sftpd.server.app import (
     ENCRYPTION_ALGS,
@@ -85,7 +85,7 @@ class Gateway:
         from asyncssh.mac import get_mac_algs
         from asyncssh.public_key import get_public_key_algs
 
-        internals.require(signatures.PATCHED + proxy.PATCHED)
+        internals.require(batching.PATCHED + signatures.PATCHED + proxy.PATCHED)
         self.table.refresh()
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
@@ -171,6 +171,9 @@ class GatewayConnection(asyncssh.SSHServer):
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Not allowed")
             return
         self.admitted = True
+        # As sftpd serve: one socket write per loop turn, no SSH_MSG_IGNORE padding packets.
+        batching.batch_writes(conn)
+        batching.drop_ignore_packets(conn)
         refuse_weak_signatures(conn, self._weak_signature)
         self.gateway.connections.add(self)
         self.gateway.drained.clear()
