@@ -1,41 +1,91 @@
 """`sftpd docviewer` exporting N documents vs a raw `COPY (SELECT ...) TO STDOUT` of the same rows.
 
     python bench/docviewer_vs_copy.py [--documents 200000] [--database-url URL] [--repeat 3]
+                                      [--candidates]
 
 Without --database-url a throwaway PostgreSQL server is started (district_devtools.postgres).
-Both sides run against the same database in the same run, interleaved, best of N: the raw side
-is one session running the export's own query (same WHERE, same ORDER BY) as
-`COPY ... TO STDOUT (FORMAT csv)` into a file that is then fsynced; the sftpd side is the whole
-command (process start, contract check, the same COPY, a Fernet token per row, the URL column,
-fsync, COMPLETE, rename, prune), with the job's own time for writing documents.csv (from its
-log) beside it. A last figure is the Fernet tokens alone, made in this
-process for as many documents, to show what the token per row costs. The load average is
-printed before and after: on a shared machine the wall clock follows the neighbours' load.
+Every side runs against the same database in the same run, interleaved, best of N:
+
+- raw COPY: one session in this process running the export's own query (same columns, WHERE
+  and ORDER BY) as `COPY ... TO STDOUT (FORMAT csv)` into a file that is then fsynced;
+- the same raw COPY in a Python process of its own (this script with --raw-copy-to), so that
+  it pays for an interpreter and psycopg's import as the job does;
+- sftpd docviewer: the whole command (process start, contract check, the same COPY, a token
+  per row, the URL column, fsync, COMPLETE, rename, prune), with the job's own time for
+  writing documents.csv (its `docviewer.written` event) beside it;
+- the tokens alone, made in this process in the job's batches, and Fernet tokens (the format
+  the job used before) one per document, to show what a token per row costs;
+- with --candidates, the design measured and not adopted: the whole CSV made by PostgreSQL,
+  each token a standard Fernet token built with pgcrypto (docs/downloads.md, Benchmark).
+
+Beside wall-clock time it prints CPU seconds: the client's (this process, or the child
+process) and the server's (every process of the throwaway server; not with --database-url).
+On a shared machine the wall clock follows the neighbours' load; the CPU work does not. The
+load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from cryptography.fernet import Fernet
+from epochs_vs_copy import server_cpu
 
 from sftpd.downloads.contract import contract_sql
-from sftpd.downloads.docviewer import EXPORT_QUERY
-from sftpd.downloads.tokens import TokenIssuer
+from sftpd.downloads.docviewer import BATCH_ROWS, EXPORT_QUERY
+from sftpd.downloads.tokens import TokenIssuer, generate_key, read_keys
 
 NOW = "2026-09-15T12:00:00+00:00"
 TODAY = date(2026, 9, 15)
 FORMS = ["IEP", "504 Plan", "Prior Written Notice"]
+BASE_URL = "https://viewer.example.org/document"
+# Candidate (a): the same rows, each URL ending in a Fernet token made by pgcrypto: version
+# 0x80, the timestamp, a random IV, AES-128-CBC with PKCS7, HMAC-SHA256, url-safe base64.
+# Subqueries fenced with OFFSET 0 keep the random IV (and the ciphertext) computed once a row.
+PGCRYPTO_QUERY = """
+COPY (
+  SELECT student_id AS "Student Id", form AS "Form", s AS "Start Date", e AS "End Date",
+         %(prefix)s || replace(replace(replace(
+             encode(body || hmac(body, %(sign)s, 'sha256'), 'base64'),
+             E'\\n', ''), '+', '-'), '/', '_') AS "URL"
+  FROM (
+    SELECT student_id, form, s, e,
+           %(head)s || iv || encrypt_iv(pt, %(enc)s, iv, 'aes-cbc/pad:pkcs') AS body
+    FROM (
+      SELECT d.student_id, d.form, to_char(d.start_date, 'YYYY-MM-DD') AS s,
+             to_char(d.end_date, 'YYYY-MM-DD') AS e,
+             convert_to('v1.' || d.id || %(suffix)s, 'SQL_ASCII') AS pt,
+             gen_random_bytes(16) AS iv
+      FROM documents.documents AS d
+      WHERE d.complete AND NOT d.deleted
+        AND d.form = ANY(%(forms)s)
+        AND d.start_date <= %(today)s AND d.end_date >= %(today)s
+        AND EXISTS (SELECT 1 FROM documents.students AS s
+                    WHERE s.student_id = d.student_id AND NOT s.deleted)
+      ORDER BY d.student_id, d.form, d.start_date, d.id
+      OFFSET 0
+    ) AS r OFFSET 0
+  ) AS b
+) TO STDOUT (FORMAT csv, HEADER)
+"""
+
+
+def client_cpu(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def seed(url: str, documents: int) -> None:
@@ -80,13 +130,48 @@ def raw_copy(url: str, out_path: Path) -> tuple[float, int]:
     return elapsed, rows
 
 
+def raw_copy_process(url: str, out_path: Path) -> tuple[float, int]:
+    """The raw COPY in a fresh interpreter: its wall time from spawn to exit, its rows."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--database-url", url,
+                           "--raw-copy-to", str(out_path)],
+                          capture_output=True, text=True, check=True)
+    return time.perf_counter() - started, int(proc.stdout)
+
+
+def pgcrypto_fernet(url: str, out_path: Path, key: bytes) -> tuple[float, int]:
+    """Candidate (a): PostgreSQL makes every line, this process only writes them (CRLF)."""
+    raw = base64.urlsafe_b64decode(key)
+    params = {"prefix": BASE_URL + "?token=", "sign": raw[:16], "enc": raw[16:],
+              "head": b"\x80" + int(time.time()).to_bytes(8, "big"), "suffix": ".1790078400",
+              "forms": FORMS, "today": TODAY}
+    started = time.perf_counter()
+    rows = -1  # the header line
+    with psycopg.connect(url) as conn, out_path.open("wb", buffering=1 << 20) as out, \
+            conn.cursor() as cur, cur.copy(PGCRYPTO_QUERY, params) as copy:
+        write = out.write
+        for data in copy:
+            write(data[:-1])
+            write(b"\r\n")
+            rows += 1
+        out.flush()
+        os.fsync(out.fileno())
+    elapsed = time.perf_counter() - started
+    with out_path.open("rb") as handle:
+        handle.readline()
+        token = handle.readline().rstrip(b"\r\n").rpartition(b"token=")[2]
+    Fernet(key).decrypt(token)  # a standard Fernet token, or this raises
+    out_path.unlink()
+    return elapsed, rows
+
+
 def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, float]:
     """The whole job's wall time, its rows, and its own time writing documents.csv."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "sftpd", "docviewer", "--root", str(root), "--database-url", url,
-         "--forms", ",".join(FORMS), "--base-url", "https://viewer.example.org/document",
+         "--forms", ",".join(FORMS), "--base-url", BASE_URL,
          "--token-key-file", str(key_file), "--keep", "1", "--now", NOW],
         capture_output=True, text=True, check=False, env=env)
     elapsed = time.perf_counter() - started
@@ -100,19 +185,52 @@ def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, f
     return elapsed, rows, write_seconds
 
 
-def tokens_alone(documents: int) -> float:
-    issuer = TokenIssuer([Fernet(Fernet.generate_key())],
-                         datetime.now(UTC) + timedelta(days=7))
+def tokens_alone(key_file: Path, documents: int) -> float:
+    issuer = TokenIssuer(read_keys(key_file), datetime.now(UTC) + timedelta(days=7))
+    ids = [i.to_bytes(8, "big") for i in range(BATCH_ROWS)]
     started = time.perf_counter()
-    for doc_id in range(documents):
-        issuer.token(doc_id)
+    for _ in range(0, documents, BATCH_ROWS):
+        issuer.tokens(ids)
     return time.perf_counter() - started
 
 
-def fmt(runs: list[float], rows: int) -> str:
-    best = min(runs)
-    return (f"{best:>7.2f}  {' '.join(f'{r:.2f}' for r in runs):<24}"
-            f"{rows / best:>12,.0f}")
+def fernet_alone(documents: int) -> float:
+    fernet = Fernet(Fernet.generate_key())
+    started = time.perf_counter()
+    for doc_id in range(documents):
+        fernet.encrypt(b"v1.%d.1790078400" % doc_id)
+    return time.perf_counter() - started
+
+
+class Side:
+    """One measured side: wall times, client CPU and server CPU of every run."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.walls: list[float] = []
+        self.clients: list[float] = []
+        self.servers: list[float | None] = []
+
+    def run(self, data_dir: Path | None, body: Callable[[], float],
+            who: int = resource.RUSAGE_SELF) -> None:
+        server_before, client_before = server_cpu(data_dir), client_cpu(who)
+        self.walls.append(body())
+        self.clients.append(client_cpu(who) - client_before)
+        server_after = server_cpu(data_dir)
+        self.servers.append(None if server_before is None or server_after is None
+                            else server_after - server_before)
+
+    def cpu(self) -> float:
+        """The least client plus the least server CPU seconds of the runs."""
+        return min(self.clients) + min(s for s in self.servers if s is not None)
+
+    def line(self, rows: int) -> str:
+        best = min(self.walls)
+        servers = [s for s in self.servers if s is not None]
+        server = f"{min(servers):>8.2f}" if servers else f"{'-':>8}"
+        client = f"{min(self.clients):>8.2f}" if self.clients else f"{'-':>8}"
+        return (f"{self.label:<34}{best:>7.2f}  {' '.join(f'{w:.2f}' for w in self.walls):<20}"
+                f"{rows / best:>10,.0f}  {client}{server}")
 
 
 def main() -> None:
@@ -121,46 +239,85 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=200_000)
     parser.add_argument("--database-url")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--candidates", action="store_true",
+                        help="also measure the designs not adopted (pgcrypto Fernet)")
+    parser.add_argument("--raw-copy-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_copy_to is not None:  # the raw COPY's own process (raw_copy_process)
+        print(raw_copy(args.database_url, args.raw_copy_to)[1])
+        return
     work = Path(tempfile.mkdtemp(prefix="docviewer-bench-"))
     os.chmod(work, 0o755)  # the throwaway server runs as another user below it
     server = None
     try:
         url = args.database_url
+        data_dir = None
         if url is None:
             from district_devtools.postgres import start_postgres
 
             server = start_postgres(work / "postgres")
+            data_dir = server.data_dir
             url = server.create_database("bench")
         seed(url, args.documents)
+        if args.candidates:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
         key_file = work / "key"
-        key_file.write_bytes(Fernet.generate_key())
+        key_file.write_text(generate_key() + "\n")
         root = work / "district"
         root.mkdir()
         print(f"documents exported: {args.documents:,} (+{args.documents // 10:,} left out)")
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        raws: list[float] = []
-        ours: list[float] = []
-        writes: list[float] = []
-        tokens: list[float] = []
+        raw = Side("raw COPY (SELECT ...) TO file")
+        raw_proc = Side("  the same, own Python process")
+        job, write = Side("sftpd docviewer (whole job)"), Side("  its documents.csv write")
+        tokens, fernet = Side("GCM tokens alone (batches)"), Side("Fernet tokens alone (before)")
+        pgcrypto = Side("pgcrypto Fernet in the COPY (a)")
+        counts: dict[str, int] = {}
+        job_writes: list[float] = []
+
+        def measured(name: str, result: tuple[float, int]) -> float:
+            counts[name] = result[1]
+            return result[0]
+
+        def whole_job() -> float:
+            elapsed, counts["sftpd"], write_seconds = sftpd_docviewer(url, root, key_file)
+            job_writes.append(write_seconds)
+            return elapsed
+
         for _ in range(args.repeat):
-            elapsed, raw_rows = raw_copy(url, work / "raw.csv")
-            raws.append(elapsed)
-            elapsed, our_rows, write_seconds = sftpd_docviewer(url, root, key_file)
-            ours.append(elapsed)
-            writes.append(write_seconds)
-            tokens.append(tokens_alone(args.documents))
-            if raw_rows != our_rows or our_rows != args.documents:
-                raise SystemExit(f"row counts differ: raw {raw_rows}, sftpd {our_rows}")
+            raw.run(data_dir, lambda: measured("raw", raw_copy(url, work / "raw.csv")))
+            raw_proc.run(data_dir, lambda: measured("raw process",
+                                                     raw_copy_process(url, work / "raw.csv")),
+                         resource.RUSAGE_CHILDREN)
+            job.run(data_dir, whole_job, resource.RUSAGE_CHILDREN)
+            write.walls.append(job_writes[-1])  # its CPU is not told apart from the job's
+            tokens.run(None, lambda: tokens_alone(key_file, args.documents))
+            fernet.run(None, lambda: fernet_alone(args.documents))
+            if args.candidates:
+                pgcrypto.run(data_dir, lambda: measured("pgcrypto", pgcrypto_fernet(
+                    url, work / "pgcrypto.csv", key_file.read_bytes().strip())))
+            if set(counts.values()) != {args.documents}:
+                raise SystemExit(f"row counts differ: {counts}")
         print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        print(f"{'':<30}{'best s':>7}  {'all runs (s)':<24}{'rows/s':>12}")
-        print(f"{'raw COPY (SELECT ...) TO file':<30}{fmt(raws, args.documents)}")
-        print(f"{'sftpd docviewer (whole job)':<30}{fmt(ours, args.documents)}")
-        print(f"{'  its documents.csv write':<30}{fmt(writes, args.documents)}")
-        print(f"{'Fernet tokens alone':<30}{fmt(tokens, args.documents)}")
-        ratio = min(raws) / min(ours)
-        print(f"throughput ratio (sftpd / raw COPY): {ratio:.2f}x (target >= 0.80x)")
-        print(f"tokens' share of the write: {min(tokens) / min(writes):.0%}")
+        print(f"{'':<34}{'best s':>7}  {'all runs (s)':<20}{'rows/s':>10}  "
+              f"{'client':>8}{'server':>8}  (CPU s, least of the runs)")
+        sides = [raw, raw_proc, job, write, tokens, fernet] + ([pgcrypto] if args.candidates
+                                                               else [])
+        for side in sides:
+            print(side.line(args.documents))
+        ratios = [("documents.csv write / raw COPY", min(raw.walls) / min(write.walls)),
+                  ("whole job / raw COPY in its own process",
+                   min(raw_proc.walls) / min(job.walls)),
+                  ("whole job / raw COPY", min(raw.walls) / min(job.walls))]
+        if args.candidates:
+            ratios.append(("pgcrypto Fernet (a) / raw COPY", min(raw.walls) / min(pgcrypto.walls)))
+        if data_dir is not None:  # the load-independent figure: CPU work, client and server
+            ratios.append(("CPU: whole job / raw COPY in its own process",
+                           raw_proc.cpu() / job.cpu()))
+        print("throughput ratios (target >= 0.80x):")
+        for label, ratio in ratios:
+            print(f"  {label:<46}{ratio:.2f}x")
     finally:
         if server is not None:
             server.stop()

@@ -69,7 +69,10 @@ ROUTES: Final = "routes"  # sftpd gateway: the directory of routing shards
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"
 FORMAT_GENERIC_CSV: Final = "generic-csv"  # SameGoal's Generic CSV API
-FORMATS_KNOWN: Final[tuple[str, ...]] = (FORMAT_ONEROSTER, FORMAT_GENERIC_CSV)
+# SameGoal's bulk PDF import layout, <district domain>/students/<student id>/*.pdf
+FORMAT_PRIOR_SYSTEM_PDFS: Final = "prior-system-pdfs"
+FORMATS_KNOWN: Final[tuple[str, ...]] = (FORMAT_ONEROSTER, FORMAT_GENERIC_CSV,
+                                         FORMAT_PRIOR_SYSTEM_PDFS)
 
 ENV_PREFIX: Final = "SFTPD_"
 

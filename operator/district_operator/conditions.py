@@ -18,6 +18,7 @@ class ConditionType(StrEnum):
     KEYS_VALID = "KeysValid"
     PROCESSING_HEALTHY = "ProcessingHealthy"
     BACKUPS_HEALTHY = "BackupsHealthy"
+    PULL_HEALTHY = "PullHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
     UPLOADS_OVERDUE = "UploadsOverdue"
 
@@ -64,6 +65,14 @@ class Reason(StrEnum):
     DATABASE_SECRET_NOT_FOUND = "DatabaseSecretNotFound"  # noqa: S105
     DATABASE_SECRET_KEY_MISSING = "DatabaseSecretKeyMissing"  # noqa: S105
     DATABASE_SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+    # PullHealthy (spec.integration.mode pull; NotConfigured and NoRunYet as above)
+    PULL_NOT_READY = "PullNotReady"  # Ready's reason
+    PULL_SUCCEEDED = "PullSucceeded"
+    PULL_FAILED = "PullFailed"
+    SIF_AUTH_SECRET_NOT_FOUND = "SifAuthSecretNotFound"  # noqa: S105
+    SIF_AUTH_SECRET_INVALID = "SifAuthSecretInvalid"  # noqa: S105
+    SIF_CA_SECRET_NOT_FOUND = "SifCaSecretNotFound"  # noqa: S105
+    SIF_CA_SECRET_KEY_MISSING = "SifCaSecretKeyMissing"  # noqa: S105
     # UploadsNeedAttention
     UNRECOGNIZED_UPLOADS = "UnrecognizedUploads"
     NONE_WAITING = "NoneWaiting"
@@ -76,7 +85,8 @@ class Reason(StrEnum):
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
 JOB_REASONS: Final = frozenset({Reason.SUCCEEDED, Reason.NOTHING_TO_DO, Reason.NEEDS_ATTENTION,
-                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED})
+                                Reason.JOB_FAILED, Reason.BACKUP_SUCCEEDED, Reason.BACKUP_FAILED,
+                                Reason.PULL_SUCCEEDED, Reason.PULL_FAILED})
 # ProcessingHealthy's reason for each outcome of an epochs run.
 EPOCHS_OUTCOME_REASONS: Final[Mapping[Outcome, Reason]] = {
     Outcome.SUCCEEDED: Reason.SUCCEEDED, Outcome.NOTHING_TO_DO: Reason.NOTHING_TO_DO,
@@ -87,7 +97,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.SERVER_READY: Reason.SERVER_NOT_READY,
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
-    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY}
+    ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
+    ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})

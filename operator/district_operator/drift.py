@@ -30,7 +30,9 @@ def with_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == {} or value == []
+    # The API server drops empty strings too (an env var's `value: ""` comes back without
+    # `value`), so "" must count as absent or such an object is re-applied on every resync.
+    return value is None or value == {} or value == [] or value == ""
 
 
 def contains(desired: Any, live: Any) -> bool:

@@ -19,7 +19,7 @@ EVENT_JOB_FAILED: Final = "JobFailed"
 EVENT_UPLOADS_NEED_ATTENTION: Final = "UploadsNeedAttention"
 # Transitions that _announce tells about itself, with the Job's name.
 ANNOUNCED_REASONS: Final = frozenset({Reason.JOB_FAILED, Reason.BACKUP_FAILED,
-                               Reason.UNRECOGNIZED_UPLOADS})
+                               Reason.PULL_FAILED, Reason.UNRECOGNIZED_UPLOADS})
 
 
 class JobRecorder:

@@ -12,6 +12,7 @@ from district_contract import commands
 AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
 DeletionPolicy = Literal["Retain", "Delete"]
+IntegrationMode = Literal["push", "pull"]
 
 
 class InvalidDistrictError(ValueError):
@@ -66,6 +67,38 @@ class Backups:
     database: SecretKeyRef | None = None
 
 
+# The SIF objects a pull requests unless the District names others (the CRD's default).
+SIF_OBJECTS_DEFAULT: tuple[str, ...] = (
+    "StudentPersonal", "SchoolInfo", "StaffPersonal", "StudentSchoolEnrollment",
+    "StudentContactPersonal", "StudentContactRelationship")
+
+
+@dataclass(frozen=True)
+class SifPull:
+    """spec.integration.sif: the zone a pull-mode SIF agent requests the district's data from."""
+
+    zone_url: str
+    source_id: str
+    auth_secret: str  # the Secret's name: username+password, or tls.crt+tls.key
+    ca: SecretKeyRef | None = None
+    schedule: str = "0 4 * * *"
+    objects: tuple[str, ...] = SIF_OBJECTS_DEFAULT
+    max_buffer_size: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class Integration:
+    """spec.integration: push (uploads over SFTP only) or pull (a scheduled SIF pull too)."""
+
+    mode: IntegrationMode = "push"
+    sif: SifPull | None = None
+
+    @property
+    def pull(self) -> SifPull | None:
+        """The SIF settings when the District pulls, else None."""
+        return self.sif if self.mode == "pull" else None
+
+
 @dataclass(frozen=True)
 class District:
     """One District as the operator reasons about it."""
@@ -83,6 +116,7 @@ class District:
     processing: Processing = Processing()
     retention: Retention = Retention()
     backups: Backups = Backups()
+    integration: Integration = Integration()
     webhook_secret: SecretKeyRef | None = None
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
@@ -141,6 +175,32 @@ def _expect_every(value: Any) -> int | None:
         raise InvalidDistrictError(f"spec.processing.expectEvery {value!r} is out of range: "
                                    "1h to 744h (31 days)")
     return total
+def _integration(value: Any) -> Integration:
+    integration = _dict(value, "spec.integration")
+    mode = integration.get("mode") or "push"
+    if mode not in ("push", "pull"):
+        raise InvalidDistrictError(f"spec.integration.mode {mode!r} is neither push nor pull")
+    if integration.get("sif") is None:
+        if mode == "pull":
+            raise InvalidDistrictError("spec.integration.mode pull needs spec.integration.sif")
+        return Integration()
+    sif = _dict(integration.get("sif"), "spec.integration.sif")
+    auth = _ref(sif.get("authSecretRef"), "spec.integration.sif.authSecretRef", "")
+    zone_url, source_id = sif.get("zoneURL"), sif.get("sourceId")
+    if auth is None or not isinstance(zone_url, str) or not isinstance(source_id, str):
+        raise InvalidDistrictError("spec.integration.sif needs zoneURL, sourceId and "
+                                   "authSecretRef")
+    objects = sif.get("objects")
+    return Integration(mode="pull" if mode == "pull" else "push", sif=SifPull(
+        zone_url=zone_url,
+        source_id=source_id,
+        auth_secret=auth.name,
+        ca=_ref(sif.get("caSecretRef"), "spec.integration.sif.caSecretRef", "ca.crt"),
+        schedule=str(sif.get("schedule") or "0 4 * * *"),
+        objects=SIF_OBJECTS_DEFAULT if objects is None
+        else _strings(objects, "spec.integration.sif.objects"),
+        max_buffer_size=int(sif.get("maxBufferSize") or 10_000_000),
+    ))
 
 
 def parse_district(body: Mapping[str, Any]) -> District:
@@ -207,6 +267,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
             database=_ref(backups.get("databaseSecretRef"), "spec.backups.databaseSecretRef",
                           "uri"),
         ),
+        integration=_integration(spec.get("integration")),
         webhook_secret=_ref(notifications.get("webhookSecretRef"),
                             "spec.notifications.webhookSecretRef", "url"),
         suspend=bool(spec.get("suspend", False)),

@@ -40,10 +40,11 @@ COMPONENT_NETWORK: Final = "network"
 JOB_EPOCHS: Final = JobKind.EPOCHS.value
 JOB_RETENTION: Final = JobKind.RETENTION.value
 JOB_BACKUP: Final = JobKind.BACKUP.value
-JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP)
+JOB_PULL: Final = JobKind.PULL.value  # spec.integration.mode pull: the SIF pull
+JOBS: Final = (JOB_EPOCHS, JOB_RETENTION, JOB_BACKUP, JOB_PULL)
 # The sftpd subcommand each CronJob runs.
 JOB_COMMANDS: Final = {JOB_EPOCHS: commands.PROCESS_EPOCHS, JOB_RETENTION: commands.RETENTION,
-                       JOB_BACKUP: commands.BACKUP}
+                       JOB_BACKUP: commands.BACKUP, JOB_PULL: commands.SIF_PULL}
 
 # The pod's side of the contract with the data plane: paths, ports and user are the contract's.
 DATA_MOUNT: Final = layout.DATA_MOUNT
@@ -63,6 +64,12 @@ VOLUME_DATA: Final = "data"
 VOLUME_HOST_KEYS: Final = "host-keys"
 VOLUME_AUTHORIZED_KEYS: Final = "authorized-keys"
 VOLUME_TMP: Final = "tmp"
+# The SIF pull's Secret volumes (spec.integration.sif) and where the contract mounts them.
+VOLUME_SIF_AUTH: Final = "sif-auth"
+VOLUME_SIF_CA: Final = "sif-ca"
+SIF_AUTH_DIR: Final = layout.SIF_AUTH_DIR
+SIF_CA_DIR: Final = layout.SIF_CA_DIR
+SIF_CA_FILE: Final = layout.SIF_CA_FILE
 
 # Secret keys read from the district's own Secrets (defaults; the District may name others).
 DATABASE_URI_KEY: Final = "uri"
@@ -97,6 +104,11 @@ def cronjob(district: str, job: str) -> str:
     return f"{district}-{job}"
 
 
+def pull_network_policy(district: str) -> str:
+    """The egress policy of the SIF pull's pods (spec.integration.mode pull)."""
+    return f"{district}-pull-egress"
+
+
 def labels(district: str, component: str) -> dict[str, str]:
     """The labels every child of `district` carries."""
     return {
@@ -111,6 +123,11 @@ def labels(district: str, component: str) -> dict[str, str]:
 def server_selector(district: str) -> dict[str, str]:
     """The labels selecting the district's SFTP server pod (a Deployment selector is immutable)."""
     return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: district, LABEL_COMPONENT: COMPONENT_SERVER}
+
+
+def job_selector(district: str, job: str) -> dict[str, str]:
+    """The labels selecting the pods of one of the district's CronJobs."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: district, LABEL_COMPONENT: job}
 
 
 def managed_selector() -> str:

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # The children whose state feeds the status; only the fields the status reads are remembered.
 STATUS_CHILDREN = ("PersistentVolumeClaim", "Deployment", "Service")
+# Either pair of keys in spec.integration.sif.authSecretRef's Secret is a usable credential.
+SIF_CREDENTIAL_PAIRS = (frozenset({"username", "password"}), frozenset({"tls.crt", "tls.key"}))
 
 
 def _trim(kind: str, body: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -129,6 +131,36 @@ class Reconciler:
                 f"Secret {ref.name} key {ref.key!r} is not a libpq URI or connection string")
         return problem
 
+    def _pull_problem(self, district: District,
+                      cache: dict[str, dict[str, Any] | None]) -> status.SecretProblem | None:
+        """Why the pull's Secrets cannot be mounted or used (its pod would not even start)."""
+        sif = district.integration.pull
+        if sif is None:
+            return None
+        namespace = district.namespace
+        if sif.auth_secret not in cache:
+            cache[sif.auth_secret] = self.kube.get("Secret", namespace, sif.auth_secret)
+        auth = cache[sif.auth_secret]
+        if auth is None:
+            return status.SecretProblem(
+                Reason.SIF_AUTH_SECRET_NOT_FOUND,
+                f"Secret {sif.auth_secret} (named in spec.integration.sif.authSecretRef for the "
+                f"zone credentials) does not exist in namespace {namespace}")
+        present = {k for k in (auth.get("data") or {})
+                   if (secretrefs.decode(auth, k) or "").strip()}
+        if not any(pair <= present for pair in SIF_CREDENTIAL_PAIRS):
+            return status.SecretProblem(
+                Reason.SIF_AUTH_SECRET_INVALID,
+                f"Secret {sif.auth_secret} holds neither username and password (HTTP basic) "
+                f"nor tls.crt and tls.key (a client certificate); it has: "
+                f"{', '.join(sorted(present)) or 'no keys'}")
+        if sif.ca is not None:
+            found = secretrefs.read(self.kube, namespace, sif.ca, cache)
+            return _secret_problem(found, sif.ca, namespace, "the zone's CA", "CA bundle (PEM)",
+                                   Reason.SIF_CA_SECRET_NOT_FOUND,
+                                   Reason.SIF_CA_SECRET_KEY_MISSING)
+        return None
+
     # ---- the reconcile ----------------------------------------------------------------------
 
     def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,6 +184,7 @@ class Reconciler:
                 district, district.processing.database, "processing", secrets)
             observed.backups_database = self._database_problem(
                 district, district.backups.database, "backups", secrets)
+            observed.pull_secrets = self._pull_problem(district, secrets)
             children = builders.desired_children(district, self.inputs,
                                                  observed.key_check.authorized_keys_file())
             for manifest in children:
@@ -159,6 +192,7 @@ class Reconciler:
                 self._observe(observed, manifest["kind"], live)
             if not fresh:
                 self._remove_disabled_jobs(district)
+                self._remove_pull(memory, district)
             memory.district = district
             memory.observed = observed
             return self._write_status(memory, body, district, observed, previous)
@@ -258,12 +292,29 @@ class Reconciler:
             return None
 
     def _remove_disabled_jobs(self, district: District) -> None:
-        for job in set(names.JOBS) - set(enabled_jobs(district)):
+        # The pull's CronJob goes with its policy (_remove_pull).
+        for job in set(names.JOBS) - set(enabled_jobs(district)) - {names.JOB_PULL}:
             name = names.cronjob(district.name, job)
             live = self.kube.get("CronJob", district.namespace, name)
             owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
             if live and any(o.get("uid") == district.uid for o in owners):
                 self.kube.delete("CronJob", district.namespace, name)
+
+    def _remove_pull(self, memory: DistrictMemory, district: District) -> None:
+        """Back to push mode: the pull's CronJob and egress policy go."""
+        if district.integration.pull is not None:
+            return
+        before = memory.district
+        if before is not None and before.integration.pull is None:
+            # An earlier reconcile in this process saw push already and removed them: no reads
+            # on every resync of the many Districts that never pull.
+            return
+        for kind, name in (("CronJob", names.cronjob(district.name, names.JOB_PULL)),
+                           ("NetworkPolicy", names.pull_network_policy(district.name))):
+            live = self.kube.get(kind, district.namespace, name)
+            owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
+            if live and any(o.get("uid") == district.uid for o in owners):
+                self.kube.delete(kind, district.namespace, name)
 
     def _write_status(self, memory: DistrictMemory, body: Mapping[str, Any],
                       district: District, observed: status.Observed,

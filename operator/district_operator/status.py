@@ -14,6 +14,7 @@ from district_contract.results import (
     JobKind,
     JobResult,
     Outcome,
+    PullResult,
     RetentionResult,
 )
 
@@ -74,6 +75,7 @@ class Observed:
     service: Mapping[str, Any] | None = None
     processing_database: SecretProblem | None = None
     backups_database: SecretProblem | None = None
+    pull_secrets: SecretProblem | None = None  # spec.integration.sif's Secrets
     apply_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -157,6 +159,14 @@ def _backups_condition(district: District, observed: Observed,
     return _job_condition(ConditionType.BACKUPS_HEALTHY, observed.backups_database, previous)
 
 
+def _pull_condition(district: District, observed: Observed,
+                    previous: Mapping[str, Any] | None) -> Condition:
+    if district.integration.pull is None:
+        return Condition(ConditionType.PULL_HEALTHY, "True", Reason.NOT_CONFIGURED,
+                         "push mode: the district uploads over SFTP (spec.integration.mode)")
+    return _job_condition(ConditionType.PULL_HEALTHY, observed.pull_secrets, previous)
+
+
 def _uploads_condition(status: Mapping[str, Any]) -> Condition:
     kind = ConditionType.UPLOADS_NEED_ATTENTION
     waiting = list(status.get("uploadsNeedingAttention") or [])
@@ -177,7 +187,8 @@ def _ready_condition(parts: Sequence[Condition], district: District) -> Conditio
     if by_type[ConditionType.KEYS_VALID].reason in KEYS_LOCK_OUT:
         problems.append(by_type[ConditionType.KEYS_VALID])
     problems += [c for c in (by_type[ConditionType.PROCESSING_HEALTHY],
-                             by_type[ConditionType.BACKUPS_HEALTHY]) if c.status == "False"]
+                             by_type[ConditionType.BACKUPS_HEALTHY],
+                             by_type[ConditionType.PULL_HEALTHY]) if c.status == "False"]
     if not problems:
         return Condition(ConditionType.READY, "True", Reason.READY,
                          "the district can log in and its jobs are healthy")
@@ -231,6 +242,7 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         _job_condition(ConditionType.PROCESSING_HEALTHY, observed.processing_database,
                        before.get(ConditionType.PROCESSING_HEALTHY)),
         _backups_condition(district, observed, before.get(ConditionType.BACKUPS_HEALTHY)),
+        _pull_condition(district, observed, before.get(ConditionType.PULL_HEALTHY)),
         _uploads_condition(previous),
         uploads_overdue_condition(district, previous, now),
     ]
@@ -422,6 +434,36 @@ def _backup_status(status: dict[str, Any], previous: Mapping[str, Any],
                                 "sha256": result.sha256, "completedAt": result.completed_at}
 
 
+def _pull_status(status: dict[str, Any], previous: Mapping[str, Any], report: JobReport,
+                 now: datetime) -> None:
+    result = report.result if isinstance(report.result, PullResult) else None
+    completed = (result.completed_at if result is not None else "") or timestamp(now)
+    if not _newer(completed, (previous.get("lastPull") or {}).get("completedAt")):
+        return  # a Job recorded late must not hide a newer pull
+    # Every key every time: the status is written as a JSON merge patch, which would keep a
+    # key of the previous pull (a failure's reason) that this one left out.
+    status["lastPull"] = {
+        "outcome": str(report.outcome),
+        "reason": result.reason if result is not None else "",
+        "message": report.message[:1000],
+        "epoch": result.epoch if result is not None else "",
+        "objects": list(result.objects) if result is not None else [],
+        "messages": result.messages if result is not None else 0,
+        "packets": result.packets if result is not None else 0,
+        "completedAt": completed,
+    }
+
+
+def _pull_report_condition(report: JobReport, job_name: str) -> Condition:
+    if report.failed:
+        result = report.result
+        why = f" ({result.reason})" if result is not None and result.reason else ""
+        return Condition(ConditionType.PULL_HEALTHY, "False", Reason.PULL_FAILED,
+                         f"job {job_name}: {report.message or 'the pull failed'}{why}")
+    return Condition(ConditionType.PULL_HEALTHY, "True", Reason.PULL_SUCCEEDED,
+                     f"job {job_name}: {report.message or report.outcome}")
+
+
 def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: str,
                      generation: int, now: datetime) -> dict[str, Any]:
     """The status after taking in one finished Job's result."""
@@ -448,6 +490,9 @@ def apply_job_report(previous: Mapping[str, Any], report: JobReport, job_name: s
             updates.append(Condition(ConditionType.BACKUPS_HEALTHY, "True",
                                      Reason.BACKUP_SUCCEEDED,
                                      f"job {job_name}: {report.message or 'backup written'}"))
+    elif report.job is JobKind.PULL:
+        _pull_status(status, previous, report, now)
+        updates.append(_pull_report_condition(report, job_name))
     elif report.job is JobKind.RETENTION:
         deleted = len(result.deleted) if isinstance(result, RetentionResult) else 0
         status["lastRetention"] = {"outcome": str(report.outcome), "deleted": deleted,

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", parents=[common], help="take a database backup now")
     jobs.add_backup_arguments(backup)
     backup.set_defaults(runner=jobs.run_backup)
+    pull = sub.add_parser("pull", parents=[common],
+                          help="run a SIF pull now (spec.integration.mode pull)")
+    jobs.add_pull_arguments(pull)
+    pull.set_defaults(runner=jobs.run_pull)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`kubectl district epochs ... | backup`: run a job now, follow it, report its result."""
+"""`kubectl district epochs ... | backup | pull`: run a job now, follow it, report its result."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from district_contract import commands, layout, results
-from district_contract.results import BackupResult, EpochsResult, Outcome
+from district_contract.results import BackupResult, EpochsResult, Outcome, PullResult
 from district_operator import api, names, status
 from district_operator.model import District
 
@@ -50,6 +50,11 @@ def add_epochs_arguments(parser: argparse.ArgumentParser, common: argparse.Argum
 
 
 def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("district")
+    add_follow_arguments(parser)
+
+
+def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("district")
     add_follow_arguments(parser)
 
@@ -237,9 +242,25 @@ def _print_report(report: status.JobReport, job_name: str, district: District) -
         print(f"Backup: /{layout.BACKUPS}/{result.file}  {output.size(result.bytes)}  "
               f"sha256 {result.sha256}")
         print(f"Kept {result.kept} backup(s); pruned: {', '.join(result.pruned) or 'none'}")
+    elif isinstance(result, PullResult):
+        _print_pull(result)
     if report.failed:
         print(f"hint: `kubectl logs job/{job_name} -n {district.namespace}` shows the job's log",
               file=sys.stderr)
+
+
+def _print_pull(result: PullResult) -> None:
+    if result.failed and result.reason:
+        print(f"Reason: {result.reason}")
+    print(f"Zone: {result.zone_url or '-'}")
+    if result.objects:
+        rows = [list(item.partition("=")[::2]) for item in result.objects]
+        sys.stdout.write(output.table(["OBJECT", "COUNT"], rows))
+    print(f"Messages acknowledged: {result.messages}, packets reassembled: {result.packets}")
+    if result.epoch:
+        print(f"Epoch: /{layout.UPLOAD}/{result.epoch} (the epochs job imports it)")
+    else:
+        print("No epoch published")
 
 
 def run_job(session: Session, district_name: str, job_kind: str, extra_args: Sequence[str],
@@ -252,6 +273,9 @@ def run_job(session: Session, district_name: str, job_kind: str, extra_args: Seq
                f"status {district.name}`)"
         if job_kind == names.JOB_BACKUP and district.backups.database is None:
             hint = "backups need spec.backups.databaseSecretRef: the District names no database"
+        if job_kind == names.JOB_PULL and district.integration.pull is None:
+            hint = "pulls need spec.integration.mode: pull with spec.integration.sif: the " \
+                   "District is in push mode"
         raise PluginError(f"CronJob {cronjob_name} not found", hint)
     if district.suspend:
         print(f"warning: District {district.name} is suspended; its scheduled jobs are paused, "
@@ -295,3 +319,7 @@ def run_epochs(args: argparse.Namespace, session: Session) -> int:
 
 def run_backup(args: argparse.Namespace, session: Session) -> int:
     return run_job(session, args.district, names.JOB_BACKUP, [], args)
+
+
+def run_pull(args: argparse.Namespace, session: Session) -> int:
+    return run_job(session, args.district, names.JOB_PULL, [], args)

@@ -56,8 +56,19 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "lastEpoch": status.get("lastEpoch"),
         "lastBackup": status.get("lastBackup"),
         "lastRetention": status.get("lastRetention"),
+        "integration": district.integration.mode,
+        "lastPull": status.get("lastPull"),
         "uploadsNeedingAttention": status.get("uploadsNeedingAttention") or [],
     }
+
+
+def _pull_line(pull: Mapping[str, Any]) -> str:
+    """One line for status.lastPull: the epoch it published, or why it failed."""
+    if not pull:
+        return "none yet"
+    what = pull.get("epoch") or pull.get("reason") or pull.get("message") or "-"
+    return (f"{pull.get('outcome')}  {what}  completed {pull.get('completedAt')} "
+            f"({output.age(pull.get('completedAt'))} ago)")
 
 
 def _print_status(facts: Mapping[str, Any]) -> None:
@@ -81,6 +92,8 @@ def _print_status(facts: Mapping[str, Any]) -> None:
                             f"({output.age(backup.get('completedAt'))} ago)"
                             if backup else "none yet"),
     ]
+    if facts["integration"] == "pull" or facts["lastPull"]:
+        lines.append("Last pull:    " + _pull_line(facts["lastPull"] or {}))
     if facts["observedGeneration"] != facts["generation"]:
         lines.append(f"note: the status describes generation {facts['observedGeneration']}; the "
                      f"operator has not caught up with generation {facts['generation']} yet")

@@ -7,11 +7,17 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from cryptography.fernet import Fernet
 from district_contract import commands
 
 from sftpd import options
-from sftpd.downloads.tokens import TokenKeyError, TokenRefused, aware_time, decode_token, read_keys
+from sftpd.downloads.tokens import (
+    TokenKeyError,
+    TokenRefused,
+    aware_time,
+    decode_token,
+    generate_key,
+    read_keys,
+)
 from sftpd.events import utc_iso
 
 
@@ -23,17 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     decode = actions.add_parser("decode", help="check a URL's token and name its document")
     decode.add_argument("token", help="the token (the URL's token= value)")
     opt = options.prepare(decode)
-    opt.path(commands.TOKEN_KEY_FILE, "the Fernet key file the tokens were made with",
+    opt.path(commands.TOKEN_KEY_FILE, "the key file the tokens were made with",
              required=True)
     opt.custom("now", "ISO 8601 time with a zone to check expiry at (tests)", aware_time,
                metavar="TIME")
     options.prepare(actions.add_parser("generate-key",
-                                       help="print a new Fernet key (a key file's line)"))
+                                       help="print a new random key (a key file's line)"))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "generate-key":
-        print(Fernet.generate_key().decode())
+        print(generate_key())
         return commands.EXIT_OK
     now: datetime = args.now or datetime.now(UTC)
     try:

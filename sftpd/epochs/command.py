@@ -35,11 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                DEFAULT_MAX_DEPTH, minimum=1)
     opt.number("max-tree-entries", "files and folders an epoch (or upload/ as loose files) "
                "may hold; a larger one is left for staff", DEFAULT_MAX_ENTRIES, minimum=1)
+    opt.custom(commands.DISTRICT_DOMAIN, "the district's domain (its login), which a "
+               "prior-system archive's top directory must be", _domain, metavar="DOMAIN")
     opt.text("epoch", "staff: process only this epoch now, without waiting to settle",
              metavar="EPOCH")
     opt.text("format", "staff, with --epoch: process it as this format", metavar="FORMAT")
     opt.text("mark-processed", "staff: move this epoch to upload-processed without importing",
              metavar="EPOCH")
+
+
+def _domain(text: str) -> str:
+    domain = text.strip().lower()
+    if not commands.valid_login(domain):
+        raise ValueError(f"not a domain: {commands.LOGIN_RULE}")
+    return domain
 
 
 def _parse_now(text: str | None) -> float | None:
@@ -98,7 +107,7 @@ def _check_usage(args: argparse.Namespace, formats: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    formats = registered_formats()
+    formats = registered_formats(args.district_domain or "")
     _check_usage(args, list(formats))
     try:
         now = _parse_now(args.now)

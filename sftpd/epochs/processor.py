@@ -34,7 +34,7 @@ from sftpd.epochs.gather import Gathering, gather_loose_files, gathered_note
 from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
 from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
 from sftpd.events import emit
-from sftpd.formats import FileCount, Format, Problem
+from sftpd.formats import FileCount, Format, Problem, Publishing
 
 # Data problems that fail an epoch (it moves, logged). Anything else (the database going away,
 # a bug) fails the job instead and leaves the epoch in upload/ for the next run.
@@ -312,8 +312,22 @@ class Processor:
         emit("epoch.failed", epoch=epoch.name, errors=result["errors"])
         return result
 
+    def _publish(self, epoch: Path, result: dict[str, Any]) -> None:
+        """A succeeded import's publication (a prior-system archive into downloads/), after
+        its commit; a failure stops the run and leaves the epoch for the next one to finish."""
+        fmt: object = self.formats.get(result.get("format") or "")
+        if result["outcome"] != "Succeeded" or not isinstance(fmt, Publishing):
+            return
+        published = fmt.publish(epoch)
+        checkpoint("published")
+        result["published"] = {"file": published.file, "sha256": published.sha256}
+        emit("epoch.published", epoch=epoch.name, file=published.file,
+             sha256=published.sha256)
+
     def _finish(self, epoch: Path, digest: str, result: dict[str, Any]) -> None:
-        """Write the logs into the epoch, move it, record the move (all idempotent)."""
+        """Publish what the format publishes, write the logs into the epoch, move it, record
+        the move (all idempotent)."""
+        self._publish(epoch, result)
         report.write_into(epoch, result)
         checkpoint("logs written")
         destination = rename_with_suffix(epoch, self.processed_dir, epoch.name)

@@ -59,6 +59,9 @@ def render_log(report: dict[str, Any]) -> str:
     ]
     if report.get("note"):
         lines.append(f"Note:         {report['note']}")
+    if report.get("published"):
+        lines.append(f"Published:    {report['published']['file']} "
+                     f"(sha256 {report['published']['sha256']})")
     repeat = bool(report.get("repeat"))
     if repeat:
         # A re-drop of content the ledger already has: the figures below are the first run's.

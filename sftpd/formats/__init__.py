@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 
@@ -91,11 +91,34 @@ class Format(Protocol):
         ...
 
 
-def registered_formats() -> dict[str, Format]:
-    """Every format this build knows, by name, in the order they are asked to recognize."""
+@dataclass(frozen=True)
+class Published:
+    """What a format published after its import: the file (relative to the tree's root, e.g.
+    downloads/prior.zip) and its SHA-256."""
+
+    file: str
+    sha256: str
+
+
+@runtime_checkable
+class Publishing(Protocol):
+    """A format that also publishes what it imported (a prior-system archive in downloads/)."""
+
+    def publish(self, epoch: Path) -> Published:
+        """Publish the epoch's content after its import committed; idempotent, so the rerun
+        after a crash between the commit and the move completes it."""
+        ...
+
+
+def registered_formats(district_domain: str = "") -> dict[str, Format]:
+    """Every format this build knows, by name, in the order they are asked to recognize;
+    district_domain is what a prior-system archive's top directory must be."""
     from sftpd.formats.generic_csv import GenericCsvFormat
     from sftpd.formats.oneroster import OneRosterFormat
+    from sftpd.formats.prior_system_pdfs import PriorSystemPdfsFormat
 
     # OneRoster first: its manifest is unambiguous; Generic CSV never claims an epoch with one.
-    formats: list[Format] = [OneRosterFormat(), GenericCsvFormat()]
+    # Prior-system PDFs claim only an epoch of one zip or one directory in their layout.
+    formats: list[Format] = [OneRosterFormat(), GenericCsvFormat(),
+                             PriorSystemPdfsFormat(district_domain)]
     return {f.name: f for f in formats}

@@ -162,6 +162,28 @@ def open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
 
 
 @contextmanager
+def open_listing(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The zip at path, its directory parsed within bounds but its members not yet checked:
+    the caller checks each with member_problem before reading it with member_stream (so one
+    bad member can be named without hiding the others' problems)."""
+    with _parsed(path) as archive:
+        yield archive
+
+
+@contextmanager
+def member_stream(archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+                  where: str) -> Iterator[IO[bytes]]:
+    """A member that passed member_problem, as a stream whose damage surfaces as
+    ArchiveError naming `where`."""
+    try:
+        raw = archive.open(info)
+    except (KeyError, NotImplementedError, RuntimeError, ValueError) as exc:
+        raise ArchiveError(f"{where} cannot be read: {exc}") from exc
+    with raw, io.BufferedReader(_Checked(raw, where)) as stream:
+        yield stream
+
+
+@contextmanager
 def open_member(path: Path, name: str) -> Iterator[IO[bytes]]:
     """A checked archive's member as a stream whose damage surfaces as ArchiveError."""
     with open_archive(path) as archive:

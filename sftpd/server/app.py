@@ -90,6 +90,7 @@ class ServerSettings:
     compat_macs: bool = False
     max_open_handles: int = 64
     max_file_size: int = 64 << 30
+    download_directories: tuple[str, ...] = ()
     # The shared gateway (sftpd.gateway, docs/gateway.md): the addresses it connects from,
     # which must start each connection with a PROXY v2 header, and the key it logs in with.
     proxy_sources: tuple[IPNetwork, ...] = ()
@@ -129,6 +130,7 @@ class SFTPDistrictServer:
         self.settings = settings
         self.audit = audit or AuditLog()
         tree.ensure_tree(settings.root)
+        tree.ensure_download_directories(settings.root, settings.download_directories)
         self.root = os.fsencode(os.path.realpath(settings.root))
         # Every session resolves its paths beneath this descriptor (sftpd.server.beneath).
         self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -206,7 +208,8 @@ class SFTPDistrictServer:
         )
         self._reaper = asyncio.create_task(self._reap_idle())
         self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
-                         login=s.login, keys=self.authorized.count)
+                         login=s.login, keys=self.authorized.count,
+                         download_directories=list(s.download_directories))
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
         owner = chan.get_connection().get_owner()

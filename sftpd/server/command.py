@@ -13,7 +13,7 @@ from pathlib import Path
 
 from district_contract import commands
 
-from sftpd import options
+from sftpd import options, tree
 from sftpd.server import metrics
 from sftpd.server.access import check_login, parse_networks
 from sftpd.server.app import ServerSettings, SFTPDistrictServer
@@ -84,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.custom("max-file-size", "largest file a district may write, in bytes (a K, M, G or T "
                "suffix multiplies by 1024s); the volume's size bounds it too", parse_size, "64G",
                metavar="SIZE")
+    opt.items(commands.DOWNLOAD_DIRECTORIES, "read-only directory made under /downloads for a "
+              f"state integration ({tree.DOWNLOAD_DIRECTORY_RULE})", metavar="NAME")
     # Behind the shared gateway (docs/gateway.md).
     opt.items(commands.PROXY_FROM, "gateway address or CIDR: a connection from one must start "
               "with a PROXY v2 header naming the real client (default: none)", metavar="CIDR")
@@ -113,6 +115,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         compat_macs=args.compat_macs,
         max_open_handles=args.max_open_handles,
         max_file_size=args.max_file_size,
+        download_directories=tuple(dict.fromkeys(
+            tree.check_download_directory(name) for name in args.download_directories)),
         proxy_sources=parse_networks(args.proxy_from, commands.PROXY_FROM),
         gateway_key=None if not args.gateway_key else Path(args.gateway_key),
     )

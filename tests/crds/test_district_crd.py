@@ -109,6 +109,7 @@ def test_the_minimal_example_applies_and_the_defaults_are_stored(api: Any) -> No
                        "formats": ["oneroster", "generic-csv"]},
         "retention": {"processedDays": 30, "schedule": "17 3 * * *"},
         "backups": {"schedule": "0 2 * * *", "keep": 14},
+        "integration": {"mode": "push"},
         "suspend": False,
         "deletionPolicy": "Retain",
     }
@@ -306,7 +307,7 @@ INVALID = [
                  id="access-mode-read-only"),
     pytest.param({"spec": {"processing": {"formats": ["csv"]}}},
                  "spec.processing.formats[0]", 'Unsupported value: "csv": supported values: '
-                 '"oneroster", "generic-csv"', id="format-unknown"),
+                 '"oneroster", "generic-csv", "prior-system-pdfs"', id="format-unknown"),
     pytest.param({"spec": {"processing": {"formats": ["oneroster", "oneroster"]}}},
                  "spec.processing.formats[1]", 'Duplicate value: "oneroster"',
                  id="format-twice"),

@@ -109,3 +109,6 @@ def test_the_full_example_includes_every_secret_it_refers_to() -> None:
             spec["backups"]["databaseSecretRef"], spec["notifications"]["webhookSecretRef"]]
     for ref in refs:
         assert ref["key"] in secrets.get(ref["name"], {}), ref
+    sif = spec["integration"]["sif"]
+    assert sif["caSecretRef"]["key"] in secrets.get(sif["caSecretRef"]["name"], {})
+    assert {"username", "password"} <= set(secrets.get(sif["authSecretRef"]["name"], {}))

@@ -54,3 +54,10 @@ def test_list_length_matters_and_empty_equals_absent() -> None:
     assert not drift.contains({"a": [1, 2]}, {"a": [1, 2, 3]})
     assert drift.contains({"a": {}, "b": []}, {})
     assert drift.contains({"emptyDir": {}}, {"emptyDir": {}})
+
+
+def test_an_empty_string_the_api_server_dropped_is_no_drift() -> None:
+    # processing.formats: [] makes SFTPD_FORMATS "", which the API server stores without value.
+    desired = {"env": [{"name": "SFTPD_FORMATS", "value": ""}]}
+    assert drift.contains(desired, {"env": [{"name": "SFTPD_FORMATS"}]})
+    assert not drift.contains({"env": [{"name": "A", "value": "x"}]}, {"env": [{"name": "A"}]})

@@ -79,7 +79,8 @@ def test_a_boolean_that_is_neither_is_bad_usage_with_a_result(tmp_path: Path) ->
 def test_lists_from_the_variable_or_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
     # The default is every registered format, in the order they are asked.
-    assert parse("process-epochs", "--root", "/r").formats == ["oneroster", "generic-csv"]
+    assert parse("process-epochs", "--root", "/r").formats == ["oneroster", "generic-csv",
+                                                               "prior-system-pdfs"]
     # `processing.formats: []`: set but empty is the empty list, not the default.
     monkeypatch.setenv("SFTPD_FORMATS", "")
     assert parse("process-epochs", "--root", "/r").formats == []

@@ -1,4 +1,4 @@
-"""The CronJobs beside the server: epoch processing, retention and backups."""
+"""The CronJobs beside the server: epoch processing, retention, backups and the SIF pull."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from district_operator.builders.common import (
     metadata,
     pod_security_context,
 )
+from district_operator.builders.pull import pull_settings, pull_volumes
 from district_operator.model import District, SecretKeyRef
 
 HISTORY_LIMIT = 3
 # A missed run is not worth starting more than this late; the next one catches up.
 STARTING_DEADLINE_SECONDS = 300
 ACTIVE_DEADLINE_SECONDS = {names.JOB_EPOCHS: 3600, names.JOB_RETENTION: 3600,
-                           names.JOB_BACKUP: 6 * 3600}
+                           names.JOB_BACKUP: 6 * 3600, names.JOB_PULL: 3 * 3600}
 
 
 def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], SecretKeyRef | None]:
@@ -42,14 +43,19 @@ def _job_settings(district: District, job: str) -> tuple[str, dict[str, str], Se
                 {env_var(commands.DISTRICT): district.name,
                  env_var(commands.KEEP_BACKUPS): str(district.backups.keep)},
                 district.backups.database)
+    sif = district.integration.pull
+    if job == names.JOB_PULL and sif is not None:
+        return sif.schedule, pull_settings(sif), None
     raise ValueError(f"unknown job {job!r}")
 
 
 def enabled_jobs(district: District) -> tuple[str, ...]:
-    """Backups need a database to back up; the other jobs always run."""
+    """Backups need a database to back up, the pull integration.mode pull; the others always run."""
     jobs = [names.JOB_EPOCHS, names.JOB_RETENTION]
     if district.backups.database is not None:
         jobs.append(names.JOB_BACKUP)
+    if district.integration.pull is not None:
+        jobs.append(names.JOB_PULL)
     return tuple(jobs)
 
 
@@ -93,6 +99,11 @@ def cronjob(district: District, inputs: BuildInputs, job: str) -> dict[str, Any]
     }
     if district.storage.pins_jobs_to_server_node:
         pod_spec["affinity"] = _server_affinity(district)
+    sif = district.integration.pull
+    if job == names.JOB_PULL and sif is not None:
+        volumes, mounts = pull_volumes(sif)
+        pod_spec["volumes"] = [*pod_spec["volumes"], *volumes]
+        container["volumeMounts"] = [*container["volumeMounts"], *mounts]
     job_labels = names.labels(district.name, job)
     return {
         "apiVersion": "batch/v1",

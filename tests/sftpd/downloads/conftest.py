@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 
 from sftpd.downloads.contract import contract_sql
+from sftpd.downloads.tokens import generate_key
 
 # The day every seeded test runs on (noon UTC, so today is the same date in any zone used).
 NOW = "2026-09-15T12:00:00Z"
@@ -101,7 +101,7 @@ def seeded(database_url: str) -> Seeded:
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "token-key"
-    path.write_bytes(Fernet.generate_key() + b"\n")
+    path.write_text(generate_key() + "\n")
     return path
 
 

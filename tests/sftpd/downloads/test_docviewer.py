@@ -11,18 +11,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 from district_contract.results import DocviewerResult, parse
 
 from sftpd.downloads.contract import contract_sql
-from sftpd.downloads.docviewer import url_cell
-from sftpd.downloads.tokens import TokenRefused, decode_token, read_keys
+from sftpd.downloads.docviewer import BATCH_ROWS, url_cell
+from sftpd.downloads.tokens import TokenRefused, decode_token, generate_key, read_keys
 from tests.sftpd.downloads.conftest import (
+    ACTIVE,
     FORMS,
     NOW,
+    WRITTEN,
     Seeded,
     read_epoch,
     run_docviewer,
+    seed_documents,
     token_of,
 )
 
@@ -64,6 +66,31 @@ def test_documents_csv_holds_exactly_the_right_rows(root: Path, seeded: Seeded,
     assert by_document == seeded.expected
 
 
+def test_rows_across_batches_keep_their_order_and_their_tokens(root: Path, database_url: str,
+                                                                key_file: Path) -> None:
+    """Over two batches of rows, ids of either sign up to bigint's limits (the id travels as
+    16 hex digits, two's complement), and a form that needs CSV quoting in the same rows."""
+    seeded = seed_documents(database_url, filler=2 * BATCH_ROWS + 1)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for document_id in (-(2**63), -5, 2**63 - 1):
+            conn.execute("INSERT INTO documents.documents (id, student_id, form, start_date,"
+                         " end_date, complete) VALUES (%s, 'S2', %s, %s, %s, true)",
+                         (document_id, WRITTEN, *ACTIVE))
+            seeded.expected[document_id] = ("S2", WRITTEN, *(d.isoformat() for d in ACTIVE))
+    run = run_docviewer(root, seeded.url, key_file)
+    assert run.returncode == 0, run.stderr
+    assert run.result is not None
+    rows = read_epoch(root / DOCVIEWER / run.result["epoch"])
+    keys = read_keys(key_file)
+    now = datetime.fromisoformat(NOW)
+    in_file = [(decode_token(keys, token_of(row["URL"]), now).document_id,
+                (row["Student Id"], row["Form"], row["Start Date"], row["End Date"]))
+               for row in rows]
+    assert dict(in_file) == seeded.expected and len(in_file) > 2 * BATCH_ROWS
+    # The export's order: student, form, start date, id (the test cluster collates bytewise).
+    assert in_file == sorted(in_file, key=lambda r: (r[1][0], r[1][1], r[1][2], r[0]))
+
+
 def test_each_token_is_refused_when_tampered_with_or_expired(root: Path, seeded: Seeded,
                                                              key_file: Path,
                                                              tmp_path: Path) -> None:
@@ -73,7 +100,7 @@ def test_each_token_is_refused_when_tampered_with_or_expired(root: Path, seeded:
     rows = read_epoch(root / DOCVIEWER / run.result["epoch"])
     keys = read_keys(key_file)
     other_key = tmp_path / "other-key"
-    other_key.write_bytes(Fernet.generate_key())
+    other_key.write_text(generate_key())
     now = datetime.fromisoformat(NOW)
     expired = (now + timedelta(hours=36)).isoformat()
     for row in rows[:3]:

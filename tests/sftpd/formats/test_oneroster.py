@@ -29,7 +29,7 @@ def zip_set(epoch: Path, dataset: str, prefix: str = "") -> Path:
 
 
 def test_registry_offers_oneroster() -> None:
-    assert list(registered_formats()) == ["oneroster", "generic-csv"]
+    assert list(registered_formats()) == ["oneroster", "generic-csv", "prior-system-pdfs"]
 
 
 def test_recognizes_loose_nested_and_zipped_sets(tmp_path: Path) -> None:
