@@ -168,7 +168,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     routes_dir.mkdir()
     table = Routes(routes_dir)
     table.publish([a.entry(), b.entry()])
-    gateway = start_gateway(base, routes_dir, host_key, gateway_key)
+    gateway = start_gateway(base, routes_dir, host_key, gateway_key, "--ban-after", "3")
     yield Setup(a, b, table, gateway, gateway_key, host_key)
     assert gateway.stop() == 0
     for server in started:

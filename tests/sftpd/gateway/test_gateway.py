@@ -131,10 +131,15 @@ def test_unknown_login_is_refused(setup: Setup) -> None:
                                     {"source": "127.0.0.23"})["reason"] == "unknown_user"
 
 
+_POLL_SOURCES = iter(f"127.0.{n // 250 + 1}.{n % 250 + 1}" for n in range(10000))
+
+
 def wait_until_login(setup: Setup, district: District, key: Path, seconds: float = 15) -> float:
+    """Seconds until the key gets in; each attempt from a new address, so that the refusals
+    while waiting do not add up to a ban at the gateway (--ban-after 3, per login and address)."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        if sftp(setup, district, "ls /\n", key=key).returncode == 0:
+        if sftp(setup, district, "ls /\n", key=key, source=next(_POLL_SOURCES)).returncode == 0:
             return time.monotonic() - started
         time.sleep(0.2)
     raise AssertionError(f"{key.name} did not get in within {seconds}s")
@@ -142,7 +147,7 @@ def wait_until_login(setup: Setup, district: District, key: Path, seconds: float
 
 def test_a_new_key_works_within_seconds_without_restart(setup: Setup) -> None:
     new = setup.b.keys.other
-    assert sftp(setup, setup.b, "ls /\n", key=new).returncode != 0
+    assert sftp(setup, setup.b, "ls /\n", key=new, source="127.0.0.38").returncode != 0
     pid = setup.gateway.proc.pid
     # What the operator does: the District's Secret (the backend's file) and the routing shard.
     setup.b.keys.authorize(setup.b.keys.client, new)
@@ -197,3 +202,69 @@ async def test_shell_exec_and_forwarding_are_refused(setup: Setup) -> None:
             await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 22)
         async with conn.start_sftp_client() as client:  # the one thing allowed still works
             assert "upload" in await client.listdir("/")
+
+
+def test_key_options_hold_through_the_gateway(setup: Setup, tmp_path: Path) -> None:
+    """A read-only key stays read-only and a from= key works only from its address: the
+    district server judges the key the gateway names as if the client had shown it."""
+    b = setup.b
+    read_only = f'command="internal-sftp -R" {b.keys.pub(b.keys.other)}'
+    pinned = f'from="127.0.0.33" {b.keys.pub(b.keys.client)}'
+    b.keys.authorized.publish({"authorized_keys": f"{read_only}\n{pinned}\n"})
+    setup.routes.publish([setup.a.entry(), b.entry(authorized_keys=(read_only, pinned))])
+    try:
+        wait_until_login(setup, b, b.keys.other)
+        (tmp_path / "x.bin").write_bytes(b"x")
+        result = sftp(setup, b, f"put {tmp_path / 'x.bin'} /upload/ro.bin\n", key=b.keys.other)
+        assert result.returncode != 0
+        assert not (b.server.root / "upload" / "ro.bin").exists()
+        assert sftp(setup, b, "ls /\n", source="127.0.0.33").returncode == 0
+        assert sftp(setup, b, "ls /\n", source="127.0.0.34").returncode != 0
+        assert setup.gateway.wait_event("login.failed",
+                                        {"source": "127.0.0.34"})["reason"] == "unknown_key"
+    finally:
+        b.keys.authorize(b.keys.client)
+        setup.routes.publish([setup.a.entry(), b.entry()])
+    wait_until_login(setup, b, b.keys.client)
+
+
+def test_scp_is_forwarded(setup: Setup, tmp_path: Path) -> None:
+    require_binary("scp")
+    body = os.urandom(256 << 10)
+    (tmp_path / "scp.bin").write_bytes(body)
+    for flag, name in (("-O", "legacy.bin"), ("-s", "sftp.bin")):  # scp exec, and scp over SFTP
+        result = subprocess.run(
+            ["scp", flag, *ssh_options(setup.a.keys), "-P", str(setup.gateway.port),
+             str(tmp_path / "scp.bin"), f"{setup.a.login}@127.0.0.1:/upload/{name}"],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert (setup.a.server.root / "upload" / name).read_bytes() == body
+
+
+def test_a_wrong_backend_host_key_is_refused(setup: Setup) -> None:
+    setup.routes.publish([setup.a.entry(host_keys=(setup.b.keys.pub(setup.b.keys.host_ed25519),)),
+                          setup.b.entry()])
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if sftp(setup, setup.a, "ls /\n", source="127.0.0.35").returncode != 0:
+                break
+        failed = setup.gateway.wait_event("backend.failed", {"source": "127.0.0.35"})
+        assert failed["district"] == "ns-applegrove/applegrove"
+        assert "host key" in failed["error"].lower()
+    finally:
+        setup.routes.publish([setup.a.entry(), setup.b.entry()])
+    wait_until_login(setup, setup.a, setup.a.keys.client)
+
+
+def test_bans_at_the_gateway_are_per_login_and_address(setup: Setup) -> None:
+    hostile = "127.0.0.36"
+    for _ in range(3):
+        assert sftp(setup, setup.a, "ls /\n", key=setup.a.keys.other,
+                    source=hostile).returncode != 0
+    banned = setup.gateway.wait_event("address.banned", {"source": hostile})
+    assert banned["user"] == setup.a.login
+    assert sftp(setup, setup.a, "ls /\n", source=hostile).returncode != 0  # the right key too
+    # The same address with another District's login, and A's login from elsewhere: still in.
+    assert sftp(setup, setup.b, "ls /\n", source=hostile).returncode == 0
+    assert sftp(setup, setup.a, "ls /\n", source="127.0.0.37").returncode == 0
