@@ -268,3 +268,21 @@ def test_bans_at_the_gateway_are_per_login_and_address(setup: Setup) -> None:
     # The same address with another District's login, and A's login from elsewhere: still in.
     assert sftp(setup, setup.b, "ls /\n", source=hostile).returncode == 0
     assert sftp(setup, setup.a, "ls /\n", source="127.0.0.37").returncode == 0
+
+
+def test_an_unreachable_district_server_fails_only_its_channel(setup: Setup) -> None:
+    from tests.sftpd.server.conftest import free_port
+
+    down = setup.a.entry(backend=f"127.0.0.1:{free_port()}")
+    setup.routes.publish([down, setup.b.entry()])
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if sftp(setup, setup.a, "ls /\n", source="127.0.0.39").returncode != 0:
+                break
+        failed = setup.gateway.wait_event("backend.failed", {"source": "127.0.0.39"})
+        assert failed["district"] == "ns-applegrove/applegrove"
+        assert sftp(setup, setup.b, "ls /\n").returncode == 0  # everyone else is served
+    finally:
+        setup.routes.publish([setup.a.entry(), setup.b.entry()])
+    wait_until_login(setup, setup.a, setup.a.keys.client)

@@ -184,3 +184,23 @@ def test_header_parser_bounds() -> None:
         proxyheader.parse(bytes(bad_tlv), "gw")
     with pytest.raises(proxyheader.ProxyHeaderError):
         proxyheader.parse(header_for("127.0.0.1", "MD5:ab:cd"), "gw")
+
+
+def test_header_parser_refuses_garbage_cleanly() -> None:
+    """Random and mutated headers: a ProxiedClient, None (more bytes needed) or
+    ProxyHeaderError, never anything else, and never a header longer than the limit."""
+    import random
+
+    rng = random.Random(19)
+    good = header_for("127.0.0.1", "SHA256:" + "a" * 43)
+    for _ in range(20000):
+        data = bytearray(good if rng.random() < 0.7 else rng.randbytes(rng.randrange(64)))
+        for _ in range(rng.randrange(1, 4)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            parsed = proxyheader.parse(bytes(data), "gw")
+        except proxyheader.ProxyHeaderError:
+            continue
+        if parsed is not None:
+            assert parsed[1] <= proxyheader.MAX_HEADER
