@@ -286,3 +286,28 @@ def test_an_unreachable_district_server_fails_only_its_channel(setup: Setup) -> 
     finally:
         setup.routes.publish([setup.a.entry(), setup.b.entry()])
     wait_until_login(setup, setup.a, setup.a.keys.client)
+
+
+def test_clients_learn_the_gateways_upcoming_host_key(setup: Setup, tmp_path: Path) -> None:
+    """The gateway announces all its host keys after login, as sftpd serve does, so its key
+    can be rotated with overlap: a client trusting the current key learns the next one."""
+    from tests.sftpd.gateway.conftest import start_gateway
+    from tests.sftpd.server.conftest import keygen
+
+    upcoming = keygen(tmp_path / "gateway_host_ed25519_key_next")
+    gateway = start_gateway(tmp_path, setup.routes.directory, setup.host_key, setup.gateway_key,
+                            "--host-key", str(upcoming))  # added to the first
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        current = Path(f"{setup.host_key}.pub").read_text().split()[1]
+        known_hosts.write_text(f"[127.0.0.1]:{gateway.port} ssh-ed25519 {current}\n")
+        result = subprocess.run(
+            ["sftp", "-i", str(setup.a.keys.client), "-o", "IdentitiesOnly=yes",
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "UpdateHostKeys=yes",
+             "-P", str(gateway.port), "-b", "-", f"{setup.a.login}@127.0.0.1"],
+            input="ls /\n", capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert Path(f"{upcoming}.pub").read_text().split()[1] in known_hosts.read_text()
+    finally:
+        assert gateway.stop() == 0
