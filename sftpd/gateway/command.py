@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                "connections from one address that have not logged in yet", 10, minimum=1)
     opt.number("max-unauthenticated", "connections in all that have not logged in yet", 500,
                minimum=1)
+    opt.number("max-channels", "SFTP/scp channels open at once on one connection", 10,
+               minimum=1)
     opt.number("ban-after", "failed logins for one login from one address that start a ban "
                "(0: never)", 10, minimum=0)
     opt.number("ban-window", "seconds over which failed logins are counted", 600, kind=float,
@@ -64,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         max_sessions=args.max_sessions,
         max_unauthenticated_per_source=args.max_unauthenticated_per_source,
         max_unauthenticated=args.max_unauthenticated,
+        max_channels=args.max_channels,
         ban_after_failures=args.ban_after,
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,

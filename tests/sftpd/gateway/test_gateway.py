@@ -311,3 +311,17 @@ def test_clients_learn_the_gateways_upcoming_host_key(setup: Setup, tmp_path: Pa
         assert Path(f"{upcoming}.pub").read_text().split()[1] in known_hosts.read_text()
     finally:
         assert gateway.stop() == 0
+
+
+async def test_channels_per_connection_are_capped(setup: Setup) -> None:
+    async with asyncssh.connect("127.0.0.1", setup.gateway.port, username=setup.a.login,
+                                client_keys=[str(setup.a.keys.client)], known_hosts=None,
+                                agent_path=None) as conn:
+        clients = [await conn.start_sftp_client() for _ in range(10)]
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.start_sftp_client()
+        assert "upload" in await clients[-1].listdir("/")
+        for client in clients:
+            client.exit()
+    refused = setup.gateway.wait_event("channel.refused", {"user": setup.a.login})
+    assert refused["open_channels"] == 10
