@@ -15,7 +15,7 @@ from sftpd.events import EventLog
 from sftpd.gateway import proxy
 from sftpd.gateway.auth import GatewayRules
 from sftpd.gateway.routes import Route, RouteTable
-from sftpd.server import batching, internals, signatures
+from sftpd.server import batching, internals, limits, signatures
 from sftpd.server.access import BanList, canonical_address, shown_user
 from sftpd.server.app import (
     ENCRYPTION_ALGS,
@@ -25,7 +25,7 @@ from sftpd.server.app import (
     load_host_keys,
     supported,
 )
-from sftpd.server.limits import ConnectionLimits, RefusalThrottle
+from sftpd.server.limits import ConnectionLimits, RefusalThrottle, cap_channels
 from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
 
@@ -43,6 +43,7 @@ class GatewaySettings:
     max_sessions: int = 5000
     max_unauthenticated_per_source: int = 10
     max_unauthenticated: int = 500
+    max_channels: int = 10
     ban_after_failures: int = 10
     ban_window_seconds: float = 600.0
     ban_seconds: float = 900.0
@@ -85,7 +86,8 @@ class Gateway:
         from asyncssh.mac import get_mac_algs
         from asyncssh.public_key import get_public_key_algs
 
-        internals.require(batching.PATCHED + signatures.PATCHED + proxy.PATCHED)
+        internals.require(batching.PATCHED + signatures.PATCHED + limits.PATCHED
+                          + proxy.PATCHED)
         self.table.refresh()
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
@@ -158,6 +160,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.authenticated = False
         self.route: Route | None = None
         self.fingerprint = ""
+        self.channels_refused = 0
         self._backend: asyncio.Future[asyncssh.SSHClientConnection] | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -175,6 +178,7 @@ class GatewayConnection(asyncssh.SSHServer):
         batching.batch_writes(conn)
         batching.drop_ignore_packets(conn)
         refuse_weak_signatures(conn, self._weak_signature)
+        cap_channels(conn, self.gateway.settings.max_channels, self._channel_refused)
         self.gateway.connections.add(self)
         self.gateway.drained.clear()
 
@@ -193,7 +197,14 @@ class GatewayConnection(asyncssh.SSHServer):
         if not self.gateway.connections:
             self.gateway.drained.set()
         if self.authenticated:
-            self.gateway.log.event("session.ended", **self.fields)
+            extra = {"channels_refused": self.channels_refused} if self.channels_refused else {}
+            self.gateway.log.event("session.ended", **self.fields, **extra)
+
+    def _channel_refused(self, open_now: int) -> None:
+        self.channels_refused += 1
+        if self.channels_refused == 1:  # the rest are counted in the logout line
+            self.gateway.log.event("channel.refused", reason="too_many_channels",
+                                   open_channels=open_now, **self.fields)
 
     def begin_auth(self, username: str) -> bool:
         self.fields["user"] = shown_user(username)
