@@ -13,7 +13,9 @@ from district_contract import commands
 
 from sftpd import options
 from sftpd.events import EventLog
+from sftpd.gateway import metrics
 from sftpd.gateway.server import Gateway, GatewaySettings
+from sftpd.server import metrics as server_metrics
 from sftpd.server.command import DEFAULT_HOST_KEYS, event_loop_factory, raise_descriptor_limit
 
 DEFAULT_ROUTES = "/etc/sftpd/routes"
@@ -30,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              DEFAULT_GATEWAY_KEY, metavar="PATH")
     opt.number(commands.PORT, "SSH port", 2222, minimum=0)
     opt.items("bind", "address to listen on (default: all)", metavar="ADDRESS")
+    opt.number(commands.METRICS_PORT, "Prometheus metrics port, 0 to disable", 9090, minimum=0)
+    # The pod's metrics port must be reachable by the cluster's Prometheus.
+    opt.text("metrics-bind", "address for the metrics listener", "0.0.0.0",  # noqa: S104
+             metavar="ADDRESS")
     opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
                minimum=0)
     opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
@@ -82,10 +88,16 @@ async def serve(settings: GatewaySettings, args: argparse.Namespace, log: EventL
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    exporter: asyncio.Server | None = None
+    if args.metrics_port:
+        exporter = await server_metrics.serve(args.metrics_port, args.metrics_bind,
+                                              metrics.REGISTRY)
     await gateway.start()
     await stop.wait()
     log.event("gateway.stopping", signal="SIGTERM/SIGINT", open_sessions=len(gateway.connections))
     await gateway.stop(args.shutdown_grace)
+    if exporter is not None:
+        exporter.close()
     return commands.EXIT_OK
 
 

@@ -12,6 +12,7 @@ from typing import Final
 from district_contract import routes
 
 from sftpd.events import EventLog
+from sftpd.gateway.metrics import ROUTES, SHARDS_REFUSED
 from sftpd.server.access import IPNetwork, parse_networks
 
 SUFFIX: Final = ".json"
@@ -133,6 +134,7 @@ class RouteTable:
             # The last good data of this shard stays in force; the change is not retried
             # until the file changes again.
             self._refused[name] = identity
+            SHARDS_REFUSED.inc()
             self.log.event("routes.shard_refused", file=name, error=str(exc),
                            kept=0 if known is None else len(known.routes))
             return False
@@ -156,6 +158,7 @@ class RouteTable:
                     self.log.event("routes.login_clash", login=login,
                                    districts=list(clash.districts))
         self._index = index
+        ROUTES.set(len(index))
         self.log.event("routes.loaded", files=len(self._shards), logins=len(index))
 
     async def watch(self, interval: float = 1.0) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import asyncssh
 
 from sftpd.events import EventLog
-from sftpd.gateway import proxy
+from sftpd.gateway import metrics, proxy
 from sftpd.gateway.auth import GatewayRules
 from sftpd.gateway.routes import Route, RouteTable
 from sftpd.server import batching, internals, limits, signatures
@@ -116,6 +116,7 @@ class Gateway:
                        routes=str(s.routes), logins=self.table.size)
 
     def refused(self, reason: str, address: str, **fields: Any) -> None:
+        metrics.REJECTED.labels(reason).inc()
         extra = self.refusals.check(reason, address)
         if extra is not None:
             self.log.event("connection.refused", reason=reason, **fields, **extra)
@@ -174,6 +175,7 @@ class GatewayConnection(asyncssh.SSHServer):
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Not allowed")
             return
         self.admitted = True
+        metrics.CONNECTIONS.inc()
         # As sftpd serve: one socket write per loop turn, no SSH_MSG_IGNORE padding packets.
         batching.batch_writes(conn)
         batching.drop_ignore_packets(conn)
@@ -192,6 +194,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if not self.admitted:
             return
         self.admitted = False
+        metrics.CONNECTIONS.dec()
         self.gateway.limits.release(self.address, logged_in=self.authenticated)
         self.gateway.connections.discard(self)
         if not self.gateway.connections:
@@ -236,6 +239,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 **extra: Any) -> None:
         gw = self.gateway
         self.failures += 1
+        metrics.AUTH_FAILURES.labels(reason).inc()
         gw.log.event("login.failed", reason=reason, fingerprint=fingerprint,
                      attempt=self.failures, **extra, **self.fields)
         if gw.bans.record_failure(gw.rules.ban_key(username, self.address)):
@@ -258,6 +262,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
             return
         self.authenticated = True
+        metrics.LOGINS.inc()
         gw.log.event("login.succeeded", fingerprint=self.fingerprint, **self.fields)
 
     def session_requested(self) -> proxy.ForwardedSession:
@@ -284,6 +289,7 @@ class GatewayConnection(asyncssh.SSHServer):
             backend = await self.backend()
             status = await proxy.pump(process, backend)
         except (OSError, asyncssh.Error, TimeoutError, ValueError) as exc:
+            metrics.BACKEND_FAILURES.inc()
             self.gateway.log.event("backend.failed", error=str(exc) or type(exc).__name__,
                                    channel=what, **self.fields)
             process.stderr.write(b"The district's server is not reachable now.\r\n")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,17 @@ class GatewayProcess:
     port: int
     log: Path
     proc: subprocess.Popen[bytes]
+    metrics_port: int
+
+    def metric(self, name: str) -> float | None:
+        """One sample of the gateway's /metrics (name with its labels, as exposed); None when
+        it is not there."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+        return None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         records = [json.loads(line) for line in self.log.read_text().splitlines()]
@@ -129,15 +141,16 @@ def district_keys(directory: Path) -> Keys:
 
 def start_gateway(base: Path, routes_dir: Path, host_key: Path, gateway_key: Path,
                   *extra: str) -> GatewayProcess:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = base / "gateway.jsonl"
     cmd = [sys.executable, "-m", "sftpd", "gateway", "--routes", str(routes_dir),
            "--host-key", str(host_key), "--gateway-key", str(gateway_key), "--port", str(port),
-           "--bind", "127.0.0.1", "--routes-poll", "0.5", *extra]
+           "--bind", "127.0.0.1", "--routes-poll", "0.5", "--metrics-port", str(metrics_port),
+           "--metrics-bind", "127.0.0.1", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SFTPD_")}
     stderr = base / "gateway.stderr"
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=stderr.open("wb"), env=env)
-    gateway = GatewayProcess(port, log, proc)
+    gateway = GatewayProcess(port, log, proc, metrics_port)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -325,3 +325,20 @@ async def test_channels_per_connection_are_capped(setup: Setup) -> None:
             client.exit()
     refused = setup.gateway.wait_event("channel.refused", {"user": setup.a.login})
     assert refused["open_channels"] == 10
+
+
+def test_metrics_count_logins_and_refusals(setup: Setup) -> None:
+    gw = setup.gateway
+    logins = gw.metric("sftpd_gateway_logins_total") or 0
+    unknown = gw.metric('sftpd_gateway_auth_failures_total{reason="unknown_user"}') or 0
+    assert sftp(setup, setup.a, "ls /\n", source="127.0.0.41").returncode == 0
+    assert sftp(setup, setup.a, "ls /\n", login="nobody.example", source="127.0.0.42"
+                ).returncode != 0
+    assert gw.metric("sftpd_gateway_logins_total") == logins + 1
+    assert gw.metric('sftpd_gateway_auth_failures_total{reason="unknown_user"}') == unknown + 1
+    assert gw.metric("sftpd_gateway_routes") == 2
+    deadline = time.monotonic() + 15  # the clients have gone; the gateway notices soon
+    while gw.metric("sftpd_gateway_open_connections") != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gw.metric("sftpd_gateway_open_connections") == 0
+    assert gw.metric("sftpd_open_sessions") is None  # the district server's are not here
