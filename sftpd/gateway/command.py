@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
                minimum=0)
     opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
+    opt.number("idle-timeout", "seconds a logged-in client may stay with no channel open", 900,
+               kind=float, minimum=0)
     opt.number("max-sessions", "concurrent logged-in sessions", 5000, minimum=1)
     opt.number("max-unauthenticated-per-source",
                "connections from one address that have not logged in yet", 10, minimum=1)
@@ -73,6 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         max_unauthenticated_per_source=args.max_unauthenticated_per_source,
         max_unauthenticated=args.max_unauthenticated,
         max_channels=args.max_channels,
+        idle_timeout_seconds=args.idle_timeout,
         ban_after_failures=args.ban_after,
         ban_window_seconds=args.ban_window,
         ban_seconds=args.ban_time,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class GatewaySettings:
     max_unauthenticated_per_source: int = 10
     max_unauthenticated: int = 500
     max_channels: int = 10
+    idle_timeout_seconds: float = 900.0
     ban_after_failures: int = 10
     ban_window_seconds: float = 600.0
     ban_seconds: float = 900.0
@@ -122,8 +124,17 @@ class Gateway:
             self.log.event("connection.refused", reason=reason, **fields, **extra)
 
     async def _prune(self) -> None:
+        """Close logged-in clients with no channel open for the idle timeout (the district
+        server times out idle SFTP sessions itself); forget stale ban data."""
+        interval = max(0.2, min(30.0, self.settings.idle_timeout_seconds / 4))
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.conn is not None and conn.authenticated and not conn.channels and \
+                        now - conn.last_activity > self.settings.idle_timeout_seconds:
+                    self.log.event("connection.timed_out", **conn.fields)
+                    conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Idle timeout")
             self.bans.prune()
             for reason, source, repeated in self.refusals.prune():
                 self.log.event("connection.refused", reason=reason, source=source,
@@ -162,6 +173,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.route: Route | None = None
         self.fingerprint = ""
         self.channels_refused = 0
+        self.channels = 0  # forwarded channels open now
+        self.last_activity = time.monotonic()
         self._backend: asyncio.Future[asyncssh.SSHClientConnection] | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -262,6 +275,7 @@ class GatewayConnection(asyncssh.SSHServer):
                 self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many sessions")
             return
         self.authenticated = True
+        self.last_activity = time.monotonic()
         metrics.LOGINS.inc()
         gw.log.event("login.succeeded", fingerprint=self.fingerprint, **self.fields)
 
@@ -285,6 +299,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def _forward(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         what = process.subsystem or "scp"
+        self.channels += 1
         try:
             backend = await self.backend()
             status = await proxy.pump(process, backend)
@@ -295,4 +310,7 @@ class GatewayConnection(asyncssh.SSHServer):
             process.stderr.write(b"The district's server is not reachable now.\r\n")
             process.exit(1)
             return
+        finally:
+            self.channels -= 1
+            self.last_activity = time.monotonic()
         process.exit(status)

@@ -4,6 +4,7 @@ the district server's audit log; routing changes without a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -342,3 +343,22 @@ def test_metrics_count_logins_and_refusals(setup: Setup) -> None:
         time.sleep(0.1)
     assert gw.metric("sftpd_gateway_open_connections") == 0
     assert gw.metric("sftpd_open_sessions") is None  # the district server's are not here
+
+
+async def test_a_client_with_no_channel_is_closed_after_the_idle_timeout(
+        setup: Setup, tmp_path: Path) -> None:
+    from tests.sftpd.gateway.conftest import start_gateway
+
+    gateway = start_gateway(tmp_path, setup.routes.directory, setup.host_key, setup.gateway_key,
+                            "--idle-timeout", "1")
+    try:
+        options = {"username": setup.a.login, "client_keys": [str(setup.a.keys.client)],
+                   "known_hosts": None, "agent_path": None}
+        async with asyncssh.connect("127.0.0.1", gateway.port, **options) as busy, \
+                busy.start_sftp_client() as sftp_client:
+            idle = await asyncssh.connect("127.0.0.1", gateway.port, **options)
+            await asyncio.wait_for(idle.wait_closed(), 20)  # closed by the gateway
+            assert "upload" in await sftp_client.listdir("/")  # a session in use stays
+        gateway.wait_event("connection.timed_out", {"user": setup.a.login})
+    finally:
+        assert gateway.stop() == 0
