@@ -97,6 +97,42 @@ async def sessions_per_second(port: int, key: Path, count: int, source: str) -> 
     return count / (time.perf_counter() - started)
 
 
+async def until_login(port: int, key: Path, seconds: float = 30) -> float:
+    """Seconds until key logs in through the gateway (tried every 50 ms)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        try:
+            async with asyncssh.connect("127.0.0.1", port, username=LOGIN,
+                                        client_keys=[str(key)], known_hosts=None,
+                                        agent_path=None, config=None) as conn, \
+                    conn.start_sftp_client() as sftp:
+                await sftp.listdir("/")
+                return time.perf_counter() - started
+        except (asyncssh.Error, OSError):
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the new key never got in")
+
+
+def publish(directory: Path, entries: list[routes.RouteEntry]) -> None:
+    """Every shard of the table, each written atomically (only the changed ones rewritten)."""
+    by: dict[int, list[routes.RouteEntry]] = {}
+    for entry in entries:
+        by.setdefault(routes.shard_of(entry.login), []).append(entry)
+    for shard in range(routes.SHARDS):
+        data = routes.encode(by.get(shard, []), shard)
+        target = directory / routes.shard_file(shard)
+        if target.exists() and target.read_bytes() == data:
+            continue
+        target.with_suffix(".tmp").write_bytes(data)
+        os.replace(target.with_suffix(".tmp"), target)
+
+
+def others(count: int, key_line: str) -> list[routes.RouteEntry]:
+    return [routes.RouteEntry(f"district{n:05d}.k12.example", f"d{n:05d}", f"d{n:05d}",
+                              f"d{n:05d}-sftp.d{n:05d}.svc:22", (key_line, key_line),
+                              ("203.0.113.0/24",)) for n in range(count)]
+
+
 async def idle_cost(port: int, key: Path, count: int, pids: list[int]) -> list[float]:
     """KiB per idle session (logged in, SFTP channel open) for each process in pids."""
     before = [rss_kib(p) for p in pids]
@@ -119,6 +155,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--idle", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--districts", type=int, default=1000,
+                        help="Districts in the routing table for the key-change figure")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     client = keygen(work / "client")
@@ -138,8 +176,9 @@ def main() -> int:
     entry = routes.RouteEntry(LOGIN, "bench", "applegrove", f"127.0.0.1:{server_port}",
                               (Path(f"{client}.pub").read_text().strip(),),
                               host_keys=(Path(f"{host}.pub").read_text().strip(),))
-    shard = routes.shard_of(LOGIN)
-    (work / "routes" / routes.shard_file(shard)).write_bytes(routes.encode([entry], shard))
+    client_line = Path(f"{client}.pub").read_text().strip()
+    table = [entry, *others(args.districts - 1, client_line)]
+    publish(work / "routes", table)
     gateway = start([sys.executable, "-m", "sftpd", "gateway", "--routes", str(work / "routes"),
                      "--host-key", str(gw_host), "--gateway-key", str(gateway_key),
                      "--port", str(gateway_port), "--bind", "127.0.0.1",
@@ -166,6 +205,17 @@ def main() -> int:
         for name, (port, src) in paths.items():
             rates[(name, "sessions/s")] = [asyncio.run(
                 sessions_per_second(port, client, args.sessions, src)) for _ in range(args.repeat)]
+        # A key added to a District: the backend's file and the routing shard, as the operator
+        # will write them; the time until it logs in through the running gateway.
+        added = keygen(work / "added")
+        added_line = Path(f"{added}.pub").read_text().strip()
+        (work / "authorized_keys").write_text(f"{client_line}\n{added_line}\n")
+        started = time.perf_counter()
+        publish(work / "routes", [routes.RouteEntry(
+            LOGIN, entry.namespace, entry.name, entry.backend, (client_line, added_line),
+            host_keys=entry.host_keys), *table[1:]])
+        written = time.perf_counter() - started
+        reached = written + asyncio.run(until_login(gateway_port, added))
         gw_cost, server_cost = asyncio.run(
             idle_cost(gateway_port, client, args.idle, [gateway.pid, server.pid]))
         load = os.getloadavg()
@@ -181,6 +231,9 @@ def main() -> int:
             d, g = cpu[("direct", what)], cpu[("gateway", what)]
             print(f"CPU ms per MiB, {what}: direct: server {d[0]:.1f}; through the gateway: "
                   f"server {g[0]:.1f} + gateway {g[1]:.1f}")
+        print(f"a key added to one of {args.districts} Districts ({routes.SHARDS} shards) logs "
+              f"in through the gateway after {reached:.2f} s (shards written in "
+              f"{written * 1000:.0f} ms; the gateway polls every second)")
         print(f"idle proxied session ({args.idle} open): gateway {gw_cost:.1f} KiB each, "
               f"district server behind it {server_cost:.1f} KiB each")
     finally:
