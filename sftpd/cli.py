@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     commands.PDFS: ("sftpd.downloads.pdfs", "extract chosen documents' PDFs into downloads/pdfs"),
     commands.DOCVIEWER_TOKEN: ("sftpd.downloads.token_command",
                                "decode and check a docviewer URL token; make a token key"),
+    commands.SIF_PULL: ("sftpd.sif.command",
+                        "pull the SIF zone's objects into upload/ as one Generic CSV epoch"),
     commands.GATEWAY: ("sftpd.gateway.command",
                        "route each district's login to its own server (one shared address)"),
 }
@@ -36,7 +38,8 @@ RESULT_KINDS: dict[str, JobKind] = {commands.PROCESS_EPOCHS: JobKind.EPOCHS,
                                     commands.RETENTION: JobKind.RETENTION,
                                     commands.BACKUP: JobKind.BACKUP,
                                     commands.DOCVIEWER: JobKind.DOCVIEWER,
-                                    commands.PDFS: JobKind.PDFS}
+                                    commands.PDFS: JobKind.PDFS,
+                                    commands.SIF_PULL: JobKind.PULL}
 
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:

@@ -18,6 +18,9 @@ WRITING_SUFFIX = ".sftpd-writing"
 GATHER_PREFIX = ".sftpd-gather-"
 # The staging directory of `_auto.csv` files is `<GATHER_PREFIX><AUTO_STAGING><epoch name>`.
 AUTO_STAGING = "auto-"
+# `sftpd sif-pull` builds its epoch in `upload/<PULL_PREFIX><epoch name>/` and renames it to
+# `upload/<epoch name>/` once COMPLETE is in: the processor never takes a build for an epoch.
+PULL_PREFIX = ".sftpd-pull-"
 # The list file inside a staging directory of processors before the staging record
 # (sftpd.epochs.stagings); still reserved, never read.
 GATHER_LIST = ".sftpd-gather-list"

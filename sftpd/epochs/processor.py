@@ -31,7 +31,7 @@ from sftpd.epochs import completion, ledger, report, stagings
 from sftpd.epochs.checkpoints import checkpoint
 from sftpd.epochs.fsops import fsync_dir, rename_with_suffix
 from sftpd.epochs.gather import Gathering, gather_loose_files, gathered_note
-from sftpd.epochs.names import GATHER_PREFIX, is_utf8, shown
+from sftpd.epochs.names import GATHER_PREFIX, PULL_PREFIX, is_utf8, shown
 from sftpd.epochs.walk import DEFAULT_LIMITS, Limits, TreeTooLarge
 from sftpd.events import emit
 from sftpd.formats import FileCount, Format, Problem, Publishing
@@ -121,7 +121,8 @@ class Processor:
         for name in gathering.untrusted:
             self._refuse(name, "a reserved name (.sftpd-gather-*) not made by the processor")
         for epoch in sorted(self.upload.iterdir()):
-            if not epoch.is_dir() or epoch.is_symlink() or epoch.name.startswith(GATHER_PREFIX):
+            if (not epoch.is_dir() or epoch.is_symlink()
+                    or epoch.name.startswith((GATHER_PREFIX, PULL_PREFIX))):
                 continue
             with uploads.claimed(epoch) as ours:
                 if not ours:

@@ -32,6 +32,7 @@ from sftpd.epochs.names import (
     GATHERED_FROM,
     PROCESSING_JSON,
     PROCESSING_LOG,
+    PULL_PREFIX,
     WRITING_SUFFIX,
 )
 from sftpd.server import beneath
@@ -48,9 +49,10 @@ MAX_READ = MAX_SFTP_READ_LEN
 REPLY_BACKLOG = 4 * MAX_READ
 # copy-data works in pieces of this size and lets other sessions run between them.
 COPY_CHUNK = 1 << 20
-# Names only the epoch processor makes under /upload (its staging directories and lists, files
-# it is still writing): a district that could make them could steer the processor.
-_PROCESSOR_PREFIXES = (GATHER_PREFIX.encode(),)
+# Names only the epoch processor and `sftpd sif-pull` make under /upload (their staging
+# directories and lists, files still being written): a district that could make them could
+# steer the processor, or have a pull's next run remove them as its leftovers.
+_PROCESSOR_PREFIXES = (GATHER_PREFIX.encode(), PULL_PREFIX.encode())
 _PROCESSOR_SUFFIXES = (WRITING_SUFFIX.encode(),)
 # Names the processor writes as files into an epoch: a directory so named would stop it.
 _PROCESSOR_FILES = frozenset({PROCESSING_LOG.encode(), PROCESSING_JSON.encode(),

@@ -190,7 +190,11 @@ def test_every_variable_the_operator_sets_is_read_by_its_command() -> None:
 
     d = district(allowedSourceRanges=["203.0.113.0/24"],
                  processing={"databaseSecretRef": {"name": "db"}},
-                 backups={"databaseSecretRef": {"name": "db"}})
+                 backups={"databaseSecretRef": {"name": "db"}},
+                 integration={"mode": "pull", "sif": {
+                     "zoneURL": "https://zis.example/zone", "sourceId": "agent",
+                     "authSecretRef": {"name": "zone"},
+                     "caSecretRef": {"name": "zone-ca", "key": "ca.crt"}}})
     built = {commands.SERVE: list(builders.server.server_env(d))}
     for job, cronjob in builders.cronjobs(d, INPUTS).items():
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]

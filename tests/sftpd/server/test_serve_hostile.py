@@ -356,6 +356,10 @@ async def test_processor_names_are_refused(server: ServerProcess, keys: Keys) ->
             "file named like staging": sftp.open("/upload/.sftpd-gather-evil", "wb"),
             "staging deeper": sftp.mkdir("/upload/names/.sftpd-gather-x"),
             "rename to staging": sftp.rename("/upload/names", "/upload/.sftpd-gather-names"),
+            # sftpd sif-pull's hidden build: its next run would remove it as a leftover.
+            "mkdir pull build": sftp.mkdir("/upload/.sftpd-pull-20260101-000000"),
+            "rename to pull build": sftp.rename("/upload/names",
+                                                "/upload/.sftpd-pull-20260101-000001"),
             "write into staging": sftp.open(
                 "/upload/.sftpd-gather-2026-01-01T000000Z/.sftpd-gather-list", "wb"),
             "add to staging": sftp.open("/upload/.sftpd-gather-2026-01-01T000000Z/y.csv", "wb"),
