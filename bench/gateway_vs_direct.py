@@ -100,11 +100,17 @@ async def sessions_per_second(port: int, key: Path, count: int, source: str) -> 
 async def until_login(port: int, key: Path, seconds: float = 30) -> float:
     """Seconds until key logs in through the gateway (tried every 50 ms)."""
     started = time.perf_counter()
+    attempt = 0
     while time.perf_counter() - started < seconds:
+        # Each try from its own address: the gateway bans a login and address after
+        # --ban-after failures, and the retries before the change arrives are failures.
+        attempt += 1
+        source = f"127.0.{3 + attempt // 250}.{attempt % 250 + 1}"
         try:
             async with asyncssh.connect("127.0.0.1", port, username=LOGIN,
                                         client_keys=[str(key)], known_hosts=None,
-                                        agent_path=None, config=None) as conn, \
+                                        agent_path=None, config=None,
+                                        local_addr=(source, 0)) as conn, \
                     conn.start_sftp_client() as sftp:
                 await sftp.listdir("/")
                 return time.perf_counter() - started
