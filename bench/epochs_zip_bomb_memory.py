@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--code", help="a directory holding another `sftpd` package to run")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
-    from district_operator.localcluster.postgres import start_postgres
+    from district_devtools.postgres import start_postgres
 
     work = Path(tempfile.mkdtemp(prefix="zip-bomb-bench-"))
     os.chmod(work, 0o755)  # the throwaway server runs as another user below it

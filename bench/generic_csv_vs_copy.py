@@ -9,7 +9,9 @@ both files into fresh plain tables of text columns (no keys, no checks; one sess
 transaction). The sftpd side is the whole command on a tree holding the load as one epoch with
 its COMPLETE (process start, digest, recognition, header checks, COPY into staging, value
 checks, the typed students table with its key, guardians replaced per student, ledger,
-processing.log, move), into an empty database each time (a district's first load).
+processing.log, move), into an empty database each time: a district's first load, which takes
+the fast path of sftpd/formats/generic_csv/firstload.py (typed COPY straight into the tables,
+value checks in a second session at the same time).
 
 Like bench/epochs_vs_copy.py (whose helpers it uses) it prints the CPU seconds the throwaway
 server spent on each side beside the wall clock, and the load average before and after.
@@ -130,7 +132,7 @@ def main() -> None:
         url = args.database_url
         data_dir = None
         if url is None:
-            from district_operator.localcluster.postgres import start_postgres
+            from district_devtools.postgres import start_postgres
 
             server = start_postgres(work / "postgres")
             url = server.create_database("bench")

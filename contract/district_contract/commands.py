@@ -31,6 +31,9 @@ LOGIN: Final = "login"
 PORT: Final = "port"
 METRICS_PORT: Final = "metrics-port"
 HOST_KEY: Final = "host-key"
+# sftpd serve: host keys being rolled in (spec.hostKeys.rotate): announced, never used for the
+# key exchange; a file that is absent (no rotation in flight) is no error.
+NEXT_HOST_KEY: Final = "next-host-key"
 AUTHORIZED_KEYS: Final = "authorized-keys"
 ALLOWED_SOURCE: Final = "allowed-source"
 RESULT_FILE: Final = "result-file"

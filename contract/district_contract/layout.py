@@ -26,6 +26,10 @@ AUTHORIZED_KEYS_DIR: Final = "/etc/sftpd/authorized-keys"
 AUTHORIZED_KEYS_FILE: Final = "authorized_keys"
 # Host key file per key type, inside HOST_KEYS_DIR (private keys, OpenSSH format).
 HOST_KEY_FILES: Final = {"ssh-ed25519": "ssh_host_ed25519_key", "ssh-rsa": "ssh_host_rsa_key"}
+# The next host key per key type during a rotation, in the same Secret volume: present only
+# while one is in flight (the server announces it as a reserved key).
+NEXT_HOST_KEY_FILES: Final = {key_type: f"next_{name}"
+                              for key_type, name in HOST_KEY_FILES.items()}
 # spec.integration.sif: the zone credentials (keys username and password for HTTP basic, or
 # tls.crt and tls.key for a client certificate) and the zone's CA (key ca.crt).
 SIF_AUTH_DIR: Final = "/etc/sftpd/sif-auth"
@@ -44,6 +48,11 @@ DATABASE_URL_ENV: Final = "DATABASE_URL"
 def host_key_paths() -> tuple[str, ...]:
     """The host key files the server reads, in the order it offers them."""
     return tuple(f"{HOST_KEYS_DIR}/{name}" for name in HOST_KEY_FILES.values())
+
+
+def next_host_key_paths() -> tuple[str, ...]:
+    """The next host key files (a rotation's), announced after the current ones."""
+    return tuple(f"{HOST_KEYS_DIR}/{name}" for name in NEXT_HOST_KEY_FILES.values())
 
 
 def authorized_keys_path() -> str:

@@ -21,6 +21,9 @@ class ConditionType(StrEnum):
     PULL_HEALTHY = "PullHealthy"
     UPLOADS_NEED_ATTENTION = "UploadsNeedAttention"
     UPLOADS_OVERDUE = "UploadsOverdue"
+    # The host keys (docs/operator.md, host key rotation)
+    HOST_KEYS_READY = "HostKeysReady"
+    HOST_KEYS_ROTATING = "HostKeysRotating"
 
 
 class Reason(StrEnum):
@@ -81,6 +84,14 @@ class Reason(StrEnum):
     NEVER_UPLOADED = "NeverUploaded"
     ON_SCHEDULE = "OnSchedule"
     NOT_EXPECTED = "NotExpected"
+    # HostKeysReady (and Ready's reason when it is the problem)
+    HOST_KEYS_PRESENT = "HostKeysPresent"
+    HOST_KEYS_SECRET_MISSING = "HostKeysSecretMissing"  # noqa: S105 - a reason
+    HOST_KEYS_NOT_READY = "HostKeysNotReady"
+    # HostKeysRotating
+    NEXT_KEYS_ANNOUNCED = "NextKeysAnnounced"
+    NEXT_KEYS_PROMOTED = "NextKeysPromoted"
+    NO_ROTATION = "NoRotation"
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
@@ -98,7 +109,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.KEYS_VALID: Reason.KEYS_NOT_READY,
     ConditionType.PROCESSING_HEALTHY: Reason.PROCESSING_NOT_READY,
     ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
-    ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY}
+    ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY,
+    ConditionType.HOST_KEYS_READY: Reason.HOST_KEYS_NOT_READY}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})
@@ -107,3 +119,7 @@ CLAIM_PHASES: Final[Mapping[str, Reason]] = {"Pending": Reason.PENDING, "Lost": 
 # Conditions where "True" is the bad news (the API conventions allow such "abnormal-true" types).
 ABNORMAL_TRUE: Final = frozenset({ConditionType.UPLOADS_NEED_ATTENTION,
                                   ConditionType.UPLOADS_OVERDUE})
+# Conditions that are news either way (a Normal Event for each change, never a Warning).
+INFORMATIONAL: Final = frozenset({ConditionType.HOST_KEYS_ROTATING})
+# Conditions whose every change is also posted to the District's webhook.
+POSTED: Final = frozenset({ConditionType.HOST_KEYS_READY, ConditionType.HOST_KEYS_ROTATING})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -167,10 +168,13 @@ def generate_host_keys() -> dict[str, str]:
     return files
 
 
-def describe_host_keys(files: dict[str, str]) -> tuple[HostKey, ...]:
-    """The public halves of the host keys in a host-key Secret's files, in a stable order."""
+def describe_host_keys(files: Mapping[str, str],
+                       file_names: Mapping[str, str] = names.HOST_KEY_FILES
+                       ) -> tuple[HostKey, ...]:
+    """The public halves of the host keys in a host-key Secret's files, in a stable order
+    (the current keys by default; a rotation's next keys with names.NEXT_HOST_KEY_FILES)."""
     described: list[HostKey] = []
-    for key_type, file_name in names.HOST_KEY_FILES.items():
+    for key_type, file_name in file_names.items():
         private = files.get(file_name)
         if private is None:
             continue

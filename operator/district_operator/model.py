@@ -67,9 +67,40 @@ class Backups:
     database: SecretKeyRef | None = None
 
 
+# spec.hostKeys.overlap: a whole number and a unit (the CRD's rule; at most 365 days).
+_OVERLAP_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_OVERLAP_SECONDS = 365 * 86400
+
+
+def overlap_seconds(text: str) -> int:
+    """`30d`, `12h`, `90m`, `45s` -> seconds; ValueError for anything else."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _OVERLAP_UNITS or not number.isdigit() or len(number) > 6:
+        raise ValueError(f"{text[:20]!r} is not a duration such as 30d, 12h, 90m or 45s")
+    seconds = int(number) * _OVERLAP_UNITS[unit]
+    if not 0 < seconds <= MAX_OVERLAP_SECONDS:
+        raise ValueError(f"{text!r} is not between 1s and 365d")
+    return seconds
+
+
+@dataclass(frozen=True)
+class HostKeysSpec:
+    """spec.hostKeys: raising `rotate` starts a rotation whose next keys are announced for
+    `overlap_seconds` before they replace the current ones."""
+
+    rotate: int = 0
+    overlap: str = "30d"
+
+    @property
+    def overlap_seconds(self) -> int:
+        return overlap_seconds(self.overlap)
+
+
 # The SIF objects a pull requests unless the District names others (the CRD's default).
+# Not StaffPersonal: SIF staff carry no roles, so its users.csv has Roles blank, and importing
+# that would empty the roles staff gave those users by hand (docs/sif-pull.md).
 SIF_OBJECTS_DEFAULT: tuple[str, ...] = (
-    "StudentPersonal", "SchoolInfo", "StaffPersonal", "StudentSchoolEnrollment",
+    "StudentPersonal", "SchoolInfo", "StudentSchoolEnrollment",
     "StudentContactPersonal", "StudentContactRelationship")
 
 
@@ -118,6 +149,7 @@ class District:
     backups: Backups = Backups()
     integration: Integration = Integration()
     webhook_secret: SecretKeyRef | None = None
+    host_keys: HostKeysSpec = HostKeysSpec()
     suspend: bool = False
     deletion_policy: DeletionPolicy = "Retain"
     # metadata.creationTimestamp: where "no upload for expectEvery" counts from before any.
@@ -152,6 +184,18 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidDistrictError(f"{where} must be a list of strings")
     return tuple(value)
+
+
+def _host_keys_spec(host_keys: Mapping[str, Any]) -> HostKeysSpec:
+    rotate = host_keys.get("rotate", 0)
+    if not isinstance(rotate, int) or isinstance(rotate, bool) or rotate < 0:
+        raise InvalidDistrictError("spec.hostKeys.rotate must be a whole number, 0 or more")
+    overlap = str(host_keys.get("overlap") or HostKeysSpec.overlap)
+    try:
+        overlap_seconds(overlap)
+    except ValueError as exc:
+        raise InvalidDistrictError(f"spec.hostKeys.overlap: {exc}") from None
+    return HostKeysSpec(rotate=rotate, overlap=overlap)
 
 
 # spec.processing.expectEvery as the CRD's pattern admits it: Go duration units h, m, s.
@@ -217,6 +261,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
     backups = _dict(spec.get("backups"), "spec.backups")
     notifications = _dict(spec.get("notifications"), "spec.notifications")
     formats = processing.get("formats")
+    host_keys = _host_keys_spec(_dict(spec.get("hostKeys"), "spec.hostKeys"))
     login = str(spec.get("login") or name)
     if not commands.valid_login(login):
         raise InvalidDistrictError(f"login {login!r} is not a valid user name: use "
@@ -270,6 +315,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
         integration=_integration(spec.get("integration")),
         webhook_secret=_ref(notifications.get("webhookSecretRef"),
                             "spec.notifications.webhookSecretRef", "url"),
+        host_keys=host_keys,
         suspend=bool(spec.get("suspend", False)),
         deletion_policy="Delete" if spec.get("deletionPolicy") == "Delete" else "Retain",
         created_at=str(metadata.get("creationTimestamp") or ""),

@@ -31,6 +31,12 @@ LABEL_JOB_NAME: Final = "batch.kubernetes.io/job-name"
 ANNOTATION_APPLIED_HASH: Final = f"{GROUP}/applied-hash"
 # Set on a finished Job once its result is in the District's status (and notified).
 ANNOTATION_RESULT_RECORDED: Final = f"{GROUP}/result-recorded"
+# On the host-key Secret, the rotation's state (docs/operator.md, host key rotation): the
+# spec.hostKeys.rotate value last acted on, since when the next keys are announced (while a
+# rotation is in flight), and when the last rotation completed.
+ANNOTATION_HOST_KEYS_ROTATION: Final = f"{GROUP}/host-keys-rotation"
+ANNOTATION_HOST_KEYS_NEXT_SINCE: Final = f"{GROUP}/host-keys-next-since"
+ANNOTATION_HOST_KEYS_ROTATED_AT: Final = f"{GROUP}/host-keys-rotated-at"
 
 COMPONENT_SERVER: Final = "sftpd"
 COMPONENT_HOST_KEYS: Final = "host-keys"
@@ -52,6 +58,7 @@ HOST_KEYS_DIR: Final = layout.HOST_KEYS_DIR
 AUTHORIZED_KEYS_DIR: Final = layout.AUTHORIZED_KEYS_DIR
 AUTHORIZED_KEYS_FILE: Final = layout.AUTHORIZED_KEYS_FILE
 HOST_KEY_FILES: Final = layout.HOST_KEY_FILES
+NEXT_HOST_KEY_FILES: Final = layout.NEXT_HOST_KEY_FILES
 TERMINATION_LOG: Final = layout.TERMINATION_LOG
 SSH_PORT: Final = layout.SSH_PORT
 METRICS_PORT: Final = layout.METRICS_PORT

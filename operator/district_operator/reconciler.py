@@ -5,11 +5,22 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
-from district_operator import api, builders, drift, keys, names, overdue, secretrefs, status
+from district_operator import (
+    api,
+    builders,
+    drift,
+    keys,
+    names,
+    overdue,
+    rotation,
+    secretrefs,
+    status,
+)
 from district_operator.builders.jobs import enabled_jobs
-from district_operator.conditions import Reason
+from district_operator.conditions import POSTED, Reason
 from district_operator.events import emit_transitions
 from district_operator.model import District, SecretKeyRef, parse_district
 from district_operator.notifications import Notifier
@@ -17,6 +28,8 @@ from district_operator.watchcache import DistrictMemory, WatchCache
 
 log = logging.getLogger(__name__)
 
+# Event reason (and webhook `event`) when lost host keys were replaced on request.
+EVENT_HOST_KEYS_REPLACED: Final = "HostKeysReplaced"
 # The children whose state feeds the status; only the fields the status reads are remembered.
 STATUS_CHILDREN = ("PersistentVolumeClaim", "Deployment", "Service")
 # Either pair of keys in spec.integration.sif.authSecretRef's Secret is a usable credential.
@@ -55,6 +68,15 @@ def _secret_problem(found: secretrefs.SecretValue, ref: SecretKeyRef, namespace:
     return None
 
 
+@dataclass(frozen=True)
+class HostKeysSeen:
+    """The host-key Secret as this reconcile left it (None: it is gone and was not replaced),
+    and whether it was just replaced on request."""
+
+    secret: rotation.HostKeySecret | None = None
+    replaced: bool = False
+
+
 class Reconciler:
     """Turns Districts into their children and status; safe to call from many threads at once."""
 
@@ -64,20 +86,33 @@ class Reconciler:
         self.inputs = inputs
         self.cache = cache
         self.clock = clock
-        self.notifier = notifier  # for the UploadsOverdue webhook post (overdue.py)
+        self.notifier = notifier  # webhook posts: UploadsOverdue (overdue.py), the host keys
 
     # ---- inputs from other objects ----------------------------------------------------------
 
-    def _host_keys(self, memory: DistrictMemory, district: District,
-                   fresh: bool) -> dict[str, str]:
-        """The host-key files: created once; a Secret that exists is never regenerated."""
+    def _host_keys(self, memory: DistrictMemory, district: District, fresh: bool,
+                   previous: Mapping[str, Any]) -> HostKeysSeen:
+        """The host-key files and their rotation, one rotation step taken when one is due.
+
+        Created once; a Secret that exists is never regenerated. A Secret that is gone after
+        keys were published is reported, not replaced, unless spec.hostKeys.rotate was raised
+        past the rotation the status shows (the explicit way to accept new keys).
+        """
         name = names.host_keys_secret(district.name)
         secret = None if fresh else self.kube.get("Secret", district.namespace, name)
+        replaced = False
         if secret is None:
-            manifest = builders.host_keys_secret(district, keys.generate_host_keys())
+            if previous.get("hostKeys"):
+                shown = int((previous.get("hostKeyRotation") or {}).get("rotation") or 0)
+                if district.host_keys.rotate <= shown:
+                    return HostKeysSeen()
+                replaced = True
+            manifest = builders.host_keys_secret(district, keys.generate_host_keys(),
+                                                 rotation.initial_annotations(district))
             try:
                 secret = self.kube.create(manifest)
             except api.AlreadyExistsError:
+                replaced = False
                 secret = self.kube.get("Secret", district.namespace, name)
                 if secret is None:
                     raise
@@ -91,10 +126,24 @@ class Reconciler:
                 file_name = names.HOST_KEY_FILES[key_type]
                 for part in (file_name, file_name + ".pub"):
                     added[part] = base64.b64encode(generated[part].encode()).decode()
-                    files[part] = generated[part]
-            self.kube.merge_patch("Secret", district.namespace, name, {"data": added})
+            secret = self.kube.merge_patch("Secret", district.namespace, name, {"data": added})
+        held = rotation.read_secret(secret)
+        step = rotation.next_step(held, district, self.clock())
+        if step is not None:
+            try:
+                secret = self.kube.merge_patch("Secret", district.namespace, name,
+                                               step.patch(held.resource_version))
+            except api.ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # Another operator (a standby's resync) took a step meanwhile: show its result.
+                secret = self.kube.get("Secret", district.namespace, name) or secret
+            else:
+                log.info("district %s/%s: host key rotation %s: %s", district.namespace,
+                         district.name, district.host_keys.rotate, step.kind)
+            held = rotation.read_secret(secret)
         memory.remember(secret)
-        return files
+        return HostKeysSeen(secret=held, replaced=replaced)
 
     def _key_check(self, district: District) -> tuple[keys.KeyCheck, status.SecretProblem | None]:
         sources = [(f"spec.authorizedKeys[{i}]", line)
@@ -174,7 +223,20 @@ class Reconciler:
             # A District never reconciled has no children worth reading: apply straight away.
             fresh = remembered is None and "observedGeneration" not in previous
             observed = status.Observed()
-            observed.host_keys = keys.describe_host_keys(self._host_keys(memory, district, fresh))
+            seen = self._host_keys(memory, district, fresh, previous)
+            if seen.secret is None:
+                observed.host_keys_missing = True
+            else:
+                observed.host_keys = keys.describe_host_keys(seen.secret.files)
+                observed.next_host_keys = keys.describe_host_keys(seen.secret.files,
+                                                                  names.NEXT_HOST_KEY_FILES)
+                observed.rotation = rotation.state(seen.secret, district)
+            if seen.replaced:
+                self._announce(body, district, EVENT_HOST_KEYS_REPLACED, "Warning",
+                               f"the host-key Secret {names.host_keys_secret(district.name)} "
+                               "was gone and spec.hostKeys.rotate was raised: new host keys "
+                               "were generated; every client must be given the new "
+                               "known_hosts lines (status.knownHosts)")
             observed.key_check, observed.keys_problem = self._key_check(district)
             if observed.key_check.rejected:
                 log.info("district %s/%s: %d bad key(s) left out", district.namespace,
@@ -255,7 +317,9 @@ class Reconciler:
         name = body.get("metadata", {}).get("name")
         if name == names.host_keys_secret(district.name):
             data = body.get("data") or {}
-            return all(data.get(f) for f in names.HOST_KEY_FILES.values())
+            # A Secret restored after it was reported missing is news: reconcile.
+            missing = memory.observed is not None and memory.observed.host_keys_missing
+            return not missing and all(data.get(f) for f in names.HOST_KEY_FILES.values())
         applied = memory.applied_secrets.get(str(name))
         return applied is not None and not drift.needs_apply(applied, body)
 
@@ -331,6 +395,43 @@ class Reconciler:
                 self.cache.forget(district.namespace, district.name, district.uid)
                 return desired
             emit_transitions(self.kube, body, previous, desired)
+            self._post_transitions(district, previous, desired)
             overdue.announce(self.kube, self.notifier, district, previous, desired)
         memory.status = desired
         return desired
+
+    # ---- news: the webhook ------------------------------------------------------------------
+
+    def _webhook(self, district: District) -> str | None:
+        if district.webhook_secret is None or self.notifier is None:
+            return None
+        url = secretrefs.read(self.kube, district.namespace, district.webhook_secret).value
+        return url.strip() if url else None
+
+    def _post_transitions(self, district: District, previous: Mapping[str, Any],
+                          desired: Mapping[str, Any]) -> None:
+        """A webhook post for each change of a condition in POSTED (the host keys' steps)."""
+        changes = [c for c in status.transitions(previous.get("conditions") or [],
+                                                 desired.get("conditions") or [])
+                   if c.type in POSTED]
+        if not changes:
+            return
+        url = self._webhook(district)
+        if url is None or self.notifier is None:
+            return
+        for change in changes:
+            self.notifier.submit(url, {
+                "district": district.name, "namespace": district.namespace,
+                "event": change.reason, "condition": change.type, "status": change.status,
+                "message": change.message, "hostKeys": desired.get("hostKeys") or [],
+                "nextHostKeys": desired.get("nextHostKeys") or []})
+
+    def _announce(self, body: Mapping[str, Any], district: District, reason: str,
+                  event_type: str, message: str) -> None:
+        """An Event and a webhook post for one step no condition change tells of."""
+        self.kube.event(body, event_type, reason, message)
+        url = self._webhook(district)
+        if url is not None and self.notifier is not None:
+            self.notifier.submit(url, {"district": district.name,
+                                       "namespace": district.namespace, "event": reason,
+                                       "message": message})

@@ -23,6 +23,7 @@ from district_operator.conditions import (
     ABNORMAL_TRUE,
     CLAIM_PHASES,
     EPOCHS_OUTCOME_REASONS,
+    INFORMATIONAL,
     JOB_REASONS,
     KEYS_LOCK_OUT,
     NOT_READY,
@@ -30,6 +31,7 @@ from district_operator.conditions import (
     Reason,
 )
 from district_operator.model import District
+from district_operator.rotation import RotationState
 
 CONDITION_ORDER: tuple[ConditionType, ...] = tuple(ConditionType)
 # Where status timestamps come from (tests pass a fixed one).
@@ -77,6 +79,11 @@ class Observed:
     backups_database: SecretProblem | None = None
     pull_secrets: SecretProblem | None = None  # spec.integration.sif's Secrets
     apply_errors: dict[str, str] = field(default_factory=dict)
+    # The host keys' rotation: the next keys while one is in flight, and its state; and
+    # whether the host-key Secret is gone (then the status keeps the keys it last published).
+    next_host_keys: tuple[keys.HostKey, ...] = ()
+    rotation: RotationState | None = None
+    host_keys_missing: bool = False
 
 
 def timestamp(now: datetime) -> str:
@@ -177,6 +184,46 @@ def _uploads_condition(status: Mapping[str, Any]) -> Condition:
     return Condition(kind, "False", Reason.NONE_WAITING, "no unrecognized uploads are waiting")
 
 
+def _host_keys_condition(district: District, observed: Observed) -> Condition:
+    kind = ConditionType.HOST_KEYS_READY
+    secret = names.host_keys_secret(district.name)
+    if observed.host_keys_missing:
+        return Condition(kind, "False", Reason.HOST_KEYS_SECRET_MISSING,
+                         f"the host-key Secret {secret} was deleted; it is not regenerated, "
+                         "since new keys would make every district's client refuse the "
+                         "server: restore it from your copy, or raise spec.hostKeys.rotate to "
+                         "accept new keys (docs/operations.md, lost host keys)")
+    return Condition(kind, "True", Reason.HOST_KEYS_PRESENT,
+                     f"the host keys are in Secret {secret}")
+
+
+def _rotation_condition(observed: Observed, previous: Mapping[str, Any] | None) -> Condition:
+    kind = ConditionType.HOST_KEYS_ROTATING
+    rotation = observed.rotation
+    if rotation is None:  # the Secret is missing: what was said last still holds
+        if previous is not None and previous.get("reason"):
+            return Condition(kind, str(previous["status"]), Reason(previous["reason"]),
+                             str(previous.get("message", "")))
+        return Condition(kind, "False", Reason.NO_ROTATION, "no host key rotation has run")
+    if rotation.in_flight:
+        until = rotation.promote_at.strftime("%Y-%m-%dT%H:%M:%SZ") \
+            if rotation.promote_at else "?"
+        fingerprints = ", ".join(f"{k.key_type} {k.fingerprint}"
+                                 for k in observed.next_host_keys)
+        queued = (f"; rotation {rotation.queued} starts when this one completes"
+                  if rotation.queued is not None else "")
+        return Condition(kind, "True", Reason.NEXT_KEYS_ANNOUNCED,
+                         f"rotation {rotation.rotation}: the next host keys ({fingerprints}) "
+                         f"are announced to clients after login and replace the current ones "
+                         f"at {until}{queued}")
+    if rotation.completed_at is not None:
+        return Condition(kind, "False", Reason.NEXT_KEYS_PROMOTED,
+                         f"rotation {rotation.rotation} completed at "
+                         f"{rotation.completed_at.strftime('%Y-%m-%dT%H:%M:%SZ')}: the "
+                         "new host keys are in use and the old ones are dropped")
+    return Condition(kind, "False", Reason.NO_ROTATION, "no host key rotation has run")
+
+
 def _ready_condition(parts: Sequence[Condition], district: District) -> Condition:
     if district.suspend:
         return Condition(ConditionType.READY, "False", Reason.SUSPENDED,
@@ -189,6 +236,9 @@ def _ready_condition(parts: Sequence[Condition], district: District) -> Conditio
     problems += [c for c in (by_type[ConditionType.PROCESSING_HEALTHY],
                              by_type[ConditionType.BACKUPS_HEALTHY],
                              by_type[ConditionType.PULL_HEALTHY]) if c.status == "False"]
+    host_keys = by_type.get(ConditionType.HOST_KEYS_READY)
+    if host_keys is not None and host_keys.status == "False":
+        problems.append(host_keys)
     if not problems:
         return Condition(ConditionType.READY, "True", Reason.READY,
                          "the district can log in and its jobs are healthy")
@@ -245,6 +295,8 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         _pull_condition(district, observed, before.get(ConditionType.PULL_HEALTHY)),
         _uploads_condition(previous),
         uploads_overdue_condition(district, previous, now),
+        _host_keys_condition(district, observed),
+        _rotation_condition(observed, before.get(ConditionType.HOST_KEYS_ROTATING)),
     ]
     conditions = [_ready_condition(parts, district), *parts]
     status: dict[str, Any] = dict(previous)
@@ -253,11 +305,25 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
                                             district.generation, now)
     where = endpoint(district, observed.service)
     status["endpoint"] = where
+    if not observed.host_keys_missing:
+        _host_keys_status(status, observed, where)
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _host_keys_status(status: dict[str, Any], observed: Observed,
+                      where: Mapping[str, Any] | None) -> None:
+    """hostKeys (current), nextHostKeys and the rotation, and knownHosts listing both, so that
+    a client set up during a rotation trusts the keys of both sides of it."""
     status["hostKeys"] = [{"type": k.key_type, "fingerprint": k.fingerprint}
                           for k in observed.host_keys] or None
-    status["knownHosts"] = (keys.known_hosts(where["host"], int(where["port"]), observed.host_keys)
-                            if where and observed.host_keys else None)
-    return {k: v for k, v in status.items() if v is not None}
+    status["nextHostKeys"] = [{"type": k.key_type, "fingerprint": k.fingerprint}
+                              for k in observed.next_host_keys] or None
+    status["hostKeyRotation"] = observed.rotation.status() \
+        if observed.rotation is not None and (observed.rotation.rotation
+                                              or observed.rotation.in_flight) else None
+    published = observed.host_keys + observed.next_host_keys
+    status["knownHosts"] = (keys.known_hosts(where["host"], int(where["port"]), published)
+                            if where and published else None)
 
 
 # ---- missed uploads (spec.processing.expectEvery) -------------------------------------------
@@ -517,6 +583,8 @@ class Transition:
 
     @property
     def warning(self) -> bool:
+        if self.type in INFORMATIONAL:
+            return False
         bad = "True" if self.type in ABNORMAL_TRUE else "False"
         return self.status == bad
 

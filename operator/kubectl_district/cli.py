@@ -13,6 +13,7 @@ from district_operator import api
 from kubectl_district import (
     authorized,
     connectinfo,
+    hostkeys,
     jobs,
     keygen,
     overview,
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="list, add or remove the keys that may log in")
     authorized.add_arguments(keys_parser, common)
     keys_parser.set_defaults(runner=authorized.run)
+    host_keys = sub.add_parser("hostkeys", parents=[common],
+                               help="rotate the server's host keys without breaking clients")
+    hostkeys.add_arguments(host_keys, common)
+    host_keys.set_defaults(runner=hostkeys.run)
     info = sub.add_parser("connect-info", parents=[common],
                           help="endpoint, host keys and ready-to-paste client commands")
     connectinfo.add_arguments(info)

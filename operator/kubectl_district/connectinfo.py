@@ -83,16 +83,22 @@ def connection_facts(district: District, status: Mapping[str, Any],
     endpoint = status["endpoint"]
     host, port = str(endpoint["host"]), int(endpoint["port"])
     host_keys = published_host_keys(status["knownHosts"])
+    # During a rotation knownHosts also lists the next keys (status.nextHostKeys).
+    upcoming = {k.get("fingerprint") for k in status.get("nextHostKeys") or []}
     known_hosts_file = f"{district.name}_known_hosts"
     ssh_options = (f"-o UserKnownHostsFile={shlex.quote(known_hosts_file)} "
-                   "-o StrictHostKeyChecking=yes")
+                   # UpdateHostKeys: the client learns the next keys of a host key
+                   # rotation (announced after login) before they are used; OpenSSH leaves it
+                   # off when UserKnownHostsFile is given.
+                   "-o StrictHostKeyChecking=yes -o UpdateHostKeys=yes")
     key = shlex.quote(identity)
     heredoc = f"cat > {shlex.quote(known_hosts_file)} <<'EOF'\n{status['knownHosts'].rstrip()}\nEOF"
     lftp_setting = f'set sftp:connect-program "ssh -a -x -i {key} {ssh_options}"'
     winscp_key = identity + ".ppk"
     # WinSCP takes one expected fingerprint; it prefers Ed25519 host keys, as the server does.
-    winscp_hostkey = next((k for k in host_keys if k.key_type == "ssh-ed25519"),
-                          host_keys[0]).winscp_fingerprint
+    current = [k for k in host_keys if k.fingerprint not in upcoming] or list(host_keys)
+    winscp_hostkey = next((k for k in current if k.key_type == "ssh-ed25519"),
+                          current[0]).winscp_fingerprint
     return {
         "district": district.name,
         "namespace": district.namespace,
@@ -100,7 +106,10 @@ def connection_facts(district: District, status: Mapping[str, Any],
         "host": host,
         "port": port,
         "hostKeys": [{"type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint,
-                      "md5": k.md5_fingerprint} for k in host_keys],
+                      "md5": k.md5_fingerprint, "next": k.fingerprint in upcoming}
+                     for k in host_keys],
+        "nextKeysFrom": (status.get("hostKeyRotation") or {}).get("promoteAt")
+        if upcoming else None,
         "knownHosts": status["knownHosts"],
         "knownHostsFile": known_hosts_file,
         "commands": {
@@ -124,6 +133,7 @@ def _print(facts: Mapping[str, Any]) -> None:
         f"Login:     {facts['login']} (public key authentication only)",
         "Host keys (what the client must show on first connect):",
         *(f"  {k['type']:<12} {k['bits']:>4}  {k['fingerprint']}  {k['md5']}"
+          + (f"  (next: in use from {facts['nextKeysFrom']})" if k["next"] else "")
           for k in facts["hostKeys"]),
         "",
         "known_hosts lines:",

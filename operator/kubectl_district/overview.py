@@ -50,6 +50,8 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "readyReason": ready.get("reason"),
         "endpoint": status.get("endpoint"),
         "hostKeys": status.get("hostKeys") or [],
+        "nextHostKeys": status.get("nextHostKeys") or [],
+        "hostKeyRotation": status.get("hostKeyRotation"),
         "generation": meta.get("generation"),
         "observedGeneration": status.get("observedGeneration"),
         "conditions": status.get("conditions") or [],
@@ -60,6 +62,17 @@ def summary(body: Mapping[str, Any]) -> dict[str, Any]:
         "lastPull": status.get("lastPull"),
         "uploadsNeedingAttention": status.get("uploadsNeedingAttention") or [],
     }
+
+
+def _next_host_keys(facts: Mapping[str, Any]) -> list[str]:
+    """The rotation in flight: the next keys and when they replace the current ones."""
+    upcoming = facts["nextHostKeys"]
+    if not upcoming:
+        return []
+    rotation = facts["hostKeyRotation"] or {}
+    return ["Next keys:    " + ", ".join(f"{k['type']} {k['fingerprint']}" for k in upcoming)
+            + f"  (rotation {rotation.get('rotation')}: announced since "
+              f"{rotation.get('startedAt')}, in use from {rotation.get('promoteAt')})"]
 
 
 def _pull_line(pull: Mapping[str, Any]) -> str:
@@ -83,6 +96,7 @@ def _print_status(facts: Mapping[str, Any]) -> None:
         f"Endpoint:     {_endpoint(facts) or 'not published yet'}  login {facts['login']}",
         "Host keys:    " + (", ".join(f"{k['type']} {k['fingerprint']}"
                                       for k in facts["hostKeys"]) or "-"),
+        *_next_host_keys(facts),
         "Last epoch:   " + (f"{epoch.get('name')}  {epoch.get('outcome')}  "
                             f"{epoch.get('format') or '-'}  processed "
                             f"{epoch.get('processedAt')} ({output.age(epoch.get('processedAt'))}"

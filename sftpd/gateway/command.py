@@ -12,10 +12,10 @@ from pathlib import Path
 from district_contract import commands
 
 from sftpd import options
-from sftpd.events import EventLog
 from sftpd.gateway import metrics
 from sftpd.gateway.server import Gateway, GatewaySettings
 from sftpd.server import metrics as server_metrics
+from sftpd.server.audit import AuditLog
 from sftpd.server.command import DEFAULT_HOST_KEYS, event_loop_factory, raise_descriptor_limit
 
 DEFAULT_ROUTES = "/etc/sftpd/routes"
@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "change", DEFAULT_ROUTES, metavar="PATH")
     opt.items(commands.HOST_KEY, "the gateway's host private key file (OpenSSH format)",
               DEFAULT_HOST_KEYS, metavar="PATH")
+    opt.items(commands.NEXT_HOST_KEY, "the gateway's next host key (announced after login, "
+              "not yet used to sign; absent files skipped), for a rotation with overlap",
+              metavar="PATH")
     opt.text(commands.GATEWAY_KEY, "private key the gateway logs in to district servers with",
              DEFAULT_GATEWAY_KEY, metavar="PATH")
     opt.number(commands.PORT, "SSH port", 2222, minimum=0)
@@ -67,6 +70,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         routes=Path(args.routes),
         host_keys=[Path(p) for p in args.host_key],
         gateway_key=Path(args.gateway_key),
+        next_host_keys=[Path(p) for p in args.next_host_key],
         port=args.port,
         bind=args.bind or [""],
         login_grace_seconds=args.login_grace_time,
@@ -84,7 +88,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-async def serve(settings: GatewaySettings, args: argparse.Namespace, log: EventLog) -> int:
+async def serve(settings: GatewaySettings, args: argparse.Namespace, log: AuditLog) -> int:
     raise_descriptor_limit()
     gateway = Gateway(settings, log)
     stop = asyncio.Event()
@@ -106,7 +110,7 @@ async def serve(settings: GatewaySettings, args: argparse.Namespace, log: EventL
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    log = EventLog()
+    log = AuditLog()
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(serve(settings, args, log))

@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncssh
 
-from sftpd.events import EventLog
 from sftpd.gateway import metrics, proxy
 from sftpd.gateway.auth import GatewayRules
 from sftpd.gateway.routes import Route, RouteTable
@@ -20,12 +19,14 @@ from sftpd.server import batching, internals, limits, signatures
 from sftpd.server.access import BanList, canonical_address, shown_user
 from sftpd.server.app import (
     ENCRYPTION_ALGS,
+    HOST_KEY_CHECK_SECONDS,
     KEX_ALGS,
     MAC_ALGS,
     SERVER_VERSION,
-    load_host_keys,
     supported,
 )
+from sftpd.server.audit import AuditLog
+from sftpd.server.hostkeys import HostKeys
 from sftpd.server.limits import ConnectionLimits, RefusalThrottle, cap_channels
 from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
@@ -37,6 +38,7 @@ class GatewaySettings:
     routes: Path
     host_keys: list[Path]
     gateway_key: Path
+    next_host_keys: list[Path] = field(default_factory=list)
     port: int = 2222
     bind: list[str] = field(default_factory=lambda: [""])
     login_grace_seconds: float = 30.0
@@ -56,10 +58,10 @@ class GatewaySettings:
 class Gateway:
     """One listening gateway in front of many districts' servers."""
 
-    def __init__(self, settings: GatewaySettings, log: EventLog) -> None:
+    def __init__(self, settings: GatewaySettings, log: AuditLog) -> None:
         self.settings = settings
         self.log = log
-        self.host_keys = load_host_keys(settings.host_keys)
+        self.host_keys = HostKeys(settings.host_keys, settings.next_host_keys, log)
         try:
             self.gateway_key = asyncssh.read_private_key(str(settings.gateway_key))
         except (OSError, asyncssh.KeyImportError) as exc:
@@ -96,7 +98,7 @@ class Gateway:
         self._acceptor = await asyncssh.listen(
             host=hosts, port=s.port, reuse_address=True,
             server_factory=lambda: GatewayConnection(self),
-            server_host_keys=self.host_keys,
+            server_host_keys=self.host_keys.pairs,
             # As sftpd serve: every host key announced after login, for overlap rotation.
             send_server_host_keys=True,
             server_version=SERVER_VERSION,
@@ -113,9 +115,19 @@ class Gateway:
             keepalive_interval=60, keepalive_count_max=3, config=[],
         )
         self._tasks = [asyncio.create_task(self.table.watch(s.routes_poll_seconds)),
-                       asyncio.create_task(self._prune())]
+                       asyncio.create_task(self._prune()),
+                       asyncio.create_task(self._watch_host_keys())]
         self.log.event("gateway.listening", port=self.port, bind=s.bind,
-                       routes=str(s.routes), logins=self.table.size)
+                       routes=str(s.routes), logins=self.table.size,
+                       host_keys=self.host_keys.fingerprints())
+
+    async def _watch_host_keys(self) -> None:
+        """As sftpd serve: changed host key files are served without a restart (new
+        connections get the new set)."""
+        while True:
+            await asyncio.sleep(HOST_KEY_CHECK_SECONDS)
+            if self.host_keys.refresh() and self._acceptor is not None:
+                self._acceptor.update(server_host_keys=self.host_keys.pairs)
 
     def refused(self, reason: str, address: str, **fields: Any) -> None:
         metrics.REJECTED.labels(reason).inc()

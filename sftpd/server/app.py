@@ -27,6 +27,7 @@ from sftpd.server.audit import (
 )
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
 from sftpd.server.filesystem import DistrictSFTPServer, SessionLimits
+from sftpd.server.hostkeys import HostKeys
 from sftpd.server.keys import AuthorizedKeys, Verdict
 from sftpd.server.limits import TOO_MANY_SESSIONS, ConnectionLimits, RefusalThrottle, cap_channels
 from sftpd.server.proxygate import PROXIED, ProxyListener
@@ -56,8 +57,9 @@ MAC_ALGS: tuple[str, ...] = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm
 # Encrypt-and-MAC fallbacks, off unless --compat-macs: libssh2 before 1.11 (curl on Debian 12)
 # knows neither an -etm MAC nor AES-GCM, so it cannot connect without one of these.
 COMPAT_MAC_ALGS: tuple[str, ...] = ("hmac-sha2-256", "hmac-sha2-512")
-# ssh-rsa (SHA-1 signatures) is dropped from what an RSA host key may sign with.
-HOST_KEY_ALGS: frozenset[bytes] = frozenset({b"ssh-ed25519", b"rsa-sha2-512", b"rsa-sha2-256"})
+# How often the host key files are checked for a change (a stat per file): the kubelet takes
+# about a minute to update a Secret volume, so a few seconds more change nothing.
+HOST_KEY_CHECK_SECONDS = 2.0
 SERVER_VERSION = "sftpd"
 
 
@@ -74,6 +76,7 @@ class ServerSettings:
     login: str
     host_keys: list[Path]
     authorized_keys: Path
+    next_host_keys: list[Path] = field(default_factory=list)
     port: int = 2222
     bind: list[str] = field(default_factory=lambda: [""])
     allowed_sources: tuple[IPNetwork, ...] = ()
@@ -98,31 +101,6 @@ class ServerSettings:
     proxy_header_seconds: float = 5.0
 
 
-def load_host_keys(paths: list[Path]) -> list[asyncssh.SSHKeyPair]:
-    """Host key pairs from OpenSSH private key files, each limited to HOST_KEY_ALGS."""
-    if not paths:
-        raise ValueError("at least one --host-key is needed")
-    pairs: list[asyncssh.SSHKeyPair] = []
-    for path in paths:
-        try:
-            loaded = asyncssh.load_keypairs([str(path)])
-        except (OSError, asyncssh.KeyImportError) as exc:
-            raise ValueError(f"cannot read host key {path}: {exc}") from exc
-        for pair in loaded:
-            pair.host_key_algorithms = [a for a in pair.host_key_algorithms
-                                        if a in HOST_KEY_ALGS]
-            if pair.host_key_algorithms:
-                if b"rsa-sha2-512" in pair.host_key_algorithms:
-                    # A key pair signs with SHA-1 `ssh-rsa` until a key exchange picks an
-                    # algorithm, and asyncssh's hostkeys-prove-00 answer uses that default:
-                    # OpenSSH clients disregard such a proof and do not learn the RSA key.
-                    pair.set_sig_algorithm(b"rsa-sha2-512")
-                pairs.append(pair)
-    if not pairs:
-        raise ValueError("no usable host key (ed25519 or RSA expected)")
-    return pairs
-
-
 class SFTPDistrictServer:
     """One listening SFTP server for one district's tree."""
 
@@ -145,14 +123,11 @@ class SFTPDistrictServer:
         self.connections: set[_Connection] = set()
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._host_key_watch: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
-        self.host_keys = self._load_host_keys(settings.host_keys)
+        self.host_keys = HostKeys(settings.host_keys, settings.next_host_keys, self.audit)
         self.gateway_key = (None if settings.gateway_key is None
                             else _read_gateway_key(settings.gateway_key))
-
-    @staticmethod
-    def _load_host_keys(paths: list[Path]) -> list[asyncssh.SSHKeyPair]:
-        return load_host_keys(paths)
 
     def is_gateway_key(self, key: asyncssh.SSHKey) -> bool:
         return self.gateway_key is not None and key.public_data == self.gateway_key.public_data
@@ -181,7 +156,7 @@ class SFTPDistrictServer:
         self._acceptor = await asyncssh.listen(
             host=hosts, port=s.port, reuse_address=True, tunnel=tunnel,
             server_factory=lambda: _Connection(self),
-            server_host_keys=self.host_keys,
+            server_host_keys=self.host_keys.pairs,
             # After login, announce every host key (OpenSSH's hostkeys-00@openssh.com, as sshd
             # does): clients with UpdateHostKeys learn the keys they have not seen yet, and a
             # second key of a type is served as a reserved key, which is how a host key is
@@ -207,9 +182,20 @@ class SFTPDistrictServer:
             config=[],
         )
         self._reaper = asyncio.create_task(self._reap_idle())
+        self._host_key_watch = asyncio.create_task(self._watch_host_keys())
         self.audit.event("server.listening", port=self.port, bind=s.bind, root=str(s.root),
                          login=s.login, keys=self.authorized.count,
-                         download_directories=list(s.download_directories))
+                         download_directories=list(s.download_directories),
+                         host_keys=self.host_keys.fingerprints())
+
+    async def _watch_host_keys(self) -> None:
+        """Serve changed host key files without a restart (a rotation's steps arrive as Secret
+        volume updates): connections accepted afterwards use the new set, open ones keep
+        theirs."""
+        while True:
+            await asyncio.sleep(HOST_KEY_CHECK_SECONDS)
+            if self.host_keys.refresh() and self._acceptor is not None:
+                self._acceptor.update(server_host_keys=self.host_keys.pairs)
 
     def _sftp_factory(self, chan: asyncssh.SSHServerChannel[bytes]) -> DistrictSFTPServer:
         owner = chan.get_connection().get_owner()
@@ -249,10 +235,11 @@ class SFTPDistrictServer:
         """Stop accepting, tell clients goodbye, and wait (bounded) for sessions to finish."""
         if self._acceptor is not None:
             self._acceptor.close()
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        for task in (self._reaper, self._host_key_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for conn in list(self.connections):
             if conn.conn is not None:
                 conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Server shutting down")

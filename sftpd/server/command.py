@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "applegrove.org (lowercase letters, digits, . - _)", required=True, metavar="NAME")
     opt.items(commands.HOST_KEY, "host private key file (OpenSSH format)", DEFAULT_HOST_KEYS,
               metavar="PATH")
+    opt.items(commands.NEXT_HOST_KEY, "a host key being rolled in (OpenSSH format): announced "
+              "after login, never used for the key exchange; an absent file is skipped",
+              metavar="PATH")
     opt.text(commands.AUTHORIZED_KEYS, "authorized_keys file, re-read when it changes",
              DEFAULT_AUTHORIZED_KEYS, metavar="PATH")
     opt.number(commands.PORT, "SSH port", 2222, minimum=0)
@@ -99,6 +102,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         login=check_login(args.login),
         host_keys=[Path(p) for p in args.host_key],
         authorized_keys=Path(args.authorized_keys),
+        next_host_keys=[Path(p) for p in args.next_host_key],
         port=args.port,
         bind=args.bind or [""],
         allowed_sources=parse_networks(args.allowed_source),

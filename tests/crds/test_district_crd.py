@@ -110,6 +110,7 @@ def test_the_minimal_example_applies_and_the_defaults_are_stored(api: Any) -> No
         "retention": {"processedDays": 30, "schedule": "17 3 * * *"},
         "backups": {"schedule": "0 2 * * *", "keep": 14},
         "integration": {"mode": "push"},
+        "hostKeys": {"rotate": 0, "overlap": "30d"},
         "suspend": False,
         "deletionPolicy": "Retain",
     }
@@ -321,6 +322,14 @@ INVALID = [
     pytest.param({"spec": {"suspend": "no"}}, "spec.suspend",
                  'Invalid value: "string": spec.suspend in body must be of type boolean',
                  id="suspend-not-boolean"),
+    pytest.param({"spec": {"hostKeys": {"overlap": "30 days"}}}, "spec.hostKeys.overlap",
+                 'hostKeys.overlap "30 days" is not a duration', id="overlap-not-a-duration"),
+    pytest.param({"spec": {"hostKeys": {"overlap": "0s"}}}, "spec.hostKeys.overlap",
+                 'hostKeys.overlap "0s" must be between 1s and 365d', id="overlap-zero"),
+    pytest.param({"spec": {"hostKeys": {"overlap": "366d"}}}, "spec.hostKeys.overlap",
+                 'hostKeys.overlap "366d" must be between 1s and 365d', id="overlap-too-long"),
+    pytest.param({"spec": {"hostKeys": {"rotate": -1}}}, "spec.hostKeys.rotate",
+                 "should be greater than or equal to 0", id="rotate-negative"),
     pytest.param({"spec": {"colour": "blue"}}, "",
                  'strict decoding error: unknown field "spec.colour"', id="unknown-field"),
     pytest.param({"spec": {"authorisedKeys": [ED25519]}}, "",
@@ -367,6 +376,8 @@ INVALID_CHANGES = [
     pytest.param({"spec": {"authorizedKeys": [ED25519]}},
                  {"spec": {"authorizedKeys": None}}, "spec.authorizedKeys",
                  "no one could log in", id="remove-last-key"),
+    pytest.param({"spec": {"hostKeys": {"rotate": 2}}}, {"spec": {"hostKeys": {"rotate": 1}}},
+                 "spec.hostKeys.rotate", "hostKeys.rotate can only go up", id="rotate-down"),
 ]
 
 
@@ -425,6 +436,9 @@ VALID = [
                            "service": {"type": "ClusterIP", "port": 2022},
                            "retention": {"processedDays": 3650}, "backups": {"keep": 365}}},
                  id="bounds-and-small-volume"),
+    pytest.param({"spec": {"hostKeys": {"rotate": 3, "overlap": "365d"}}},
+                 id="rotate-longest-overlap"),
+    pytest.param({"spec": {"hostKeys": {"overlap": "90s"}}}, id="overlap-seconds"),
 ]
 
 

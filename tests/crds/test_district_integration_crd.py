@@ -161,7 +161,7 @@ def test_defaults_are_stored_and_pull_can_go_back_to_push(api: Any) -> None:
     sif = stored["spec"]["integration"]["sif"]
     assert sif["schedule"] == "0 4 * * *"
     assert sif["maxBufferSize"] == 10000000
-    assert sif["objects"] == ["StudentPersonal", "SchoolInfo", "StaffPersonal",
+    assert sif["objects"] == ["StudentPersonal", "SchoolInfo",
                               "StudentSchoolEnrollment", "StudentContactPersonal",
                               "StudentContactRelationship"]
     # Back to push: mode and sif change together; mode alone is refused.

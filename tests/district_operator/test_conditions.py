@@ -57,6 +57,7 @@ def test_a_claims_phase_becomes_one_of_the_documented_reasons(phase: str, reason
     ({"key_check": keys.KeyCheck((), ())}, Reason.KEYS_NOT_READY),
     ({"processing_database": status.SecretProblem(Reason.DATABASE_SECRET_NOT_FOUND, "gone")},
      Reason.PROCESSING_NOT_READY),
+    ({"host_keys_missing": True}, Reason.HOST_KEYS_NOT_READY),
 ])
 def test_ready_names_the_first_problem_with_its_constant(fields: dict[str, Any],
                                                          ready_reason: Reason) -> None:
@@ -79,10 +80,12 @@ def test_every_reason_status_writes_is_a_constant_of_its_type() -> None:
             assert condition["type"] in set(ConditionType)
             assert condition["reason"] in set(Reason)
     assert set(EPOCHS_OUTCOME_REASONS) == set(Outcome)
-    # News about the district's uploads, not about whether it can log in: Ready ignores them.
+    # News about the district's uploads, not about whether it can log in, and the informational
+    # rotation in flight: Ready ignores them.
     assert set(NOT_READY) == set(ConditionType) - {ConditionType.READY,
                                                    ConditionType.UPLOADS_NEED_ATTENTION,
-                                                   ConditionType.UPLOADS_OVERDUE}
+                                                   ConditionType.UPLOADS_OVERDUE,
+                                                   ConditionType.HOST_KEYS_ROTATING}
 
 
 def documented_reasons() -> dict[str, set[str]]:

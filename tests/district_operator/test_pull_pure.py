@@ -102,7 +102,7 @@ def test_pull_defaults_and_no_ca_means_no_ca_file() -> None:
     (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     env = env_of(container)
     assert cron["spec"]["schedule"] == "0 4 * * *"
-    assert env["SFTPD_OBJECTS"] == ("StudentPersonal,SchoolInfo,StaffPersonal,"
+    assert env["SFTPD_OBJECTS"] == ("StudentPersonal,SchoolInfo,"
                                     "StudentSchoolEnrollment,StudentContactPersonal,"
                                     "StudentContactRelationship")
     assert env["SFTPD_MAX_BUFFER_SIZE"] == "10000000"

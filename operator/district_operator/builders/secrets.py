@@ -15,13 +15,15 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def host_keys_secret(district: District, key_files: Mapping[str, str]) -> dict[str, Any]:
-    """The host-key Secret holding freshly generated keys (see keys.generate_host_keys)."""
+def host_keys_secret(district: District, key_files: Mapping[str, str],
+                     annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The host-key Secret holding freshly generated keys (see keys.generate_host_keys), with
+    the rotation's annotations (see rotation.initial_annotations)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata(district, names.host_keys_secret(district.name),
-                             names.COMPONENT_HOST_KEYS),
+                             names.COMPONENT_HOST_KEYS, annotations=annotations),
         "type": "Opaque",
         "data": {file_name: _b64(content) for file_name, content in sorted(key_files.items())},
     }

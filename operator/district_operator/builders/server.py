@@ -35,6 +35,11 @@ def server_env(district: District) -> dict[str, str]:
         env_var(commands.PORT): str(names.SSH_PORT),
         env_var(commands.METRICS_PORT): str(names.METRICS_PORT),
         env_var(commands.HOST_KEY): host_keys,
+        # Present only while a rotation is in flight; the server skips absent ones and re-reads
+        # the volume when the kubelet updates it, so a rotation needs no restart.
+        env_var(commands.NEXT_HOST_KEY): ",".join(
+            f"{names.HOST_KEYS_DIR}/{file_name}"
+            for file_name in names.NEXT_HOST_KEY_FILES.values()),
         env_var(commands.AUTHORIZED_KEYS):
             f"{names.AUTHORIZED_KEYS_DIR}/{names.AUTHORIZED_KEYS_FILE}",
     }

@@ -13,6 +13,7 @@ import psycopg
 
 from sftpd.epochs.names import is_reserved
 from sftpd.formats import FileCount, ImportOutcome, Problem, Recognition, Validation
+from sftpd.formats.generic_csv import firstload
 from sftpd.formats.generic_csv.database import (
     Entry,
     Loaded,
@@ -27,6 +28,7 @@ from sftpd.formats.generic_csv.database import (
 )
 from sftpd.formats.generic_csv.spec import (
     FILES,
+    GUARDIANS,
     STUDENTS,
     USER_ROLES,
     USERS,
@@ -148,9 +150,14 @@ class GenericCsvFormat:
         if not isinstance(plan, Plan):
             raise TypeError("import_ needs the Validation that validate() returned")
         prepare(conn)
-        outcome = ImportOutcome()
+        outcome, entries = ImportOutcome(), plan.entries
+        if firstload.applies(conn, entries):
+            first = firstload.import_first(conn, entries)
+            if first is not None:  # students and guardians are in: the staged path does the rest
+                outcome = first
+                entries = [e for e in entries if e.spec not in (STUDENTS, GUARDIANS)]
         loaded = Loaded({}, {})
-        for entry in plan.entries:
+        for entry in entries:
             rows = stage(conn, entry, outcome)
             if rows is None:
                 continue

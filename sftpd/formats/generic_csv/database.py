@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -42,11 +43,14 @@ COPY_CHUNK = 1 << 20
 LISTED_PER_CHECK = 200
 _YES = ("Y", "y", "Yes", "yes", "true", "TRUE")
 
+# Gender and Language are stored as written and, generated from that, normalized (M/F, lower
+# case): COPY cannot transform a value, and the first load COPYs straight into the tables.
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS generic_csv;
 CREATE TABLE IF NOT EXISTS generic_csv.students (
   student_id text COLLATE "C" PRIMARY KEY, last_name text NOT NULL, middle_name text,
-  first_name text NOT NULL, date_of_birth date NOT NULL, gender text NOT NULL,
+  first_name text NOT NULL, date_of_birth date NOT NULL, gender_as_written text NOT NULL,
+  gender text GENERATED ALWAYS AS (upper(left(gender_as_written, 1))) STORED,
   district_enrollment text NOT NULL, grade text, address text, city text, state text,
   zip text, race text, district_of_residence text, county_of_residence text,
   district_of_service text, student_reporting_id text, building text NOT NULL,
@@ -54,7 +58,8 @@ CREATE TABLE IF NOT EXISTS generic_csv.students (
 CREATE TABLE IF NOT EXISTS generic_csv.guardians (
   student_id text COLLATE "C" NOT NULL, last_name text NOT NULL, first_name text NOT NULL,
   relationship text, email text, phone text, address text, city text, state text, zip text,
-  language text);
+  language_as_written text,
+  language text GENERATED ALWAYS AS (lower(language_as_written)) STORED);
 CREATE INDEX IF NOT EXISTS guardians_student_id ON generic_csv.guardians (student_id);
 CREATE TABLE IF NOT EXISTS generic_csv.users (
   email text COLLATE "C" PRIMARY KEY, last_name text NOT NULL, first_name text NOT NULL);
@@ -118,14 +123,18 @@ def prepare(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET LOCAL timezone = 'UTC'")
 
 
-def stage(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome) -> int | None:
+def stage(conn: psycopg.Connection[Any], entry: Entry, outcome: ImportOutcome,
+          where: sql.Composable | None = None) -> int | None:
     """COPY the file into a text staging table; its row count, or None when COPY refuses it
-    (the problem is added to the outcome)."""
+    (the problem is added to the outcome). With `where`, only the rows that satisfy it are
+    kept (and counted)."""
     cols = [sql.Identifier(f"c{i}") for i in range(1, len(entry.spec.columns) + 1)]
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
         entry.stage, sql.SQL(", ").join(sql.SQL('{} text COLLATE "C"').format(c) for c in cols)))
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER true)").format(
         entry.stage, sql.SQL(", ").join(cols))
+    if where is not None:
+        copy_sql = sql.SQL("{} WHERE {}").format(copy_sql, where)
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(copy_sql) as copy, entry.path.open("rb") as stream:
@@ -203,11 +212,13 @@ def _one_of(col: sql.Identifier, values: Collection[str],
 
 def _date_shape(col: sql.Identifier) -> sql.Composable:
     """True for ten characters in one of the four forms (digits and one kind of separator in
-    the right places); whether it is a real date is left to make_date."""
+    the right places); whether it is a real date is left to make_date (or the date type)."""
+    # (in coalesce: `NOT` of a bare `IN` list is rewritten into a negated list that COPY ...
+    # WHERE, where the first load checks it, cannot run: "cache lookup failed for function 0")
     return sql.SQL(
-        "length({0}) = 10 AND translate({0}, '0123456789', '') IN ('--', '//') AND "
-        "(substr({0}, 5, 1) = substr({0}, 8, 1) OR substr({0}, 3, 1) = substr({0}, 6, 1))"
-    ).format(col)
+        "coalesce(length({0}) = 10 AND translate({0}, '0123456789', '') IN ('--', '//') AND "
+        "(substr({0}, 5, 1) = substr({0}, 8, 1) OR substr({0}, 3, 1) = substr({0}, 6, 1)), "
+        "false)").format(col)
 
 
 def date_value(col: sql.Identifier) -> sql.Composable:
@@ -233,8 +244,11 @@ def checks(entry: Entry, strict: bool) -> list[Check]:
         col = entry.col(column.name)
         if column.required:
             exempt = deleted if column.kind != "email" else sql.SQL("false")
-            rule(column, sql.SQL("coalesce(btrim({}), '') = '' AND NOT ({})").format(col, exempt),
-                 sql.SQL("'a value is required'"))
+            # Blank: no value, or only spaces. (Only a value sorting before '!' in "C" order
+            # can be all spaces: the costly btrim runs for those alone, and a value with one
+            # costs a comparison; btrim on every row made this rule 3x dearer.)
+            rule(column, sql.SQL("({0} IS NULL OR ({0} < '!' AND btrim({0}) = '')) AND NOT ({1})")
+                 .format(col, exempt), sql.SQL("'a value is required'"))
         if column.kind == "id":
             rule(column, sql.SQL("length({}) > {}").format(col, sql.Literal(STUDENT_ID_LENGTH)),
                  sql.SQL("{} || ' is ' || length({}) || ' characters long; at most {} are "
@@ -258,7 +272,14 @@ def checks(entry: Entry, strict: bool) -> list[Check]:
                 "language": (LANGUAGES, sql.SQL("lower({})").format(col),
                              "a two-letter ISO 639-1 code such as en or es"),
             }[column.kind]
-            rule(column, _one_of(col, values, expr),
+            bad = _one_of(col, values, expr)
+            if column.kind == "language":
+                # (a jsonb object's keys, searched by halves: COPY ... WHERE, where the first
+                # load checks it, does not hash a long IN list and would compare each of the
+                # 184 codes in turn; an alternation of them as a regular expression costs 5x)
+                bad = sql.SQL("{} <> '' AND NOT ({}::jsonb ? lower({}))").format(
+                    col, sql.Literal(json.dumps(dict.fromkeys(sorted(values), 0))), col)
+            rule(column, bad,
                  sql.SQL("{} || ' is not one of: ' || {}").format(_shown(col),
                                                                  sql.Literal(listed)))
         elif column.kind == "email":
@@ -305,14 +326,17 @@ def find_problems(conn: psycopg.Connection[Any], entry: Entry,
     return [Problem(str(msg), entry.spec.file, lines.get(str(ctid))) for ctid, msg in found], total
 
 
-def file_lines(conn: psycopg.Connection[Any], entry: Entry, ctids: list[str]) -> dict[str, int]:
+def file_lines(conn: psycopg.Connection[Any], entry: Entry, ctids: list[str],
+               table: sql.Composable | None = None) -> dict[str, int]:
     """The line of the file each staged row starts on (rows keep file order in the fresh
-    staging table; a quoted field may span lines, so the file itself is read to count)."""
+    staging table, or in the table a first load COPYs the file into; a quoted field may span
+    lines, so the file itself is read to count)."""
     if not ctids:
         return {}
     records = {str(c): int(n) for c, n in conn.execute(sql.SQL(
         "SELECT ctid::text, n FROM (SELECT ctid, row_number() OVER (ORDER BY ctid) AS n "
-        "FROM {}) x WHERE ctid = ANY(%s::tid[])").format(entry.stage), (ctids,)).fetchall()}
+        "FROM {}) x WHERE ctid = ANY(%s::tid[])").format(table or entry.stage),
+        (ctids,)).fetchall()}
     starts = record_lines(entry.path, set(records.values()))
     return {c: starts.get(n, n + 1) for c, n in records.items()}
 
@@ -401,19 +425,23 @@ def merge_all(conn: psycopg.Connection[Any], loaded: Loaded, outcome: ImportOutc
         _merge_absences(conn, absences, loaded.counts[ABSENCES.file], outcome)
 
 
+def stored_name(column: Column) -> str:
+    """The table column that takes the file column's value (as written, where a normalized
+    copy is generated from it)."""
+    if column.kind in ("gender", "language"):
+        return f"{column.sql_name}_as_written"
+    return column.sql_name
+
+
 def _value(entry: Entry, column: Column) -> sql.Composable:
     col = entry.col(column.name)
     if column.kind == "date":
         return date_value(col)
-    if column.kind == "gender":
-        return sql.SQL("upper(left({}, 1))").format(col)
-    if column.kind == "language":
-        return sql.SQL("lower(NULLIF({}, ''))").format(col)
     return sql.SQL("NULLIF({}, '')").format(col)
 
 
 def _merge_students(conn: psycopg.Connection[Any], entry: Entry, count: FileCount) -> None:
-    names = [c.sql_name for c in STUDENTS.columns]
+    names = [stored_name(c) for c in STUDENTS.columns]
     cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
     values = sql.SQL(", ").join(_value(entry, c) for c in STUDENTS.columns)
     target = sql.Identifier(SCHEMA, "students")
@@ -463,7 +491,7 @@ def _merge_guardians(conn: psycopg.Connection[Any], entry: Entry, students: Entr
     else:
         # The first load: build the index once after the rows, not row by row.
         conn.execute("DROP INDEX generic_csv.guardians_student_id")
-    cols = sql.SQL(", ").join(sql.Identifier(c.sql_name) for c in GUARDIANS.columns)
+    cols = sql.SQL(", ").join(sql.Identifier(stored_name(c)) for c in GUARDIANS.columns)
     values = sql.SQL(", ").join(_value(entry, c) for c in GUARDIANS.columns)
     # (in file order: a seq scan of the fresh staging table reads it that way)
     cur = conn.execute(sql.SQL(
@@ -484,15 +512,19 @@ def _warn_skipped(conn: psycopg.Connection[Any], entry: Entry, students: Entry, 
         "SELECT g.ctid::text FROM {} g WHERE NOT EXISTS (SELECT 1 FROM {} s WHERE s.c1 = g.{}) "
         "ORDER BY g.ctid LIMIT {}").format(entry.stage, students.stage, sid,
                                            sql.Literal(LISTED_PER_CHECK))).fetchall()]
-    lines = file_lines(conn, entry, skipped)
-    for ctid in skipped:
-        outcome.warnings.append(Problem(
-            "column 'Student Id': the student is not in this load's students.csv; row skipped",
-            GUARDIANS.file, lines.get(ctid)))
-    if total > len(skipped):
-        outcome.warnings.append(Problem(
-            f"... {total - len(skipped)} more guardian rows skipped the same way",
-            GUARDIANS.file))
+    outcome.warnings.extend(skipped_guardians(skipped, file_lines(conn, entry, skipped), total))
+
+
+def skipped_guardians(ctids: list[str], lines: dict[str, int], total: int) -> list[Problem]:
+    """The warnings for guardian rows skipped because their student is not in the load: the
+    first rows by line, then how many more."""
+    found = [Problem(
+        "column 'Student Id': the student is not in this load's students.csv; row skipped",
+        GUARDIANS.file, lines.get(ctid)) for ctid in ctids]
+    if total > len(ctids):
+        found.append(Problem(
+            f"... {total - len(ctids)} more guardian rows skipped the same way", GUARDIANS.file))
+    return found
 
 
 def _merge_users(conn: psycopg.Connection[Any], entry: Entry, count: FileCount,

@@ -11,7 +11,6 @@ tables of its own.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import psycopg
@@ -29,6 +28,7 @@ from sftpd.formats.oneroster.database import (
 )
 from sftpd.formats.oneroster.source import Source
 from sftpd.formats.oneroster.spec import Column, all_tables, snake
+from sftpd.formats.sibling import SiblingCheck
 
 
 class _Doubt(Exception):
@@ -50,7 +50,8 @@ def import_bulk(conn: psycopg.Connection[Any], source: Source,
                 entries: list[Entry]) -> ImportOutcome | None:
     """Load an all-bulk set; None when it must go through the staged path instead (the
     caller's transaction is then as it was)."""
-    sibling = _SiblingCheck(conn, source, entries)
+    sibling = SiblingCheck(conn, lambda session: _values_in_order(session, source, entries),
+                           "oneroster-check")
     if not sibling.start():
         return None
     outcome = ImportOutcome()
@@ -130,51 +131,6 @@ def _dangling(conn: psycopg.Connection[Any], table: str, column: Column) -> bool
         sql.SQL("unnest({})").format(col) if column.kind == "list" else col,
         sql.Identifier(SCHEMA, snake(table)), sql.Identifier(SCHEMA, snake(column.ref)))
     ).fetchone() == (True,)
-
-
-class _SiblingCheck:
-    """A second session that reads the set's files and checks their values."""
-
-    def __init__(self, conn: psycopg.Connection[Any], source: Source,
-                 entries: list[Entry]) -> None:
-        self.origin = conn
-        self.source = source
-        self.entries = entries
-        self.verdict = False
-        self.failed = threading.Event()
-        self.session: psycopg.Connection[Any] | None = None
-        self.thread = threading.Thread(target=self._run, name="oneroster-check", daemon=True)
-
-    def start(self) -> bool:
-        try:
-            self.session = psycopg.connect(
-                self.origin.info.dsn, password=self.origin.info.password, autocommit=True,
-                application_name="sftpd process-epochs (checks)")
-        except psycopg.Error:
-            return False
-        self.thread.start()
-        return True
-
-    def clean(self) -> bool:
-        self.thread.join()
-        return self.verdict
-
-    def stop(self) -> None:
-        if self.session is None:
-            return
-        if self.thread.is_alive():
-            self.session.cancel_safe()
-            self.thread.join()
-        self.session.close()
-
-    def _run(self) -> None:
-        assert self.session is not None
-        try:
-            self.verdict = _values_in_order(self.session, self.source, self.entries)
-        except Exception:  # whatever it was, the staged path meets it again and reports it
-            self.verdict = False
-        if not self.verdict:
-            self.failed.set()
 
 
 def _values_in_order(session: psycopg.Connection[Any], source: Source,

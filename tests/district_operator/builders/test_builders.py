@@ -110,6 +110,9 @@ def test_deployment_runs_sftpd_serve_restricted_and_tokenless() -> None:
     assert env["SFTPD_METRICS_PORT"] == "9090"
     assert env["SFTPD_HOST_KEY"] == ("/etc/sftpd/host-keys/ssh_host_ed25519_key,"
                                      "/etc/sftpd/host-keys/ssh_host_rsa_key")
+    # A rotation's next keys, in the same Secret volume (absent unless one is in flight).
+    assert env["SFTPD_NEXT_HOST_KEY"] == ("/etc/sftpd/host-keys/next_ssh_host_ed25519_key,"
+                                          "/etc/sftpd/host-keys/next_ssh_host_rsa_key")
     assert env["SFTPD_AUTHORIZED_KEYS"] == "/etc/sftpd/authorized-keys/authorized_keys"
     assert env["SFTPD_ALLOWED_SOURCE"] == "203.0.113.0/24"
     assert {p["containerPort"] for p in container["ports"]} == {2222, 9090}

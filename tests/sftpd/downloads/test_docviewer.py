@@ -16,6 +16,7 @@ from district_contract.results import DocviewerResult, parse
 from sftpd.downloads.contract import contract_sql
 from sftpd.downloads.docviewer import BATCH_ROWS, url_cell
 from sftpd.downloads.tokens import TokenRefused, decode_token, generate_key, read_keys
+from sftpd.formats.generic_csv import database as generic_csv_database
 from tests.sftpd.downloads.conftest import (
     ACTIVE,
     FORMS,
@@ -130,17 +131,19 @@ def test_each_token_is_refused_when_tampered_with_or_expired(root: Path, seeded:
 def test_students_are_read_through_a_view_over_the_generic_csv_import(
         root: Path, database_url: str, key_file: Path) -> None:
     """docs/downloads.md's view: the contract keeps it, the export reads students through it."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url) as conn:
+        generic_csv_database.prepare(conn)  # the import's own schema, as the importer makes it
         conn.execute("""
-            CREATE SCHEMA generic_csv;
-            CREATE TABLE generic_csv.students ("Student Id" text PRIMARY KEY,
-                                               "Last Name" text NOT NULL);
-            INSERT INTO generic_csv.students VALUES ('A1', 'Nguyen'), ('A2', 'Okafor');
+            INSERT INTO generic_csv.students (student_id, last_name, first_name, date_of_birth,
+                gender_as_written, district_enrollment, building, building_reporting_id)
+            VALUES ('A1', 'Nguyen', 'An', '2012-03-04', 'F', 'Resident', 'East', '0101'),
+                   ('A2', 'Okafor', 'Ada', '2011-05-06', 'M', 'Resident', 'East', '0101');
             CREATE SCHEMA documents;
             CREATE VIEW documents.students AS
-                SELECT g."Student Id" AS student_id, false AS deleted
+                SELECT g.student_id, false AS deleted
                 FROM generic_csv.students AS g;
         """)
+    with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(contract_sql().encode())
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = "
                             "'documents.students'::regclass").fetchone()

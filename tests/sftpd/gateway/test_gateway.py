@@ -297,7 +297,7 @@ def test_clients_learn_the_gateways_upcoming_host_key(setup: Setup, tmp_path: Pa
 
     upcoming = keygen(tmp_path / "gateway_host_ed25519_key_next")
     gateway = start_gateway(tmp_path, setup.routes.directory, setup.host_key, setup.gateway_key,
-                            "--host-key", str(upcoming))  # added to the first
+                            "--next-host-key", str(upcoming))
     try:
         known_hosts = tmp_path / "known_hosts"
         current = Path(f"{setup.host_key}.pub").read_text().split()[1]
