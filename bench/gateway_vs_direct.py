@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,6 +247,7 @@ def main() -> int:
         for proc in (gateway, server):
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)  # the payload is --size-mib MiB
     return 0
 
 
