@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                "decode and check a docviewer URL token; make a token key"),
     commands.SIF_PULL: ("sftpd.sif.command",
                         "pull the SIF zone's objects into upload/ as one Generic CSV epoch"),
+    commands.GATEWAY: ("sftpd.gateway.command",
+                       "route each district's login to its own server (one shared address)"),
 }
 # The jobs that leave a result, which says InvalidArguments when they were used wrongly.
 RESULT_KINDS: dict[str, JobKind] = {commands.PROCESS_EPOCHS: JobKind.EPOCHS,

@@ -64,6 +64,10 @@ OBJECTS: Final = "objects"
 MAX_BUFFER_SIZE: Final = "max-buffer-size"
 SIF_AUTH_DIR: Final = "auth-dir"  # a mounted Secret: username+password, or tls.crt+tls.key
 SIF_CA_FILE: Final = "ca-file"  # the zone's CA bundle (PEM)
+# sftpd serve behind the shared gateway, and sftpd gateway (docs/gateway.md)
+PROXY_FROM: Final = "proxy-from"  # the gateway's addresses: they must send a PROXY v2 header
+GATEWAY_KEY: Final = "gateway-key"  # serve: the gateway's public key; gateway: its private key
+ROUTES: Final = "routes"  # sftpd gateway: the directory of routing shards
 
 # Import formats the epochs job knows, by the name `processing.formats` uses.
 FORMAT_ONEROSTER: Final = "oneroster"

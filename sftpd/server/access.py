@@ -30,14 +30,15 @@ def shown_user(username: str) -> str:
     return username if len(username) <= LOGIN_MAX else username[:LOGIN_MAX] + "..."
 
 
-def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+def parse_networks(cidrs: Iterable[str], option: str = commands.ALLOWED_SOURCE,
+                   ) -> tuple[IPNetwork, ...]:
     """Parse CIDRs (a bare address is a /32 or /128); raises ValueError naming the bad entry."""
     networks: list[IPNetwork] = []
     for text in cidrs:
         try:
             networks.append(ipaddress.ip_network(text.strip(), strict=False))
         except ValueError as exc:
-            raise ValueError(f"--allowed-source {text!r} is not an address or CIDR: {exc}") from exc
+            raise ValueError(f"--{option} {text!r} is not an address or CIDR: {exc}") from exc
     return tuple(networks)
 
 

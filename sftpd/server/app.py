@@ -28,8 +28,10 @@ from sftpd.server.audit import (
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
 from sftpd.server.filesystem import DistrictSFTPServer, SessionLimits
 from sftpd.server.hostkeys import HostKeys
-from sftpd.server.keys import AuthorizedKeys
+from sftpd.server.keys import AuthorizedKeys, Verdict
 from sftpd.server.limits import TOO_MANY_SESSIONS, ConnectionLimits, RefusalThrottle, cap_channels
+from sftpd.server.proxygate import PROXIED, ProxyListener
+from sftpd.server.proxyheader import ProxiedClient
 from sftpd.server.quickack import ack_promptly
 from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
@@ -92,6 +94,11 @@ class ServerSettings:
     max_open_handles: int = 64
     max_file_size: int = 64 << 30
     download_directories: tuple[str, ...] = ()
+    # The shared gateway (sftpd.gateway, docs/gateway.md): the addresses it connects from,
+    # which must start each connection with a PROXY v2 header, and the key it logs in with.
+    proxy_sources: tuple[IPNetwork, ...] = ()
+    gateway_key: Path | None = None
+    proxy_header_seconds: float = 5.0
 
 
 class SFTPDistrictServer:
@@ -119,6 +126,11 @@ class SFTPDistrictServer:
         self._host_key_watch: asyncio.Task[None] | None = None
         self._drained = asyncio.Event()
         self.host_keys = HostKeys(settings.host_keys, settings.next_host_keys, self.audit)
+        self.gateway_key = (None if settings.gateway_key is None
+                            else _read_gateway_key(settings.gateway_key))
+
+    def is_gateway_key(self, key: asyncssh.SSHKey) -> bool:
+        return self.gateway_key is not None and key.public_data == self.gateway_key.public_data
 
     @property
     def port(self) -> int:
@@ -137,8 +149,12 @@ class SFTPDistrictServer:
                           + limits.PATCHED)
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
+        # With --proxy-from, a listener of ours reads the gateway's PROXY header first.
+        tunnel: ProxyListener | tuple[()] = ()
+        if s.proxy_sources:
+            tunnel = ProxyListener(s.proxy_sources, s.proxy_header_seconds, self._proxy_refused)
         self._acceptor = await asyncssh.listen(
-            host=hosts, port=s.port, reuse_address=True,
+            host=hosts, port=s.port, reuse_address=True, tunnel=tunnel,
             server_factory=lambda: _Connection(self),
             server_host_keys=self.host_keys.pairs,
             # After login, announce every host key (OpenSSH's hostkeys-00@openssh.com, as sshd
@@ -196,6 +212,9 @@ class SFTPDistrictServer:
         if extra is not None:
             self.audit.event("connection.refused", reason=reason, **fields, **extra)
 
+    def _proxy_refused(self, reason: str, address: str, detail: str) -> None:
+        self.refused(reason, address, source=address, error=detail)
+
     async def _reap_idle(self) -> None:
         """Close sessions idle longer than the idle timeout; forget stale ban data."""
         interval = max(0.2, min(30.0, self.settings.idle_timeout_seconds / 4))
@@ -232,6 +251,13 @@ class SFTPDistrictServer:
         self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
+def _read_gateway_key(path: Path) -> asyncssh.SSHKey:
+    try:
+        return asyncssh.read_public_key(str(path))
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ValueError(f"cannot read the gateway key {path}: {exc}") from exc
+
+
 class _Connection(asyncssh.SSHServer):
     """Per-connection policy: source checks, limits, the one login, key auth, failure counting."""
 
@@ -248,6 +274,7 @@ class _Connection(asyncssh.SSHServer):
         self.admitted = False
         self.authenticated = False
         self.channels_refused = 0
+        self.proxied: ProxiedClient | None = None
         self.stop_quick_acks: Callable[[], None] = lambda: None
 
     def touch(self) -> None:
@@ -257,8 +284,14 @@ class _Connection(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.address = str(peer[0])
-        self.source = canonical_address(self.address)
         self.fields = {"source": self.address, "port": peer[1]}
+        self.proxied = conn.get_extra_info(PROXIED)
+        if self.proxied is not None:
+            # A trusted gateway's header: every check below and the log see the real client.
+            self.address = self.proxied.address
+            self.fields = {"source": self.address, "port": self.proxied.port,
+                           "via": self.proxied.via}
+        self.source = canonical_address(self.address)
         srv = self.server
         SESSIONS_TOTAL.inc()
         # Refuse before anything else is set up for the connection: a refusal must stay cheap.
@@ -322,7 +355,12 @@ class _Connection(asyncssh.SSHServer):
         if username != srv.settings.login:
             self._failed("unknown_user", fingerprint)
             return False
-        verdict = srv.authorized.verdict(key, self.address)
+        if self.proxied is not None or srv.is_gateway_key(key):
+            verdict = self._gateway_verdict(key)
+            if self.proxied is not None and self.proxied.fingerprint is not None:
+                fingerprint = self.proxied.fingerprint
+        else:
+            verdict = srv.authorized.verdict(key, self.address)
         if verdict.options is None:
             self._failed(verdict.reason, fingerprint)
             return False
@@ -334,6 +372,18 @@ class _Connection(asyncssh.SSHServer):
         self.accepted_key = fingerprint
         self.read_only = verdict.options.read_only
         return True
+
+    def _gateway_verdict(self, key: asyncssh.SSHKey) -> Verdict:
+        """On a gateway's connection only the gateway key logs in, standing for the client key
+        the header names, which must be one of the district's own (options, from=, expiry);
+        elsewhere the gateway key is refused like any unknown key."""
+        if self.proxied is None:
+            return Verdict(None, "unknown_key")
+        if not self.server.is_gateway_key(key):
+            return Verdict(None, "not_gateway_key")
+        if self.proxied.fingerprint is None:
+            return Verdict(None, "no_client_key")
+        return self.server.authorized.verdict_for(self.proxied.fingerprint, self.address)
 
     def _refuse_session(self, fingerprint: str | None) -> None:
         self.server.refused(TOO_MANY_SESSIONS, self.source, fingerprint=fingerprint,

@@ -89,6 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                metavar="SIZE")
     opt.items(commands.DOWNLOAD_DIRECTORIES, "read-only directory made under /downloads for a "
               f"state integration ({tree.DOWNLOAD_DIRECTORY_RULE})", metavar="NAME")
+    # Behind the shared gateway (docs/gateway.md).
+    opt.items(commands.PROXY_FROM, "gateway address or CIDR: a connection from one must start "
+              "with a PROXY v2 header naming the real client (default: none)", metavar="CIDR")
+    opt.text(commands.GATEWAY_KEY, "the gateway's public key file, accepted only on a "
+             "PROXY-headed connection from a --proxy-from address", metavar="PATH")
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
@@ -116,6 +121,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_file_size=args.max_file_size,
         download_directories=tuple(dict.fromkeys(
             tree.check_download_directory(name) for name in args.download_directories)),
+        proxy_sources=parse_networks(args.proxy_from, commands.PROXY_FROM),
+        gateway_key=None if not args.gateway_key else Path(args.gateway_key),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from district_contract.keyoptions import KeyOptions, judge_options, split_options
 
+from sftpd.events import EventLog
 from sftpd.server.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class _Entry:
     line: int
     parsed: asyncssh.SSHAuthorizedKeys
     options: KeyOptions
+    key: asyncssh.SSHKey
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,82 @@ class _FileIdentity:
     size: int
 
 
-class AuthorizedKeys:
+class KeyRules:
+    """Judged authorized_keys lines (options, strength) and the verdict on a client key.
+
+    `where` names the lines' origin in the log events (a file's path, a routing entry)."""
+
+    def __init__(self, audit: EventLog, where: str) -> None:
+        self._audit = audit
+        self._where = where
+        self._entries: tuple[_Entry, ...] = ()
+        self.count = 0
+
+    def load(self, lines: Iterable[str]) -> None:
+        entries: list[_Entry] = []
+        for number, line in enumerate(lines, start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            entry = self._judge(number, stripped)
+            if entry is not None:
+                entries.append(entry)
+        self._entries = tuple(entries)
+        self.count = len(entries)
+
+    def _judge(self, number: int, line: str) -> _Entry | None:
+        """The line as an entry, or None after logging why it is skipped.
+
+        One bad line must not lock the district out: it is skipped and named, the others work.
+        """
+        where = {"path": self._where, "line": number}
+        try:
+            options_text, key_text = split_options(line)
+            key = asyncssh.import_public_key(key_text)
+            parsed = asyncssh.import_authorized_keys(line)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            self._audit.event("authorized_keys.line_skipped", **where, error=str(exc))
+            return None
+        fingerprint = key.get_fingerprint()
+        try:
+            options = judge_options(options_text)
+        except ValueError as exc:
+            self._audit.event("authorized_keys.refused_option", **where,
+                              fingerprint=fingerprint, error=str(exc))
+            return None
+        weak = weakness(key)
+        if weak is not None:
+            self._audit.event("authorized_keys.weak_key", **where, fingerprint=fingerprint,
+                              error=weak)
+            return None
+        return _Entry(number, parsed, options, key)
+
+    def verdict(self, key: asyncssh.SSHKey, client_addr: str,
+                now: datetime | None = None) -> Verdict:
+        """The first line listing the key whose from= accepts the client and that has not
+        expired (OpenSSH goes on to later lines the same way)."""
+        moment = now or datetime.now(UTC)
+        reason = "unknown_key"
+        for entry in self._entries:
+            if entry.parsed.validate(key, client_addr, client_addr) is None:
+                continue
+            if entry.options.expired(moment):
+                reason = "key_expired"
+                continue
+            return Verdict(entry.options)
+        return Verdict(None, reason)
+
+    def verdict_for(self, fingerprint: str, client_addr: str,
+                    now: datetime | None = None) -> Verdict:
+        """As verdict(), for the key with this SHA256 fingerprint: the client key a trusted
+        gateway names (the gateway checked the signature; this file stays the authority)."""
+        for entry in self._entries:
+            if entry.key.get_fingerprint() == fingerprint:
+                return self.verdict(entry.key, client_addr, now)
+        return Verdict(None, "unknown_key")
+
+
+class AuthorizedKeys(KeyRules):
     """Holds the parsed keys of one authorized_keys file and reloads it when it changes.
 
     The check is a realpath + stat on each authentication attempt: cheap, and exact for the
@@ -70,11 +148,9 @@ class AuthorizedKeys:
     """
 
     def __init__(self, path: Path, audit: AuditLog) -> None:
+        super().__init__(audit, str(path))
         self._path = path
-        self._audit = audit
         self._identity: _FileIdentity | None = None
-        self._entries: tuple[_Entry, ...] = ()
-        self.count = 0
         self.refresh()
 
     def _current_identity(self) -> _FileIdentity | None:
@@ -100,57 +176,6 @@ class AuthorizedKeys:
         except OSError as exc:
             self._audit.event("authorized_keys.unreadable", path=str(self._path), error=str(exc))
             return
-        entries: list[_Entry] = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            entry = self._judge(number, stripped)
-            if entry is not None:
-                entries.append(entry)
-        self._entries = tuple(entries)
+        self.load(text.splitlines())
         self._identity = identity
-        self.count = len(entries)
-        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=len(entries))
-
-    def _judge(self, number: int, line: str) -> _Entry | None:
-        """The line as an entry, or None after logging why it is skipped.
-
-        One bad line must not lock the district out: it is skipped and named, the others work.
-        """
-        where = {"path": str(self._path), "line": number}
-        try:
-            options_text, key_text = split_options(line)
-            key = asyncssh.import_public_key(key_text)
-            parsed = asyncssh.import_authorized_keys(line)
-        except (ValueError, asyncssh.KeyImportError) as exc:
-            self._audit.event("authorized_keys.line_skipped", **where, error=str(exc))
-            return None
-        fingerprint = key.get_fingerprint()
-        try:
-            options = judge_options(options_text)
-        except ValueError as exc:
-            self._audit.event("authorized_keys.refused_option", **where,
-                              fingerprint=fingerprint, error=str(exc))
-            return None
-        weak = weakness(key)
-        if weak is not None:
-            self._audit.event("authorized_keys.weak_key", **where, fingerprint=fingerprint,
-                              error=weak)
-            return None
-        return _Entry(number, parsed, options)
-
-    def verdict(self, key: asyncssh.SSHKey, client_addr: str,
-                now: datetime | None = None) -> Verdict:
-        """The first line listing the key whose from= accepts the client and that has not
-        expired (OpenSSH goes on to later lines the same way)."""
-        moment = now or datetime.now(UTC)
-        reason = "unknown_key"
-        for entry in self._entries:
-            if entry.parsed.validate(key, client_addr, client_addr) is None:
-                continue
-            if entry.options.expired(moment):
-                reason = "key_expired"
-                continue
-            return Verdict(entry.options)
-        return Verdict(None, reason)
+        self._audit.event("authorized_keys.loaded", path=str(self._path), keys=self.count)

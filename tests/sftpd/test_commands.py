@@ -199,9 +199,11 @@ def test_every_variable_the_operator_sets_is_read_by_its_command() -> None:
     for job, cronjob in builders.cronjobs(d, INPUTS).items():
         container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         built[names.JOB_COMMANDS[job]] = [e["name"] for e in container["env"]]
-    # docviewer and pdfs are not scheduled by the operator yet (docs/downloads.md) and
-    # docviewer-token is the viewer side's tool: nothing sets variables for them.
-    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN}
+    # docviewer and pdfs are not scheduled by the operator yet (docs/downloads.md),
+    # docviewer-token is the viewer side's tool, and the chart's gateway Deployment is not
+    # built yet (docs/gateway.md): nothing sets variables for them.
+    unscheduled = {commands.DOCVIEWER, commands.PDFS, commands.DOCVIEWER_TOKEN,
+                   commands.GATEWAY}
     assert set(built) == set(cli.SUBCOMMANDS) - unscheduled
     for command, variables in built.items():
         read = {"DATABASE_URL" if a.dest == "database_url"

@@ -128,9 +128,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return k
 
 
-def start_server(root: Path, keys: Keys, log: Path, *extra: str) -> ServerProcess:
+def start_server(root: Path, keys: Keys, log: Path, *extra: str,
+                 login: str = LOGIN) -> ServerProcess:
     port, metrics_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "sftpd", "serve", "--root", str(root), "--login", LOGIN,
+    cmd = [sys.executable, "-m", "sftpd", "serve", "--root", str(root), "--login", login,
            "--host-key", str(keys.host_ed25519), "--host-key", str(keys.host_rsa),
            "--authorized-keys", str(keys.authorized_keys), "--port", str(port),
            "--bind", "127.0.0.1", "--metrics-port", str(metrics_port),

@@ -1,0 +1,1 @@
+"""`sftpd gateway`: one SSH address for many districts, each login routed to its own server."""
