@@ -16,7 +16,12 @@ from sftpd.gateway import metrics
 from sftpd.gateway.server import Gateway, GatewaySettings
 from sftpd.server import metrics as server_metrics
 from sftpd.server.audit import AuditLog
-from sftpd.server.command import DEFAULT_HOST_KEYS, event_loop_factory, raise_descriptor_limit
+from sftpd.server.command import (
+    DEFAULT_HOST_KEYS,
+    add_listener_options,
+    event_loop_factory,
+    raise_descriptor_limit,
+)
 
 DEFAULT_ROUTES = "/etc/sftpd/routes"
 DEFAULT_GATEWAY_KEY = "/etc/sftpd/gateway-key/gateway_key"
@@ -35,28 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              DEFAULT_GATEWAY_KEY, metavar="PATH")
     opt.number(commands.PORT, "SSH port", 2222, minimum=0)
     opt.items("bind", "address to listen on (default: all)", metavar="ADDRESS")
-    opt.number(commands.METRICS_PORT, "Prometheus metrics port, 0 to disable", 9090, minimum=0)
-    # The pod's metrics port must be reachable by the cluster's Prometheus.
-    opt.text("metrics-bind", "address for the metrics listener", "0.0.0.0",  # noqa: S104
-             metavar="ADDRESS")
-    opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
-               minimum=0)
-    opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
-    opt.number("idle-timeout", "seconds a logged-in client may stay with no channel open", 900,
-               kind=float, minimum=0)
-    opt.number("max-sessions", "concurrent logged-in sessions", 5000, minimum=1)
-    opt.number("max-unauthenticated-per-source",
-               "connections from one address that have not logged in yet", 10, minimum=1)
-    opt.number("max-unauthenticated", "connections in all that have not logged in yet", 500,
-               minimum=1)
-    opt.number("max-channels", "SFTP/scp channels open at once on one connection", 10,
-               minimum=1)
-    opt.number("ban-after", "failed logins for one login from one address that start a ban "
-               "(0: never)", 10, minimum=0)
-    opt.number("ban-window", "seconds over which failed logins are counted", 600, kind=float,
-               minimum=0)
-    opt.number("ban-time", "seconds a banned login and address are refused", 900, kind=float,
-               minimum=0)
+    add_listener_options(opt, idle_help="seconds a logged-in client may stay with no channel "
+                         "open", max_sessions=5000, max_unauthenticated=500,
+                         banned="pair of login and address")
     opt.number("backend-timeout", "seconds to reach and log in to a district's server", 15,
                kind=float, minimum=0.1)
     opt.number("routes-poll", "seconds between checks of the routing files", 1, kind=float,

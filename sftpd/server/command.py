@@ -41,6 +41,32 @@ def parse_size(text: str) -> int:
     return value
 
 
+def add_listener_options(opt: options.Options, *, idle_help: str, max_sessions: int,
+                         max_unauthenticated: int, banned: str) -> None:
+    """The metrics listener, login, session and ban limits: `sftpd serve` and `sftpd gateway`
+    take the same options, each with its own defaults (banned: what a ban keys on)."""
+    opt.number(commands.METRICS_PORT, "Prometheus metrics port, 0 to disable", 9090, minimum=0)
+    # The pod's metrics port must be reachable by the cluster's Prometheus.
+    opt.text("metrics-bind", "address for the metrics listener", "0.0.0.0",  # noqa: S104
+             metavar="ADDRESS")
+    opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
+               minimum=0)
+    opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
+    opt.number("idle-timeout", idle_help, 900, kind=float, minimum=0)
+    opt.number("max-sessions", "concurrent logged-in sessions", max_sessions, minimum=1)
+    opt.number("max-unauthenticated-per-source",
+               "connections from one address that have not logged in yet", 10, minimum=1)
+    opt.number("max-unauthenticated", "connections in all that have not logged in yet",
+               max_unauthenticated, minimum=1)
+    opt.number("max-channels", "SFTP/scp channels open at once on one connection", 10,
+               minimum=1)
+    opt.number("ban-after", f"failed logins from one {banned} that start a ban (0: never)", 10,
+               minimum=0)
+    opt.number("ban-window", "seconds over which failed logins are counted", 600, kind=float,
+               minimum=0)
+    opt.number("ban-time", f"seconds a banned {banned} is refused", 900, kind=float, minimum=0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt = options.prepare(parser)
     opt.text(commands.ROOT, "the district's data directory", "/data", metavar="PATH")
@@ -57,27 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.items("bind", "address to listen on (default: all)", metavar="ADDRESS")
     opt.items(commands.ALLOWED_SOURCE, "client address or CIDR allowed to connect (default: any)",
               metavar="CIDR")
-    opt.number(commands.METRICS_PORT, "Prometheus metrics port, 0 to disable", 9090, minimum=0)
-    # The pod's metrics port must be reachable by the cluster's Prometheus.
-    opt.text("metrics-bind", "address for the metrics listener", "0.0.0.0",  # noqa: S104
-             metavar="ADDRESS")
-    opt.number("login-grace-time", "seconds a client has to authenticate", 30, kind=float,
-               minimum=0)
-    opt.number("max-auth-tries", "failed authentication attempts per connection", 6, minimum=1)
-    opt.number("idle-timeout", "seconds of inactivity before a session is closed", 900,
-               kind=float, minimum=0)
-    opt.number("max-sessions", "concurrent logged-in sessions", 100, minimum=1)
-    opt.number("max-unauthenticated-per-source",
-               "connections from one address that have not logged in yet", 10, minimum=1)
-    opt.number("max-unauthenticated", "connections in all that have not logged in yet", 50,
-               minimum=1)
-    opt.number("max-channels", "SFTP/scp channels open at once on one connection", 10,
-               minimum=1)
-    opt.number("ban-after", "failed logins from one address that start a ban (0: never)", 10,
-               minimum=0)
-    opt.number("ban-window", "seconds over which failed logins are counted", 600, kind=float,
-               minimum=0)
-    opt.number("ban-time", "seconds a banned address is refused", 900, kind=float, minimum=0)
+    add_listener_options(opt, idle_help="seconds of inactivity before a session is closed",
+                         max_sessions=100, max_unauthenticated=50, banned="address")
     opt.switch("compat-macs", "also offer hmac-sha2-256/512 (encrypt-and-MAC) for libssh2 < 1.11 "
                               "clients such as curl on Debian 12")
     opt.number("shutdown-grace", "seconds SIGTERM waits for sessions to finish", 10, kind=float,
