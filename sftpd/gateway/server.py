@@ -4,7 +4,6 @@ allowed channel handed to the District's own server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from sftpd.server.app import (
 from sftpd.server.audit import AuditLog
 from sftpd.server.hostkeys import HostKeys
 from sftpd.server.limits import ConnectionLimits, RefusalThrottle, cap_channels
+from sftpd.server.shutdown import stop_listener
 from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
 
@@ -153,20 +153,8 @@ class Gateway:
                                repeated=repeated)
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
-        if self._acceptor is not None:
-            self._acceptor.close()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for conn in list(self.connections):
-            if conn.conn is not None:
-                conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Gateway shutting down")
-        if self.connections:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.drained.wait(), grace_seconds)
-        if self._acceptor is not None:
-            await self._acceptor.wait_closed()
+        await stop_listener(self._acceptor, self._tasks, self.connections, self.drained,
+                            grace_seconds, "Gateway shutting down")
         self.log.event("gateway.stopped", open_sessions=len(self.connections))
 
 

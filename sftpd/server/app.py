@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from sftpd.server.limits import TOO_MANY_SESSIONS, ConnectionLimits, RefusalThro
 from sftpd.server.proxygate import PROXIED, ProxyListener
 from sftpd.server.proxyheader import ProxiedClient
 from sftpd.server.quickack import ack_promptly
+from sftpd.server.shutdown import stop_listener
 from sftpd.server.signatures import USER_AUTH_SIG_ALGS, refuse_weak_signatures
 
 # Post-quantum hybrids first; the classical curve25519 exchanges stay for clients that have no
@@ -233,21 +233,9 @@ class SFTPDistrictServer:
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting, tell clients goodbye, and wait (bounded) for sessions to finish."""
-        if self._acceptor is not None:
-            self._acceptor.close()
-        for task in (self._reaper, self._host_key_watch):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for conn in list(self.connections):
-            if conn.conn is not None:
-                conn.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Server shutting down")
-        if self.connections:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), grace_seconds)
-        if self._acceptor is not None:
-            await self._acceptor.wait_closed()
+        await stop_listener(self._acceptor, (self._reaper, self._host_key_watch),
+                            self.connections, self._drained, grace_seconds,
+                            "Server shutting down")
         self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
