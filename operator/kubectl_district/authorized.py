@@ -15,11 +15,11 @@ from district_operator.model import District
 
 from kubectl_district import output
 from kubectl_district.errors import EXIT_OK, EXIT_USAGE, PluginError
-from kubectl_district.session import FIELD_MANAGER, Session
+from kubectl_district.session import Session
+from kubectl_district.specpatch import patch_spec_field
 
 # The CRD's maxItems for spec.authorizedKeys.
 MAX_KEYS = 64
-CONFLICT_RETRIES = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -133,21 +133,6 @@ def _print_list(entries: list[dict[str, Any]], problem: str | None, fmt: str) ->
 
 # ---- changing ------------------------------------------------------------------------------
 
-def gitops_managers(body: Mapping[str, Any]) -> list[str]:
-    """Who applies spec.authorizedKeys declaratively: a direct edit would be undone by them."""
-    found = []
-    for entry in body.get("metadata", {}).get("managedFields") or []:
-        owned = ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-        if entry.get("operation") == "Apply" and "f:authorizedKeys" in owned and \
-                entry.get("manager") != FIELD_MANAGER:
-            found.append(str(entry.get("manager")))
-    annotations = body.get("metadata", {}).get("annotations") or {}
-    if "authorizedKeys" in annotations.get("kubectl.kubernetes.io/last-applied-configuration",
-                                           ""):
-        found.append("kubectl apply")
-    return found
-
-
 def patch_document(district: District, key_lines: list[str], note: str) -> str:
     """A YAML document that is both a merge patch and a partial object `kubectl apply` takes."""
     document = {
@@ -198,28 +183,11 @@ def _new_list(district: District, action: str, added: tuple[keys.AuthorizedKey, 
 
 def _write(session: Session, name: str, action: str, added: tuple[keys.AuthorizedKey, ...],
            fingerprint: str | None) -> str:
-    """Patch spec.authorizedKeys, retrying when someone else changed the District meanwhile."""
-    for _ in range(CONFLICT_RETRIES):
-        body, district = session.district(name)
+    """Patch spec.authorizedKeys; no key added elsewhere meanwhile is lost."""
+    def change(body: Mapping[str, Any], district: District) -> tuple[Any, str]:
         lines, note = _new_list(district, action, added, fingerprint)
-        if lines == list(district.authorized_keys):
-            return note
-        managers = gitops_managers(body)
-        if managers:
-            print(f"warning: spec.authorizedKeys is applied by {', '.join(managers)}: the next "
-                  "apply will undo this change; change the source instead (--print-patch)",
-                  file=sys.stderr)
-        try:
-            # resourceVersion makes the patch conditional: no key added elsewhere is lost.
-            session.kube.merge_patch(names.KIND, session.namespace, name, {
-                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                "spec": {"authorizedKeys": lines}})
-        except api.ApiError as exc:
-            if exc.status == 409:
-                continue
-            raise PluginError(f"the API server refused the change: {exc.message}") from None
-        return note
-    raise PluginError(f"District {name!r} kept changing while it was being updated; try again")
+        return (None if lines == list(district.authorized_keys) else lines), note
+    return patch_spec_field(session, name, "authorizedKeys", change)
 
 
 def run(args: argparse.Namespace, session: Session) -> int:

@@ -8,13 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from district_operator import api, names
+from district_operator import names
 from district_operator.model import District, overlap_seconds
 
 from kubectl_district.errors import EXIT_OK, EXIT_USAGE, PluginError
-from kubectl_district.session import FIELD_MANAGER, Session
-
-CONFLICT_RETRIES = 5
+from kubectl_district.session import Session
+from kubectl_district.specpatch import patch_spec_field
 
 
 def add_arguments(parser: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
@@ -74,39 +73,14 @@ def _wanted(district: District, overlap: str | None) -> dict[str, Any]:
     return wanted
 
 
-def gitops_managers(body: Mapping[str, Any]) -> list[str]:
-    """Who applies spec.hostKeys declaratively: a direct edit would be undone by them."""
-    found = []
-    for entry in body.get("metadata", {}).get("managedFields") or []:
-        owned = ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-        if entry.get("operation") == "Apply" and "f:hostKeys" in owned and \
-                entry.get("manager") != FIELD_MANAGER:
-            found.append(str(entry.get("manager")))
-    return found
-
-
 def _write(session: Session, name: str, overlap: str | None, accept_new_keys: bool
            ) -> dict[str, Any]:
-    for _ in range(CONFLICT_RETRIES):
-        body, district = session.district(name)
+    def change(body: Mapping[str, Any], district: District) -> tuple[Any, dict[str, Any]]:
         _check(body, district, accept_new_keys)
         wanted = _wanted(district, overlap)
-        managers = gitops_managers(body)
-        if managers:
-            print(f"warning: spec.hostKeys is applied by {', '.join(managers)}: the next apply "
-                  "will undo this change; change the source instead (--print-patch)",
-                  file=sys.stderr)
-        try:
-            # resourceVersion makes the patch conditional: two rotations never become one.
-            session.kube.merge_patch(names.KIND, session.namespace, name, {
-                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                "spec": {"hostKeys": wanted}})
-        except api.ApiError as exc:
-            if exc.status == 409:
-                continue
-            raise PluginError(f"the API server refused the change: {exc.message}") from None
-        return {**{"overlap": district.host_keys.overlap}, **wanted}
-    raise PluginError(f"District {name!r} kept changing while it was being updated; try again")
+        # Two rotations asked at once never become one: the patch is conditional.
+        return wanted, {**{"overlap": district.host_keys.overlap}, **wanted}
+    return patch_spec_field(session, name, "hostKeys", change)
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
