@@ -25,6 +25,8 @@ class ConditionType(StrEnum):
     # The host keys (docs/operator.md, host key rotation)
     HOST_KEYS_READY = "HostKeysReady"
     HOST_KEYS_ROTATING = "HostKeysRotating"
+    # spec.service.mode shared: the District's routing entry is at the gateway (docs/gateway.md)
+    ROUTED = "Routed"
 
 
 class Reason(StrEnum):
@@ -100,6 +102,13 @@ class Reason(StrEnum):
     NEXT_KEYS_ANNOUNCED = "NextKeysAnnounced"
     NEXT_KEYS_PROMOTED = "NextKeysPromoted"
     NO_ROTATION = "NoRotation"
+    # Routed (and NOT_ROUTED as Ready's reason)
+    NOT_ROUTED = "NotRouted"
+    PUBLISHED = "Published"  # in its routing shard, the gateway pods told
+    DEDICATED = "Dedicated"  # spec.service.mode dedicated: no gateway involved
+    LOGIN_CLASH = "LoginClash"  # another shared-mode District has the same login
+    GATEWAY_NOT_INSTALLED = "GatewayNotInstalled"  # the operator was given no gateway
+    SHARD_FULL = "ShardFull"  # its shard would pass a ConfigMap's 1 MiB
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.
@@ -122,7 +131,8 @@ NOT_READY: Final[Mapping[ConditionType, Reason]] = {
     ConditionType.BACKUPS_HEALTHY: Reason.BACKUPS_NOT_READY,
     ConditionType.DOWNLOADS_HEALTHY: Reason.DOWNLOADS_NOT_READY,
     ConditionType.PULL_HEALTHY: Reason.PULL_NOT_READY,
-    ConditionType.HOST_KEYS_READY: Reason.HOST_KEYS_NOT_READY}
+    ConditionType.HOST_KEYS_READY: Reason.HOST_KEYS_NOT_READY,
+    ConditionType.ROUTED: Reason.NOT_ROUTED}
 # KeysValid reasons that leave nobody able to log in (some keys left out still lets others in).
 KEYS_LOCK_OUT: Final = frozenset({Reason.NO_VALID_KEYS, Reason.KEYS_SECRET_NOT_FOUND,
                                   Reason.KEYS_SECRET_KEY_MISSING})

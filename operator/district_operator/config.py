@@ -7,7 +7,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from district_operator import names
 from district_operator.builders.common import BuildInputs, Resources
+from district_operator.model import ServiceMode
 
 ENV_PREFIX = "DISTRICT_OPERATOR_"
 DEFAULT_IMAGE = "district-sftp:latest"
@@ -38,6 +40,22 @@ def secret_name(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """The shared SSH gateway the chart installed (docs/gateway.md): where the operator
+    publishes its routing ConfigMaps and keeps its Secrets, and what district servers in
+    shared mode are told about it."""
+
+    namespace: str
+    name: str = names.GATEWAY_DEFAULT_NAME
+    # The addresses district servers take a PROXY v2 header from (`sftpd serve --proxy-from`):
+    # the gateway pods' addresses as the district pods see them, usually the pod network.
+    proxy_from: tuple[str, ...] = ()
+    # The gateway's host keys: spec.hostKeys.rotate and .overlap of a District, for the gateway.
+    host_keys_rotate: str = ""
+    host_keys_overlap: str = "7d"
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     inputs: BuildInputs
     namespaces: tuple[str, ...] = ()
@@ -48,6 +66,9 @@ class OperatorConfig:
     peering: str | None = None
     workers: int = 16
     clock_offset_seconds: float = 0.0
+    gateway: GatewayConfig | None = None  # None: no gateway installed
+    # spec.service.mode for a District that does not say (the chart's districts.serviceMode)
+    service_mode: ServiceMode = "dedicated"
 
 
 def _env(name: str, default: str) -> str:
@@ -102,6 +123,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(_env("CLOCK_OFFSET", "0")), metavar="SECONDS",
         help="run the operator's clock this many seconds ahead (or behind, negative): for "
              "drills and tests of spec.processing.expectEvery; 0 in production")
+    add("--service-mode", choices=["dedicated", "shared"],
+        default=_env("SERVICE_MODE", "dedicated"),
+        help="spec.service.mode of a District that does not set it (env "
+             f"{ENV_PREFIX}SERVICE_MODE)")
+    add("--gateway-namespace", default=_env("GATEWAY_NAMESPACE", ""), metavar="NS",
+        help="the namespace of the shared SSH gateway: its routing ConfigMaps and Secrets are "
+             f"written there; empty: no gateway (env {ENV_PREFIX}GATEWAY_NAMESPACE)")
+    add("--gateway-name", default=_env("GATEWAY_NAME", names.GATEWAY_DEFAULT_NAME),
+        help="the gateway's name: its Service, and the prefix of its ConfigMaps and Secrets")
+    add("--gateway-proxy-from", default=_env("GATEWAY_PROXY_FROM", ""), metavar="CIDR[,CIDR]",
+        help="the gateway pods' addresses as district servers see them (sftpd serve "
+             "--proxy-from); required with --gateway-namespace")
+    add("--gateway-host-keys-rotate", default=_env("GATEWAY_HOST_KEYS_ROTATE", ""),
+        help="change this value to rotate the gateway's host keys (as a District's "
+             "spec.hostKeys.rotate)")
+    add("--gateway-host-keys-overlap", default=_env("GATEWAY_HOST_KEYS_OVERLAP", "7d"),
+        help="how long the gateway announces its next host keys before they sign")
 
 
 def _env_pull_secrets() -> list[str]:
@@ -113,6 +151,16 @@ def _env_pull_secrets() -> list[str]:
 
 
 def from_args(args: argparse.Namespace) -> OperatorConfig:
+    gateway = None
+    if args.gateway_namespace:
+        proxy_from = tuple(c.strip() for c in args.gateway_proxy_from.split(",") if c.strip())
+        if not proxy_from:
+            raise SystemExit("district-operator: --gateway-namespace needs --gateway-proxy-from "
+                             "(the gateway pods' addresses as district servers see them)")
+        gateway = GatewayConfig(namespace=args.gateway_namespace, name=args.gateway_name,
+                                proxy_from=proxy_from,
+                                host_keys_rotate=args.gateway_host_keys_rotate,
+                                host_keys_overlap=args.gateway_host_keys_overlap)
     namespaces = args.namespace or [n for n in _env("NAMESPACES", "").split(",") if n]
     if not namespaces and not args.all_namespaces:
         raise SystemExit("district-operator: give --namespace NS (repeatable) or --all-namespaces")
@@ -132,4 +180,6 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         peering=args.peering,
         workers=args.workers,
         clock_offset_seconds=args.clock_offset_seconds,
+        gateway=gateway,
+        service_mode="shared" if args.service_mode == "shared" else "dedicated",
     )

@@ -11,6 +11,9 @@ from district_contract import commands, layout
 
 AccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer"]
+# dedicated: the District's own Service is how districts reach it; shared: through the gateway
+# (docs/gateway.md), its Service only the gateway's way in. None: the operator's default.
+ServiceMode = Literal["dedicated", "shared"]
 DeletionPolicy = Literal["Retain", "Delete"]
 IntegrationMode = Literal["push", "pull"]
 
@@ -42,6 +45,7 @@ class ServiceSpec:
     type: ServiceType = "LoadBalancer"
     port: int = 22
     annotations: Mapping[str, str] = field(default_factory=dict)
+    mode: ServiceMode | None = None  # as written; OperatorConfig.service_mode fills it in
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,14 @@ def _integration(value: Any) -> Integration:
     ))
 
 
+def _service_mode(value: Any) -> ServiceMode | None:
+    if value is None or value == "":
+        return None
+    if value not in ("dedicated", "shared"):
+        raise InvalidDistrictError(f"spec.service.mode {value!r} is not dedicated or shared")
+    return "shared" if value == "shared" else "dedicated"
+
+
 def parse_district(body: Mapping[str, Any]) -> District:
     """Build the typed District from an API object (a kopf Body or a plain dict)."""
     metadata = _dict(body.get("metadata"), "metadata")
@@ -374,6 +386,7 @@ def parse_district(body: Mapping[str, Any]) -> District:
             type=service.get("type") or "LoadBalancer",
             port=int(service.get("port") or 22),
             annotations=dict(_dict(service.get("annotations"), "spec.service.annotations")),
+            mode=_service_mode(service.get("mode")),
         ),
         processing=Processing(
             schedule=str(processing.get("schedule") or "*/10 * * * *"),

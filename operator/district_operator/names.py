@@ -43,6 +43,20 @@ COMPONENT_HOST_KEYS: Final = "host-keys"
 COMPONENT_AUTHORIZED_KEYS: Final = "authorized-keys"
 COMPONENT_STORAGE: Final = "storage"
 COMPONENT_NETWORK: Final = "network"
+# The shared SSH gateway (docs/gateway.md): the chart installs its Deployment and Service; the
+# operator writes its routing ConfigMaps and its two Secrets in the gateway's namespace.
+COMPONENT_GATEWAY: Final = "gateway"
+COMPONENT_ROUTES: Final = "routes"
+GATEWAY_DEFAULT_NAME: Final = "district-sftp-gateway"
+# Patched on the gateway's pods after routing ConfigMaps change: a pod update makes the kubelet
+# sync that pod's volumes at once instead of on its periodic sync (about a minute).
+ANNOTATION_ROUTES_REVISION: Final = f"{GROUP}/routes-revision"
+# In each shared-mode District's authorized-keys Secret (so mounted beside authorized_keys):
+# the gateway's public key, which `sftpd serve --gateway-key` reads.
+GATEWAY_PUBLIC_KEY_FILE: Final = "gateway_key.pub"
+# In the gateway key Secret: the private key `sftpd gateway --gateway-key` reads, and its
+# public half.
+GATEWAY_PRIVATE_KEY_FILE: Final = "gateway_key"
 JOB_EPOCHS: Final = JobKind.EPOCHS.value
 JOB_RETENTION: Final = JobKind.RETENTION.value
 JOB_BACKUP: Final = JobKind.BACKUP.value
@@ -123,6 +137,31 @@ def cronjob(district: str, job: str) -> str:
 def pull_network_policy(district: str) -> str:
     """The egress policy of the SIF pull's pods (spec.integration.mode pull)."""
     return f"{district}-pull-egress"
+
+
+def gateway_routes_configmap(gateway: str, shard: int) -> str:
+    """One routing shard (district_contract.routes), data key routes.shard_file(shard)."""
+    return f"{gateway}-routes-{shard:03d}"
+
+
+def gateway_host_keys_secret(gateway: str) -> str:
+    """The gateway's host keys, with the layout and rotation of a District's host-key Secret."""
+    return f"{gateway}-host-keys"
+
+
+def gateway_key_secret(gateway: str) -> str:
+    """The key pair the gateway logs in to district servers with."""
+    return f"{gateway}-key"
+
+
+def gateway_service(gateway: str) -> str:
+    """The gateway's LoadBalancer Service (installed by the chart): shared mode's endpoint."""
+    return gateway
+
+
+def gateway_selector(gateway: str) -> dict[str, str]:
+    """The labels of the gateway's pods (the chart's Deployment)."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: gateway, LABEL_COMPONENT: COMPONENT_GATEWAY}
 
 
 def labels(district: str, component: str) -> dict[str, str]:
