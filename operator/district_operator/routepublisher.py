@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from district_contract import routes
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 DEBOUNCE_SECONDS = 0.1
 # After a failed write, the shard is tried again this much later (doubling, up to the cap).
 RETRY_SECONDS = 1.0
+# The gateway pods are touched a second time this long after a write: the kubelet learns of
+# the ConfigMap and of the pod through two watches, and a pod sync that ran before the
+# ConfigMap's event reached it would leave the old shard until its next periodic sync.
+TOUCH_AGAIN_SECONDS = 2.0
 RETRY_CAP_SECONDS = 30.0
 # Called with the Districts whose verdict changed once their shard is written.
 VerdictsChanged = Callable[[list[DistrictKey]], None]
@@ -59,9 +64,11 @@ class RoutePublisher:
         self._where: dict[DistrictKey, int] = {}  # District -> the shard of its claim
         self._dirty: set[int] = set()
         self._verdicts: dict[DistrictKey, Verdict] = {}
-        self._loaded = threading.Event()
         self._stopping = False
+        self._touch_again_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="routes", daemon=True)
+        # Status writes after a shard write run beside the publisher, never holding it up.
+        self._statuses = ThreadPoolExecutor(max_workers=4, thread_name_prefix="routed")
 
     # ---- the reconciler's side ----------------------------------------------------------
 
@@ -131,9 +138,7 @@ class RoutePublisher:
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-
-    def wait_loaded(self, timeout: float) -> bool:
-        return self._loaded.wait(timeout)
+        self._statuses.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         delay = RETRY_SECONDS
@@ -146,14 +151,24 @@ class RoutePublisher:
             if self._sleep(delay):
                 return
             delay = min(delay * 2, RETRY_CAP_SECONDS)
-        self._loaded.set()
         delay = RETRY_SECONDS
         while True:
             with self._lock:
                 while not self._dirty and not self._stopping:
-                    self._wake.wait()
+                    if self._touch_again_at is None:
+                        self._wake.wait()
+                        continue
+                    left = self._touch_again_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
                 if self._stopping:
                     return
+                touch_again = not self._dirty
+            if touch_again:
+                self._touch_again_at = None
+                self._touch_pods(again=True)
+                continue
             if self._sleep(self.debounce):
                 return
             if self._publish():
@@ -189,6 +204,7 @@ class RoutePublisher:
                         not body["metadata"].get("deletionTimestamp"):
                     living[district.key] = district
         created = {key: d.created_at for key, d in living.items()}
+        known: list[DistrictKey] = []
         with self._lock:
             for body in existing:
                 shard = routing.shard_of_configmap(gateway.name, body["metadata"]["name"])
@@ -213,9 +229,12 @@ class RoutePublisher:
                 plan = routing.plan_shard(shard, held.claims.values())
                 if plan.data == data:
                     self._verdicts.update(plan.verdicts)
+                    known += plan.verdicts
                 else:
                     self._mark(shard)
             self._count()
+        # A reconcile that ran before this found no verdict yet (Routed Unknown Publishing).
+        self._tell(known)
 
     def _publish(self) -> bool:
         """Write every dirty shard whose bytes changed; False when a write failed (retried)."""
@@ -259,21 +278,28 @@ class RoutePublisher:
             self._count()
         if wrote:
             self._touch_pods()
-        if changed and self.on_verdicts is not None:
-            self.on_verdicts(changed)
+            self._touch_again_at = time.monotonic() + TOUCH_AGAIN_SECONDS
+        self._tell(changed)
         return not failed
+
+    def _tell(self, changed: list[DistrictKey]) -> None:
+        callback = self.on_verdicts
+        if changed and callback is not None:
+            size = 64  # a first publication of thousands: several status writers at once
+            for start in range(0, len(changed), size):
+                self._statuses.submit(callback, changed[start:start + size])
 
     def _count(self) -> None:
         metrics.ROUTES_PUBLISHED.set(sum(1 for v in self._verdicts.values() if v.routed))
 
-    def _touch_pods(self) -> None:
+    def _touch_pods(self, again: bool = False) -> None:
         """A pod update makes the kubelet sync that pod's volumes now, not on its next
         periodic sync (about a minute): the new routes reach the gateway within seconds."""
         assert self.gateway is not None
         gateway = self.gateway
         with self._lock:
             value = routing.revision({s: h.written for s, h in self._shards.items()
-                                      if h.written is not None})
+                                      if h.written is not None}) + ("-2" if again else "")
         selector = ",".join(f"{k}={v}" for k, v in names.gateway_selector(gateway.name).items())
         try:
             pods = self.kube.list("Pod", gateway.namespace, selector)
