@@ -51,15 +51,28 @@ def test_an_entry_the_gateway_would_refuse_is_named() -> None:
     assert problem is not None and "authorizedKeys" in problem
 
 
+def same_shard_logins(count: int) -> list[str]:
+    """`count` logins filed in one shard (that of d0000.k12.example)."""
+    shard = routes.shard_of("d0000.k12.example")
+    found, n = [], 0
+    while len(found) < count:
+        login = f"d{n:04d}.k12.example"
+        if routes.shard_of(login) == shard:
+            found.append(login)
+        n += 1
+    return found
+
+
 def test_shard_decodes_to_its_claims_sorted_and_all_published() -> None:
     # names in the opposite order of the logins: the file is sorted by login
-    claims = [routing.Claim(entry(f"z{99 - n:02d}", login=f"d{n:02d}.k12.example"))
-              for n in range(40)]
-    shard = routes.shard_of(claims[0].entry.login)
-    mine = [c for c in claims if routes.shard_of(c.entry.login) == shard]
+    logins = same_shard_logins(6)
+    mine = [routing.Claim(entry(f"z{99 - n:02d}", login=login))
+            for n, login in enumerate(logins)]
+    shard = routes.shard_of(logins[0])
     plan = routing.plan_shard(shard, reversed(mine))
     decoded = routes.decode(plan.data)
-    assert decoded == sorted((c.entry for c in mine), key=lambda e: e.login)
+    assert [e.login for e in decoded] == logins
+    assert decoded == [c.entry for c in mine]
     assert {v.reason for v in plan.verdicts.values()} == {Reason.PUBLISHED}
     # the same claims in any order: the same bytes (a restart writes nothing)
     assert routing.plan_shard(shard, mine).data == plan.data
@@ -84,15 +97,11 @@ def test_a_login_clash_publishes_both_and_marks_both_naming_the_other() -> None:
 def test_a_full_shard_keeps_the_oldest_and_leaves_out_the_rest() -> None:
     # Fat entries (many long key lines) in one shard until it passes 1 MiB.
     fat = tuple(f"{KEY} {'c' * 3000} {n}" for n in range(100))
-    shard = routes.shard_of("d0.k12.example")
-    claims = []
-    n = 0
-    while len(claims) < 6:
-        login = f"d{n}.k12.example"
-        if routes.shard_of(login) == shard:
-            claims.append(routing.Claim(entry(f"d{n}", login=login, keys_=fat),
-                                        created_at=f"2026-01-{len(claims) + 1:02d}T00:00:00Z"))
-        n += 1
+    logins = same_shard_logins(6)
+    shard = routes.shard_of(logins[0])
+    claims = [routing.Claim(entry(f"d{n}", login=login, keys_=fat),
+                            created_at=f"2026-01-{n + 1:02d}T00:00:00Z")
+              for n, login in enumerate(logins)]
     plan = routing.plan_shard(shard, reversed(claims))
     assert len(plan.data) <= routes.MAX_SHARD_BYTES
     kept = {(e.namespace, e.name) for e in routes.decode(plan.data)}
@@ -106,9 +115,9 @@ def test_a_full_shard_keeps_the_oldest_and_leaves_out_the_rest() -> None:
 
 
 def test_claims_read_back_from_a_shard_give_the_same_bytes() -> None:
-    claims = [routing.Claim(entry(f"d{n}")) for n in range(200)]
-    shard = routes.shard_of(claims[0].entry.login)
-    mine = [c for c in claims if routes.shard_of(c.entry.login) == shard]
+    mine = [routing.Claim(entry(f"d{n}", login=login))
+            for n, login in enumerate(same_shard_logins(5))]
+    shard = routes.shard_of(mine[0].entry.login)
     data = routing.plan_shard(shard, mine).data
     again = routing.claims_of_shard_data(data, {})
     assert routing.plan_shard(shard, again).data == data
