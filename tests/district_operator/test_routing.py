@@ -133,3 +133,31 @@ def test_configmap_names_labels_and_shard_parsing() -> None:
     assert routing.shard_of_configmap("gw", "other-routes-007") is None
     assert routing.configmap_data(made, 7) == b"{}"
     assert routing.revision({1: b"a"}) != routing.revision({1: b"b"})
+
+
+def test_routed_in_the_status_dedicated_by_default_and_false_makes_ready_not_routed() -> None:
+    from district_operator import status
+    from district_operator.conditions import ConditionType
+
+    from tests.district_operator.test_status import NOW, conditions, district, healthy
+
+    st = status.compute_status(district(), healthy(), {}, NOW)
+    assert conditions(st)["Routed"] == ("True", "Dedicated")
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    observed = healthy()
+    d = district(login="lincoln.k12.example", service={"mode": "shared"})
+    clash = routing.Verdict(Reason.LOGIN_CLASH, "login 'x' is also claimed by District n/o")
+    observed.routed = status.Condition(ConditionType.ROUTED, "False", clash.reason,
+                                       clash.message)
+    st = status.compute_status(d, observed, {}, NOW)
+    assert conditions(st)["Routed"] == ("False", "LoginClash")
+    assert conditions(st)["Ready"] == ("False", "NotRouted")
+    # the first status of a District already in a clash: a Warning Event is due
+    changes = status.transitions([], st["conditions"])
+    assert [(c.reason, c.warning) for c in changes if c.type == "Routed"] == [("LoginClash", True)]
+    # pending (Unknown) does not make the District unready
+    observed.routed = status.Condition(ConditionType.ROUTED, "Unknown", Reason.PUBLISHING, "")
+    st = status.compute_status(d, observed, {}, NOW)
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    gone = routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, d)
+    assert "--gateway-namespace" in gone.message and not gone.routed
