@@ -147,7 +147,8 @@ def main() -> int:
             plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "district.yaml"))
             plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                           f"crd/{names.PLURAL}.{names.GROUP}")
-            kube = api.Kube(api.load_configuration(pool_size=32), field_manager="bench")
+            kube = api.Kube(api.load_configuration(pool_size=32), field_manager="bench",
+                            extra_kinds=api.GATEWAY_KINDS)
             prepare(plane, kube, args.districts)
             kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
                 "name": "bench-reference", "namespace": GATEWAY_NS}, "data": {"value": ""}})

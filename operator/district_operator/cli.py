@@ -32,7 +32,8 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)),
-                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request)
+                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request,
+                    extra_kinds=api.GATEWAY_KINDS)
     notifier = Notifier()
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)

@@ -38,6 +38,12 @@ def operator_args() -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
+def kube(kube: api.Kube) -> api.Kube:
+    """The tests' client, addressing the gateway's ConfigMaps too."""
+    return kube.acting_as(kube.field_manager, extra_kinds=api.GATEWAY_KINDS)
+
+
+@pytest.fixture(scope="module")
 def setup(crd: Any, kube: api.Kube, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[dict[str, Any]]:
     for ns in (NORTH, SOUTH, GATEWAY_NS):
