@@ -26,6 +26,9 @@ RETRY_SECONDS = 1.0
 # the ConfigMap and of the pod through two watches, and a pod sync that ran before the
 # ConfigMap's event reached it would leave the old shard until its next periodic sync.
 TOUCH_AGAIN_SECONDS = 2.0
+# A reconcile waits this long at most for the shards to be read back on start, so that a
+# restarted operator finds every District's verdict as published and writes no status for it.
+LOAD_WAIT_SECONDS = 10.0
 RETRY_CAP_SECONDS = 30.0
 # Called with the Districts whose verdict changed once their shard is written.
 VerdictsChanged = Callable[[list[DistrictKey]], None]
@@ -64,6 +67,7 @@ class RoutePublisher:
         self._where: dict[DistrictKey, int] = {}  # District -> the shard of its claim
         self._dirty: set[int] = set()
         self._verdicts: dict[DistrictKey, Verdict] = {}
+        self._loaded = threading.Event()
         self._stopping = False
         self._touch_again_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="routes", daemon=True)
@@ -84,6 +88,8 @@ class RoutePublisher:
             return routing.invalid(problem)
         shard = routes.shard_of(entry.login)
         claim = Claim(entry, district.created_at)
+        if self._thread.is_alive():
+            self._loaded.wait(LOAD_WAIT_SECONDS)
         with self._lock:
             before = self._where.get(district.key)
             if before is not None and before != shard:
@@ -233,7 +239,8 @@ class RoutePublisher:
                 else:
                     self._mark(shard)
             self._count()
-        # A reconcile that ran before this found no verdict yet (Routed Unknown Publishing).
+        self._loaded.set()
+        # A reconcile that gave up waiting found no verdict yet (Routed Unknown Publishing).
         self._tell(known)
 
     def _publish(self) -> bool:
