@@ -735,5 +735,9 @@ def transitions(previous: Sequence[Mapping[str, Any]],
             if old is None and (not change.warning or change.type in (
                     ConditionType.STORAGE_READY, ConditionType.SERVER_READY)):
                 continue
+            # A new shared-mode District's entry written as expected is no news either.
+            if old is not None and old.get("reason") == Reason.PUBLISHING and \
+                    change.status == "True":
+                continue
             changed.append(change)
     return changed

@@ -161,3 +161,15 @@ def test_routed_in_the_status_dedicated_by_default_and_false_makes_ready_not_rou
     assert conditions(st)["Ready"] == ("True", "Ready")
     gone = routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, d)
     assert "--gateway-namespace" in gone.message and not gone.routed
+
+
+def test_publishing_then_published_is_no_event_but_a_clash_ended_is() -> None:
+    from district_operator import status
+
+    def routed(reason: str, state: str) -> dict[str, str]:
+        return {"type": "Routed", "status": state, "reason": reason, "message": ""}
+
+    assert status.transitions([routed("Publishing", "Unknown")],
+                              [routed("Published", "True")]) == []
+    ended = status.transitions([routed("LoginClash", "False")], [routed("Published", "True")])
+    assert [(c.reason, c.warning) for c in ended] == [("Published", False)]
