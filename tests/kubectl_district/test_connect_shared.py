@@ -161,3 +161,10 @@ def test_verify_against_the_district_server_itself_is_a_host_key_mismatch(
                      "--bind-address", "127.0.0.2")
     assert checked.returncode != 0
     assert "host key mismatch: this is not the shared gateway" in checked.stdout
+
+
+def test_status_says_the_district_is_behind_the_gateway(shared: Shared) -> None:
+    shown = plugin("status", "maple", "-n", NS)
+    assert shown.returncode == 0, shown.stderr
+    assert f"127.0.0.1:{shared.gateway.port}  login {LOGIN}  (through the shared SSH gateway)" \
+        in shown.stdout
