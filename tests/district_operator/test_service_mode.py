@@ -36,3 +36,27 @@ def test_shared_mode_is_given_the_gateway_it_was_configured_with() -> None:
     assert built == builders.SharedMode(gateway_namespace="gw-ns", gateway_name="gw",
                                         proxy_from=("10.244.0.0/16",),
                                         gateway_public_key="ssh-ed25519 AAAA gateway")
+
+
+class Forbidden:
+    """An API client whose every read is refused, as without RBAC in the gateway's namespace
+    (a stand-in: the test cluster's client is an administrator)."""
+
+    calls = 0
+
+    def get(self, kind: str, namespace: str, name: str) -> None:
+        Forbidden.calls += 1
+        from district_operator import api
+        raise api.ApiError(403, "Forbidden", f"secrets {name!r} is forbidden")
+
+
+def test_a_gateway_that_cannot_be_read_does_not_stop_shared_districts() -> None:
+    state = GatewayState(Forbidden(), GatewayConfig(  # type: ignore[arg-type]
+        namespace="gw-ns", name="gw", proxy_from=("10.244.0.0/16",)))
+    r = reconciler(gateway=state)
+    built = r._shared(district(service={"mode": "shared"}))
+    assert built == builders.SharedMode(gateway_namespace="gw-ns", gateway_name="gw",
+                                        proxy_from=("10.244.0.0/16",), gateway_public_key="")
+    # Tried once; later reconciles leave the retries to the poller.
+    r._shared(district(service={"mode": "shared"}))
+    assert Forbidden.calls == 1
