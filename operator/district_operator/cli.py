@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import kopf
 
 from district_operator import allocator, api, config, handlers, metrics, names, status
+from district_operator.gatewaystate import GatewayPoller, GatewayState
 from district_operator.jobrecorder import JobRecorder
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
@@ -38,8 +39,13 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)
     clock = status.shifted_clock(settings.clock_offset_seconds)
+    gateway = GatewayState(kube, settings.gateway, clock)
     publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces)
-    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, publisher)
+    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, gateway,
+                            settings.service_mode, publisher)
+    # The gateway's Secrets are created at start (and its Service watched) when one is given.
+    poller = GatewayPoller(gateway, reconciler.gateway_changed)
+    poller.start()
     recorder = JobRecorder(kube, cache, notifier, clock)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler, recorder)
@@ -60,6 +66,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
             liveness_endpoint=liveness,
         )
     finally:
+        poller.stop()
         resyncer.stop()
         publisher.stop()
         notifier.close()
