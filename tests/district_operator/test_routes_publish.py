@@ -156,6 +156,11 @@ def test_a_key_added_reaches_the_shard_within_seconds(setup: dict[str, Any], crd
     wait_for(lambda: ((kube.get("Pod", GATEWAY_NS, "gw-0") or {}).get("metadata", {}).get(
         "annotations") or {}).get(names.ANNOTATION_ROUTES_REVISION) != revision, timeout=10,
              interval=0.02, what="the gateway pod touched after the write")
+    # And once more when the writes have been quiet for a moment (the kubelet learns of the
+    # ConfigMap and the pod through two watches; a sync that came first is redone).
+    wait_for(lambda: ((kube.get("Pod", GATEWAY_NS, "gw-0") or {}).get("metadata", {}).get(
+        "annotations") or {}).get(names.ANNOTATION_ROUTES_REVISION, "").endswith("-2"),
+             timeout=20, what="the gateway pod touched a second time")
 
 
 def events_of(kube: api.Kube, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
