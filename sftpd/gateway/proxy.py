@@ -13,7 +13,7 @@ import asyncssh
 from asyncssh.constants import EXTENDED_DATA_STDERR
 from asyncssh.stream import SSHReader, SSHWriter
 
-from sftpd.gateway import recvpath
+from sftpd.gateway import packetpath
 from sftpd.gateway.routes import Route
 from sftpd.server import batching, proxyheader
 from sftpd.server.internals import Internal
@@ -88,7 +88,8 @@ async def open_backend(route: Route, client: Client, gateway_key: asyncssh.SSHKe
     # both connection classes inherit them from asyncssh's SSHConnection).
     batching.batch_writes(conn)  # type: ignore[arg-type]
     batching.drop_ignore_packets(conn)  # type: ignore[arg-type]
-    recvpath.receive_in_pieces(conn)
+    packetpath.receive_in_pieces(conn)
+    packetpath.skip_packet_logging(conn)
     return conn
 
 
@@ -191,8 +192,9 @@ async def pump(process: asyncssh.SSHServerProcess[bytes],
         command=None if subsystem else process.command, subsystem=subsystem, encoding=None,
         max_pktsize=BACKEND_PACKET_SIZE)
     loop = asyncio.get_running_loop()
-    TurnWriter(process.channel, loop).install()
-    TurnWriter(upstream.channel, loop).install()
+    for chan in (process.channel, upstream.channel):
+        TurnWriter(chan, loop).install()
+        packetpath.skip_packet_logging(chan)
     await upstream.redirect(stdin=process.stdin, stdout=process.stdout, stderr=process.stderr)
     await upstream.wait_closed()
     return upstream.exit_status or 0
