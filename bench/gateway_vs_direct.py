@@ -2,7 +2,8 @@
 
 The same OpenSSH sftp client and cipher (aes128-gcm, curve25519) both ways: upload and download
 throughput, the two paths taking turns --repeat times (best and worst shown, since a shared
-machine's load moves every figure); sessions per second (connect, log in, list /, close) with
+machine's load moves every figure) with each process's CPU time per MiB (the least of the
+repeats); sessions per second (connect, log in, list /, close) with
 an in-process asyncssh client; and the memory one idle proxied session costs the gateway (and
 the district server behind it), from VmRSS before and after --idle sessions.
 
