@@ -40,7 +40,8 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     metrics.count_districts(cache.districts_by_readiness)
     clock = status.shifted_clock(settings.clock_offset_seconds)
     gateway = GatewayState(kube, settings.gateway, clock)
-    publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces)
+    publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces,
+                               verify_seconds=settings.resync_seconds)
     reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, gateway,
                             settings.service_mode, publisher)
     # The gateway's Secrets are created at start (and its Service watched) when one is given.

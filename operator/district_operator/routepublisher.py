@@ -26,6 +26,9 @@ RETRY_SECONDS = 1.0
 # the ConfigMap and of the pod through two watches, and a pod sync that ran before the
 # ConfigMap's event reached it would leave the old shard until its next periodic sync.
 TOUCH_AGAIN_SECONDS = 2.0
+# How often the shard ConfigMaps are read back and compared with what was written (the
+# operator's resync interval is given in its place).
+VERIFY_SECONDS = 300.0
 # A reconcile waits this long at most for the shards to be read back on start, so that a
 # restarted operator finds every District's verdict as published and writes no status for it.
 LOAD_WAIT_SECONDS = 10.0
@@ -54,12 +57,14 @@ class RoutePublisher:
 
     def __init__(self, kube: api.Kube, gateway: GatewayConfig | None,
                  default_mode: ServiceMode, namespaces: tuple[str, ...] = (),
-                 debounce: float = DEBOUNCE_SECONDS) -> None:
+                 debounce: float = DEBOUNCE_SECONDS,
+                 verify_seconds: float = VERIFY_SECONDS) -> None:
         self.kube = kube
         self.gateway = gateway
         self.default_mode = default_mode
         self.namespaces: tuple[str | None, ...] = namespaces or (None,)
         self.debounce = debounce
+        self.verify_seconds = verify_seconds
         self.on_verdicts: VerdictsChanged | None = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -70,6 +75,7 @@ class RoutePublisher:
         self._loaded = threading.Event()
         self._stopping = False
         self._touch_again_at: float | None = None
+        self._verify_at = 0.0
         self._thread = threading.Thread(target=self._run, name="routes", daemon=True)
         # Status writes after a shard write run beside the publisher, never holding it up.
         self._statuses = ThreadPoolExecutor(max_workers=4, thread_name_prefix="routed")
@@ -152,37 +158,67 @@ class RoutePublisher:
             try:
                 self._load()
                 break
-            except api.ApiError as exc:
+            except Exception as exc:  # the API down at start: the table waits, nothing lost
                 log.warning("reading the routing ConfigMaps failed (%s); retrying", exc)
             if self._sleep(delay):
                 return
             delay = min(delay * 2, RETRY_CAP_SECONDS)
         delay = RETRY_SECONDS
+        self._verify_at = time.monotonic() + self.verify_seconds
         while True:
             with self._lock:
                 while not self._dirty and not self._stopping:
-                    if self._touch_again_at is None:
-                        self._wake.wait()
-                        continue
-                    left = self._touch_again_at - time.monotonic()
+                    due = min(t for t in (self._touch_again_at, self._verify_at) if t is not None)
+                    left = due - time.monotonic()
                     if left <= 0:
                         break
                     self._wake.wait(left)
                 if self._stopping:
                     return
-                touch_again = not self._dirty
-            if touch_again:
-                self._touch_again_at = None
-                self._touch_pods(again=True)
-                continue
-            if self._sleep(self.debounce):
-                return
-            if self._publish():
+                quiet = not self._dirty
+            try:
+                if quiet:
+                    self._timers()
+                    continue
+                if self._sleep(self.debounce):
+                    return
+                published = self._publish()
+            except Exception:  # an API client error: the shards stay dirty and are retried
+                log.exception("publishing the routing shards failed")
+                published = False
+            if published:
                 delay = RETRY_SECONDS
             else:
                 if self._sleep(delay):
                     return
                 delay = min(delay * 2, RETRY_CAP_SECONDS)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if self._touch_again_at is not None and self._touch_again_at <= now:
+            self._touch_again_at = None
+            self._touch_pods(again=True)
+        if self._verify_at <= now:
+            self._verify_at = now + self.verify_seconds
+            self._verify()
+
+    def _verify(self) -> None:
+        """Every shard as published is read back: one deleted or edited by hand (or written by
+        a standby replica's resync from an older listing) is written again from the table."""
+        assert self.gateway is not None
+        live = {}
+        for body in self.kube.list("ConfigMap", self.gateway.namespace,
+                                   routing.routes_selector(self.gateway.name)):
+            shard = routing.shard_of_configmap(self.gateway.name, body["metadata"]["name"])
+            if shard is not None:
+                live[shard] = routing.configmap_data(body, shard)
+        with self._lock:
+            for shard, held in self._shards.items():
+                if held.written is not None and live.get(shard) != held.written:
+                    log.warning("routing shard %d differs from what was written: rewriting it",
+                                shard)
+                    held.written = live.get(shard)
+                    self._mark(shard)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, waking early only to stop; True when stopping."""

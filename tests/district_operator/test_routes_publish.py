@@ -222,6 +222,24 @@ def test_dedicated_and_deleted_leave_the_table(setup: dict[str, Any], crd: Any,
              what="dogwood Routed=Dedicated")
 
 
+def test_a_shard_deleted_or_edited_by_hand_is_written_again(setup: dict[str, Any],
+                                                             kube: api.Kube) -> None:
+    wait_for(lambda: entry_of(kube, "birchfield.org", SOUTH), timeout=60,
+             what="birchfield's routing entry")
+    shard = routes.shard_of("birchfield.org")
+    name = names.gateway_routes_configmap(GATEWAY, shard)
+    kube.delete("ConfigMap", GATEWAY_NS, name)
+    # Read back every resync interval (3 s in these tests).
+    wait_for(lambda: entry_of(kube, "birchfield.org", SOUTH), timeout=30,
+             what="the deleted shard written again")
+    kube.merge_patch("ConfigMap", GATEWAY_NS, name,
+                     {"data": {routes.shard_file(shard): "not routing data"}})
+    wait_for(lambda: entry_of(kube, "birchfield.org", SOUTH) if (kube.get(
+        "ConfigMap", GATEWAY_NS, name) or {}).get("data", {}).get(
+        routes.shard_file(shard), "").startswith("{") else None, timeout=30,
+             what="the edited shard written again")
+
+
 def configmaps(kube: api.Kube) -> dict[str, tuple[str, str]]:
     return {c["metadata"]["name"]: (c["metadata"]["resourceVersion"], json.dumps(c["data"]))
             for c in kube.list("ConfigMap", GATEWAY_NS, f"{names.LABEL_COMPONENT}=routes")}
