@@ -48,7 +48,7 @@ def route_entry(district: District, accepted: Sequence[keys.AuthorizedKey],
         backend=backend(district, cluster_ip),
         authorized_keys=tuple(key.line for key in accepted),
         allowed_sources=tuple(district.allowed_source_ranges), suspended=district.suspend,
-        host_keys=tuple(dict.fromkeys(key.public_line.strip() for key in list(host_keys)[:1])))
+        host_keys=tuple(dict.fromkeys(key.public_line.strip() for key in host_keys)))
 
 
 def entry_problem(entry: routes.RouteEntry) -> str | None:
