@@ -1,0 +1,142 @@
+"""The chart with its gateway, installed into the real control plane.
+
+The release namespace enforces the restricted Pod Security Standard, so the API server's own
+PodSecurity admission judges the gateway pods the ReplicaSet controller creates (no kubelet
+runs here: they stay Pending, which is enough to see them admitted with all 256 routing
+sources). `kubectl auth can-i` then shows the operator's gateway rights are what it needs
+there and nothing beyond, and that the gateway's own ServiceAccount can do nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from district_contract import routes
+from district_devtools.ports import wait_until
+from district_operator import names
+
+from tests.charts.conftest import CHART, Helm, set_args
+
+pytestmark = pytest.mark.cluster
+RELEASE = "gw"
+NAMESPACE = "chart-gateway"
+OTHER = "chart-gateway-other"
+FULLNAME = f"{RELEASE}-district-sftp"
+GATEWAY = f"{FULLNAME}-gateway"
+OPERATOR = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+GATEWAY_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{GATEWAY}"
+VALUES = {
+    "gateway.enabled": "true",
+    "gateway.proxyFrom[0]": "10.244.0.0/16",
+    # Districts served elsewhere, so every right in the release namespace is the gateway's.
+    "watch.namespaces[0]": OTHER,
+    # The District CRD belongs to the other chart test's release; none is needed here.
+    "crds.enabled": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Any, helm: Helm) -> Iterator[Any]:
+    for namespace in (NAMESPACE, OTHER):
+        cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("label", "namespace", NAMESPACE,
+                    "pod-security.kubernetes.io/enforce=restricted",
+                    "pod-security.kubernetes.io/enforce-version=latest")
+    helm.run("install", RELEASE, str(CHART), "--namespace", NAMESPACE, *set_args(VALUES),
+             kubeconfig=cluster.kubeconfig)
+    try:
+        yield cluster
+    finally:
+        helm.run("uninstall", RELEASE, "--namespace", NAMESPACE,
+                 kubeconfig=cluster.kubeconfig, check=False)
+        for namespace in (NAMESPACE, OTHER):
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def can(cluster: Any, who: str, verb: str, resource: str, namespace: str | None) -> bool:
+    scope = ["-n", namespace] if namespace else ["--all-namespaces"]
+    result = cluster.kubectl("auth", "can-i", verb, resource, *scope, "--as", who, check=False)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr
+    return bool(result.stdout.strip() == "yes")
+
+
+def gateway_pods(cluster: Any) -> list[dict[str, Any]]:
+    selector = ",".join(f"{k}={v}" for k, v in names.gateway_selector(GATEWAY).items())
+    result = cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return items
+
+
+def test_restricted_namespace_admits_the_gateway_pods(installed: Any) -> None:
+    """The ReplicaSet controller's pods pass PodSecurity restricted, with every source."""
+    pods = wait_until(lambda: (p if len(p := gateway_pods(installed)) == 2 else None), 60,
+                      "the two gateway pods", interval=0.5)
+    for pod in pods:
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "routes"]
+        assert [s["configMap"]["name"] for s in volume["projected"]["sources"]] == [
+            names.gateway_routes_configmap(GATEWAY, shard) for shard in range(routes.SHARDS)]
+        # No token volume was injected: nothing in the pod can talk to the API server.
+        assert not any("kube-api-access" in v["name"] for v in pod["spec"]["volumes"])
+    events = installed.kubectl("get", "events", "-n", NAMESPACE, "-o", "json")
+    refusals = [e["message"] for e in json.loads(events.stdout)["items"]
+                if "violates PodSecurity" in e.get("message", "")]
+    assert refusals == []
+
+
+def test_gateway_objects_are_installed(installed: Any) -> None:
+    for kind, name in [("service", names.gateway_service(GATEWAY)),
+                       ("serviceaccount", GATEWAY), ("poddisruptionbudget", GATEWAY),
+                       ("networkpolicy", GATEWAY), ("role", GATEWAY), ("rolebinding", GATEWAY)]:
+        result = installed.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json",
+                                   check=False)
+        assert result.returncode == 0, (kind, result.stderr)
+    service = json.loads(installed.kubectl("get", "service", GATEWAY, "-n", NAMESPACE,
+                                           "-o", "json").stdout)
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+
+
+SHARD = names.gateway_routes_configmap(GATEWAY, 7)
+OPERATOR_MAY = [
+    ("create", "configmaps", NAMESPACE), ("list", "configmaps", NAMESPACE),
+    ("watch", "configmaps", NAMESPACE), ("patch", f"configmaps/{SHARD}", NAMESPACE),
+    ("update", f"configmaps/{SHARD}", NAMESPACE), ("delete", f"configmaps/{SHARD}", NAMESPACE),
+    ("get", f"configmaps/{SHARD}", NAMESPACE),
+    ("create", "secrets", NAMESPACE),
+    ("get", f"secrets/{names.gateway_host_keys_secret(GATEWAY)}", NAMESPACE),
+    ("patch", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
+    ("list", "pods", NAMESPACE), ("patch", "pods", NAMESPACE),
+    ("get", f"services/{GATEWAY}", NAMESPACE), ("watch", "services", NAMESPACE),
+]
+OPERATOR_MAY_NOT = [
+    # Other ConfigMaps and Secrets of the release namespace, by name.
+    ("get", "configmaps/kube-root-ca.crt", NAMESPACE), ("delete", "configmaps", NAMESPACE),
+    ("patch", f"configmaps/{names.gateway_routes_configmap(GATEWAY, 256)}", NAMESPACE),
+    ("get", "secrets/sh.helm.release.v1.gw.v1", NAMESPACE),
+    ("delete", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
+    # No pods made, run into or deleted; nothing of the kind anywhere else.
+    ("create", "pods", NAMESPACE), ("delete", "pods", NAMESPACE),
+    ("create", "pods/exec", NAMESPACE), ("patch", "deployments.apps", NAMESPACE),
+    ("patch", "pods", OTHER), ("list", "pods", None), ("patch", "pods", "kube-system"),
+    ("create", "configmaps", OTHER), ("list", "configmaps", None),
+    ("patch", "services", NAMESPACE),
+]
+
+
+def test_operator_has_the_gateway_rights_it_uses(installed: Any) -> None:
+    assert [c for c in OPERATOR_MAY if not can(installed, OPERATOR, *c)] == []
+
+
+def test_operator_has_no_gateway_right_beyond_them(installed: Any) -> None:
+    assert [c for c in OPERATOR_MAY_NOT if can(installed, OPERATOR, *c)] == []
+
+
+def test_gateway_account_can_do_nothing(installed: Any) -> None:
+    checks = [("get", f"configmaps/{SHARD}", NAMESPACE), ("list", "configmaps", NAMESPACE),
+              ("get", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
+              ("list", "pods", NAMESPACE), ("get", "services", NAMESPACE),
+              ("list", "districts.districtsftp.io", None)]
+    assert [c for c in checks if can(installed, GATEWAY_ACCOUNT, *c)] == []
