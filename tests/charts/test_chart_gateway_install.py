@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from district_contract import routes
 from district_devtools.ports import wait_until
-from district_operator import names
+from district_operator import api, names
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from tests.charts.conftest import CHART, Helm, set_args
 
@@ -102,27 +106,27 @@ def test_gateway_objects_are_installed(installed: Any) -> None:
 SHARD = names.gateway_routes_configmap(GATEWAY, 7)
 OPERATOR_MAY = [
     ("create", "configmaps", NAMESPACE), ("list", "configmaps", NAMESPACE),
-    ("watch", "configmaps", NAMESPACE), ("patch", f"configmaps/{SHARD}", NAMESPACE),
-    ("update", f"configmaps/{SHARD}", NAMESPACE), ("delete", f"configmaps/{SHARD}", NAMESPACE),
-    ("get", f"configmaps/{SHARD}", NAMESPACE),
+    ("patch", f"configmaps/{SHARD}", NAMESPACE), ("get", f"configmaps/{SHARD}", NAMESPACE),
     ("create", "secrets", NAMESPACE),
     ("get", f"secrets/{names.gateway_host_keys_secret(GATEWAY)}", NAMESPACE),
     ("patch", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
     ("list", "pods", NAMESPACE), ("patch", "pods", NAMESPACE),
-    ("get", f"services/{GATEWAY}", NAMESPACE), ("watch", "services", NAMESPACE),
+    ("get", f"services/{names.gateway_service(GATEWAY)}", NAMESPACE),
 ]
 OPERATOR_MAY_NOT = [
-    # Other ConfigMaps and Secrets of the release namespace, by name.
+    # Other ConfigMaps, Secrets and Services of the release namespace, by name.
     ("get", "configmaps/kube-root-ca.crt", NAMESPACE), ("delete", "configmaps", NAMESPACE),
     ("patch", f"configmaps/{names.gateway_routes_configmap(GATEWAY, 256)}", NAMESPACE),
-    ("get", "secrets/sh.helm.release.v1.gw.v1", NAMESPACE),
+    ("watch", "configmaps", NAMESPACE),
+    ("get", "secrets/sh.helm.release.v1.gw.v1", NAMESPACE), ("list", "secrets", NAMESPACE),
     ("delete", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
+    ("get", f"services/{FULLNAME}-metrics", NAMESPACE), ("list", "services", NAMESPACE),
+    ("patch", f"services/{names.gateway_service(GATEWAY)}", NAMESPACE),
     # No pods made, run into or deleted; nothing of the kind anywhere else.
     ("create", "pods", NAMESPACE), ("delete", "pods", NAMESPACE),
     ("create", "pods/exec", NAMESPACE), ("patch", "deployments.apps", NAMESPACE),
     ("patch", "pods", OTHER), ("list", "pods", None), ("patch", "pods", "kube-system"),
     ("create", "configmaps", OTHER), ("list", "configmaps", None),
-    ("patch", "services", NAMESPACE),
 ]
 
 
@@ -140,3 +144,68 @@ def test_gateway_account_can_do_nothing(installed: Any) -> None:
               ("list", "pods", NAMESPACE), ("get", "services", NAMESPACE),
               ("list", "districts.districtsftp.io", None)]
     assert [c for c in checks if can(installed, GATEWAY_ACCOUNT, *c)] == []
+
+
+
+@pytest.fixture()
+def as_operator(installed: Any, tmp_path: Path) -> Iterator[api.Kube]:
+    """The operator's own API client with a token of the chart's operator ServiceAccount."""
+    token = installed.kubectl("create", "token", FULLNAME, "-n", NAMESPACE,
+                              "--duration", "1h").stdout.strip()
+    admin = yaml.safe_load(Path(installed.kubeconfig).read_text())
+    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": {"server": installed.server,
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local",
+                                                      "user": "operator"}}]}))
+    configuration = k8s_client.Configuration()
+    k8s_config.load_kube_config(config_file=str(kubeconfig),  # type: ignore[no-untyped-call]
+                                client_configuration=configuration)
+    kube = api.Kube(configuration, field_manager=names.FIELD_MANAGER,
+                    extra_kinds={"ConfigMap": ("/api/v1", "configmaps")})
+    try:
+        yield kube
+    finally:
+        kube.close()
+
+
+def test_operator_makes_its_gateway_calls(installed: Any, as_operator: api.Kube) -> None:
+    """The calls district_operator.routepublisher and .gatewaystate make, as the chart's
+    operator ServiceAccount: a shard listed and written by server-side apply (created, then
+    changed), the gateway pods listed and annotated, the gateway's Secrets created, read and
+    patched, its Service read; a ConfigMap or Secret of another name refused."""
+    kube = as_operator
+
+    def shard(name: str, data: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": NAMESPACE,
+                             "labels": {names.LABEL_COMPONENT: names.COMPONENT_ROUTES}},
+                "data": {routes.shard_file(7): data}}
+
+    kube.apply(shard(SHARD, "1"))
+    assert kube.apply(shard(SHARD, "2"))["data"] == {routes.shard_file(7): "2"}
+    assert [c["metadata"]["name"] for c in kube.list(
+        "ConfigMap", NAMESPACE, f"{names.LABEL_COMPONENT}={names.COMPONENT_ROUTES}")] == [SHARD]
+    with pytest.raises(api.ApiError) as refused:
+        kube.apply(shard("not-a-shard", "1"))
+    assert refused.value.status == 403
+    selector = ",".join(f"{k}={v}" for k, v in names.gateway_selector(GATEWAY).items())
+    pods = wait_until(lambda: kube.list("Pod", NAMESPACE, selector) or None, 60,
+                      "the gateway pods", interval=0.5)
+    for pod in pods:
+        kube.merge_patch("Pod", NAMESPACE, pod["metadata"]["name"], {"metadata": {
+            "annotations": {names.ANNOTATION_ROUTES_REVISION: "r2"}}})
+    for name in (names.gateway_host_keys_secret(GATEWAY), names.gateway_key_secret(GATEWAY)):
+        kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                     "metadata": {"name": name, "namespace": NAMESPACE},
+                     "stringData": {"a": "1"}})
+        assert kube.get("Secret", NAMESPACE, name) is not None
+        kube.merge_patch("Secret", NAMESPACE, name, {"stringData": {"b": "2"}})
+    with pytest.raises(api.ApiError) as refused:
+        kube.get("Secret", NAMESPACE, "sh.helm.release.v1.gw.v1")
+    assert refused.value.status == 403
+    assert kube.get("Service", NAMESPACE, names.gateway_service(GATEWAY)) is not None
