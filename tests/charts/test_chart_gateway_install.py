@@ -91,6 +91,12 @@ def test_restricted_namespace_admits_the_gateway_pods(installed: Any) -> None:
     assert refusals == []
 
 
+def test_notes_name_the_gateway_service(installed: Any, helm: Helm) -> None:
+    notes = helm.run("get", "notes", RELEASE, "--namespace", NAMESPACE,
+                     kubeconfig=installed.kubeconfig).stdout
+    assert f"kubectl -n {NAMESPACE} get service {names.gateway_service(GATEWAY)}" in notes
+
+
 def test_gateway_objects_are_installed(installed: Any) -> None:
     for kind, name in [("service", names.gateway_service(GATEWAY)),
                        ("serviceaccount", GATEWAY), ("poddisruptionbudget", GATEWAY),
