@@ -35,7 +35,7 @@ ENABLED = {"gateway.enabled": "true", "gateway.proxyFrom[0]": PROXY_FROM}
 VARIATIONS: dict[str, dict[str, str]] = {
     "enabled": ENABLED,
     "shared": {**ENABLED, "districts.serviceMode": "shared", "gateway.proxyFrom[1]": "fd00::/48",
-               "gateway.hostKeys.rotate": "2026-12", "gateway.hostKeys.overlap": "2d"},
+               "gateway.hostKeys.rotate": "3", "gateway.hostKeys.overlap": "2d"},
     "cluster-ip": {**ENABLED, "gateway.service.type": "ClusterIP",
                    "gateway.networkPolicy.enabled": "false",
                    "gateway.podDisruptionBudget.enabled": "false",
@@ -316,12 +316,13 @@ def test_the_operator_reads_the_gateway_environment(rendered: dict[str, Manifest
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     settings = operator_config(operator_env(rendered["enabled"]), monkeypatch)
     assert settings.gateway == config.GatewayConfig(
-        namespace=RELEASE_NAMESPACE, name=GATEWAY, proxy_from=(PROXY_FROM,))
+        namespace=RELEASE_NAMESPACE, name=GATEWAY, proxy_from=(PROXY_FROM,),
+        host_keys_rotate="0")
     assert settings.service_mode == "dedicated"
     shared = operator_config(operator_env(rendered["shared"]), monkeypatch)
     assert shared.gateway == config.GatewayConfig(
         namespace=RELEASE_NAMESPACE, name=GATEWAY, proxy_from=(PROXY_FROM, "fd00::/48"),
-        host_keys_rotate="2026-12", host_keys_overlap="2d")
+        host_keys_rotate="3", host_keys_overlap="2d")
     assert shared.service_mode == "shared"
     named = operator_config(operator_env(rendered["options"]), monkeypatch)
     assert named.gateway is not None and named.gateway.name == "sftp-gateway"

@@ -89,6 +89,11 @@ REFUSED: dict[str, tuple[dict[str, str], str]] = {
     "gateway backend timeout of zero": ({**GATEWAY, "gateway.options.backendTimeout": "0"},
                                         "at '/gateway/options/backendTimeout': minimum: got 0, "
                                         "want 0.1"),
+    "gateway rotation not a counter": ({**GATEWAY, "gateway.hostKeys.rotate": "next"},
+                                       "at '/gateway/hostKeys/rotate': got string, want "
+                                       "integer"),
+    "gateway overlap of zero": ({**GATEWAY, "gateway.hostKeys.overlap": "0d"},
+                                "at '/gateway/hostKeys/overlap': '0d' does not match"),
     "no gateway replicas": ({**GATEWAY, "gateway.replicas": "0"},
                             "at '/gateway/replicas': minimum: got 0, want 1"),
 }
