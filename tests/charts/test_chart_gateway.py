@@ -220,8 +220,10 @@ def test_gateway_options_reach_the_command(rendered: dict[str, Manifests],
     assert settings.routes_poll_seconds == 2
     assert settings.max_unauthenticated_per_source == 3
     assert args.shutdown_grace == 30
-    # The kubelet waits longer than the gateway's own goodbye.
-    assert pod["terminationGracePeriodSeconds"] > args.shutdown_grace
+    # The kubelet waits longer than the preStop pause and the gateway's own goodbye.
+    pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause == 5
+    assert pod["terminationGracePeriodSeconds"] > pause + args.shutdown_grace
     assert pod_of(rendered["enabled"])["terminationGracePeriodSeconds"] > 10
     assert gateway_of(rendered["options"], "sftp-gateway")["spec"]["replicas"] == 3
 
@@ -236,6 +238,16 @@ def test_fractional_seconds_reach_the_command(helm: Helm, monkeypatch: pytest.Mo
     assert args.routes_poll == 0.25 and args.shutdown_grace == 12.5
     assert args.max_sessions == 1_000_000  # not 1e+06
     assert pod["terminationGracePeriodSeconds"] > 12.5
+
+
+def test_pre_stop_pause_only_where_kubernetes_has_it(helm: Helm) -> None:
+    """The sleep action exists from Kubernetes 1.30 on; before, no pause (and no shell in the
+    image to sleep with)."""
+    old = pod_of(helm.template(ENABLED, "--kube-version", "1.29.4"))
+    assert "lifecycle" not in old["containers"][0]
+    assert old["terminationGracePeriodSeconds"] > 10
+    none = pod_of(helm.template({**ENABLED, "gateway.preStopSeconds": "0"}))
+    assert "lifecycle" not in none["containers"][0]
 
 
 def test_gateway_rollout_probes_and_spread(rendered: dict[str, Manifests]) -> None:
