@@ -10,19 +10,23 @@ there and nothing beyond, and that the gateway's own ServiceAccount can do nothi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from district_contract import routes
-from district_devtools.ports import wait_until
+from district_contract import layout, routes
+from district_devtools.ports import free_port, wait_until
 from district_operator import api, names
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tests.charts.conftest import CHART, Helm, set_args
+from tests.charts.conftest import CHART, KUBE_VERSION, Helm, set_args
 
 pytestmark = pytest.mark.cluster
 RELEASE = "gw"
@@ -153,30 +157,86 @@ def test_gateway_account_can_do_nothing(installed: Any) -> None:
 
 
 
-@pytest.fixture()
-def as_operator(installed: Any, tmp_path: Path) -> Iterator[api.Kube]:
-    """The operator's own API client with a token of the chart's operator ServiceAccount."""
-    token = installed.kubectl("create", "token", FULLNAME, "-n", NAMESPACE,
-                              "--duration", "1h").stdout.strip()
-    admin = yaml.safe_load(Path(installed.kubeconfig).read_text())
+def operator_kubeconfig(cluster: Any, path: Path) -> Path:
+    """A kubeconfig holding only a token of the chart's operator ServiceAccount."""
+    token = cluster.kubectl("create", "token", FULLNAME, "-n", NAMESPACE,
+                            "--duration", "1h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
     ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
+    path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": installed.server,
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
                                                    "certificate-authority-data": ca}}],
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "local",
                                                       "user": "operator"}}]}))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture()
+def as_operator(installed: Any, tmp_path: Path) -> Iterator[api.Kube]:
+    """The operator's own API client with a token of the chart's operator ServiceAccount."""
     configuration = k8s_client.Configuration()
-    k8s_config.load_kube_config(config_file=str(kubeconfig),  # type: ignore[no-untyped-call]
-                                client_configuration=configuration)
+    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(operator_kubeconfig(installed, tmp_path / "kubeconfig")),
+        client_configuration=configuration)
     kube = api.Kube(configuration, field_manager=names.FIELD_MANAGER,
                     extra_kinds={"ConfigMap": ("/api/v1", "configmaps")})
     try:
         yield kube
     finally:
         kube.close()
+
+
+def operator_env(helm: Helm) -> dict[str, str]:
+    """The operator container's environment as the chart renders it for this release."""
+    docs = [d for d in yaml.safe_load_all(helm.run(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version",
+        KUBE_VERSION, *set_args(VALUES)).stdout) if d]
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"
+                    and d["metadata"]["name"] == FULLNAME]
+    return {e["name"]: e["value"]
+            for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_operator_with_the_charts_settings_and_rights_keeps_the_gateway_secrets(
+        installed: Any, crd: Any, helm: Helm, tmp_path: Path) -> None:
+    """`district-operator run` with the chart's environment and the chart's ServiceAccount
+    token creates the gateway's two Secrets where the gateway mounts them, with nothing
+    forbidden on the way."""
+    env = {**os.environ, **operator_env(helm), "PYTHONUNBUFFERED": "1",
+           "KUBECONFIG": str(operator_kubeconfig(installed, tmp_path / "kubeconfig")),
+           "DISTRICT_OPERATOR_METRICS_PORT": str(free_port()),
+           "DISTRICT_OPERATOR_HEALTH_PORT": str(free_port())}
+    assert env["DISTRICT_OPERATOR_GATEWAY_NAMESPACE"] == NAMESPACE
+    log_path = tmp_path / "operator.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "district_operator.cli", "run"],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        def secret(name: str) -> dict[str, Any] | None:
+            result = installed.kubectl("get", "secret", name, "-n", NAMESPACE, "-o", "json",
+                                       check=False)
+            return json.loads(result.stdout) if result.returncode == 0 else None
+
+        key = wait_until(lambda: secret(names.gateway_key_secret(GATEWAY)), 60,
+                         "the gateway key Secret", interval=0.5)
+        host_keys = wait_until(lambda: secret(names.gateway_host_keys_secret(GATEWAY)), 60,
+                               "the gateway host-key Secret", interval=0.5)
+        assert names.GATEWAY_PRIVATE_KEY_FILE in key["data"]
+        assert set(layout.HOST_KEY_FILES.values()) <= host_keys["data"].keys()
+        time.sleep(3)  # a few of its 2-second gateway rounds
+        assert process.poll() is None, log_path.read_text()
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    text = log_path.read_text()
+    assert "orbidden" not in text and " 403" not in text, text
 
 
 def test_operator_makes_its_gateway_calls(installed: Any, as_operator: api.Kube) -> None:
@@ -205,12 +265,15 @@ def test_operator_makes_its_gateway_calls(installed: Any, as_operator: api.Kube)
     for pod in pods:
         kube.merge_patch("Pod", NAMESPACE, pod["metadata"]["name"], {"metadata": {
             "annotations": {names.ANNOTATION_ROUTES_REVISION: "r2"}}})
+    created = kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"generateName": "any-", "namespace": NAMESPACE}})
+    assert created["metadata"]["name"].startswith("any-")  # create is not limited by name
     for name in (names.gateway_host_keys_secret(GATEWAY), names.gateway_key_secret(GATEWAY)):
-        kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                     "metadata": {"name": name, "namespace": NAMESPACE},
-                     "stringData": {"a": "1"}})
+        if kube.get("Secret", NAMESPACE, name) is None:  # this test run alone
+            kube.create({"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": name, "namespace": NAMESPACE}})
         assert kube.get("Secret", NAMESPACE, name) is not None
-        kube.merge_patch("Secret", NAMESPACE, name, {"stringData": {"b": "2"}})
+        kube.merge_patch("Secret", NAMESPACE, name, {"metadata": {"labels": {"checked": "1"}}})
     with pytest.raises(api.ApiError) as refused:
         kube.get("Secret", NAMESPACE, "sh.helm.release.v1.gw.v1")
     assert refused.value.status == 403
