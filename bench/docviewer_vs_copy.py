@@ -8,11 +8,12 @@ Every side runs against the same database in the same run, interleaved, best of 
 
 - raw COPY: one session in this process running the export's own query (same columns, WHERE
   and ORDER BY) as `COPY ... TO STDOUT (FORMAT csv)` into a file that is then fsynced;
-- the same raw COPY in a Python process of its own (this script with --raw-copy-to), so that
-  it pays for an interpreter and psycopg's import as the job does;
+- the same raw COPY in a Python process of its own that imports psycopg and nothing else,
+  so that it pays for an interpreter and psycopg's import as the job does (the fair
+  reference for a job that is a process of its own: docs/downloads.md, Benchmark);
 - sftpd docviewer: the whole command (process start, contract check, the same COPY, a token
-  per row, the URL column, fsync, COMPLETE, rename, prune), with the job's own time for
-  writing documents.csv (its `docviewer.written` event) beside it;
+  per row, the URL column, fsync, COMPLETE, rename, prune), with the job's own wall and CPU
+  time for writing documents.csv (its `docviewer.written` event) beside it;
 - the tokens alone, made in this process in the job's batches, and Fernet tokens (the format
   the job used before) one per document, to show what a token per row costs;
 - with --candidates, the design measured and not adopted: the whole CSV made by PostgreSQL,
@@ -130,11 +131,30 @@ def raw_copy(url: str, out_path: Path) -> tuple[float, int]:
     return elapsed, rows
 
 
+# The raw COPY's own process imports psycopg and nothing else (not this script's imports):
+# the least a Python program running the export's query pays to start.
+RAW_COPY_PROGRAM = """
+import os, sys, psycopg
+url, query, out_path, forms, today = sys.argv[1:]
+rows = 0
+with psycopg.connect(url) as conn, open(out_path, "wb") as out, conn.cursor() as cur, \\
+        cur.copy(query, {"forms": forms.split(","), "today": today}) as copy:
+    for data in copy:
+        out.write(data)
+        rows += 1
+    out.flush()
+    os.fsync(out.fileno())
+os.unlink(out_path)
+print(rows)
+"""
+
+
 def raw_copy_process(url: str, out_path: Path) -> tuple[float, int]:
-    """The raw COPY in a fresh interpreter: its wall time from spawn to exit, its rows."""
+    """The raw COPY in a fresh interpreter importing only psycopg: its wall time from spawn
+    to exit, its rows."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--database-url", url,
-                           "--raw-copy-to", str(out_path)],
+    proc = subprocess.run([sys.executable, "-c", RAW_COPY_PROGRAM, url, EXPORT_QUERY,
+                           str(out_path), ",".join(FORMS), TODAY.isoformat()],
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - started, int(proc.stdout)
 
@@ -165,8 +185,9 @@ def pgcrypto_fernet(url: str, out_path: Path, key: bytes) -> tuple[float, int]:
     return elapsed, rows
 
 
-def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, float]:
-    """The whole job's wall time, its rows, and its own time writing documents.csv."""
+def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, float, float]:
+    """The whole job's wall time, its rows, and its own wall and CPU time writing
+    documents.csv."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     started = time.perf_counter()
     proc = subprocess.run(
@@ -181,8 +202,8 @@ def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, f
     with (epoch / "documents.csv").open("rb") as handle:
         rows = sum(1 for _ in handle) - 1  # no line breaks inside these fields
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    write_seconds = next(e["writeSeconds"] for e in events if e["event"] == "docviewer.written")
-    return elapsed, rows, write_seconds
+    written = next(e for e in events if e["event"] == "docviewer.written")
+    return elapsed, rows, written["writeSeconds"], written["writeCpuSeconds"]
 
 
 def tokens_alone(key_file: Path, documents: int) -> float:
@@ -241,11 +262,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--candidates", action="store_true",
                         help="also measure the designs not adopted (pgcrypto Fernet)")
-    parser.add_argument("--raw-copy-to", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.raw_copy_to is not None:  # the raw COPY's own process (raw_copy_process)
-        print(raw_copy(args.database_url, args.raw_copy_to)[1])
-        return
     work = Path(tempfile.mkdtemp(prefix="docviewer-bench-"))
     os.chmod(work, 0o755)  # the throwaway server runs as another user below it
     server = None
@@ -274,15 +291,15 @@ def main() -> None:
         tokens, fernet = Side("GCM tokens alone (batches)"), Side("Fernet tokens alone (before)")
         pgcrypto = Side("pgcrypto Fernet in the COPY (a)")
         counts: dict[str, int] = {}
-        job_writes: list[float] = []
+        job_writes: list[tuple[float, float]] = []
 
         def measured(name: str, result: tuple[float, int]) -> float:
             counts[name] = result[1]
             return result[0]
 
         def whole_job() -> float:
-            elapsed, counts["sftpd"], write_seconds = sftpd_docviewer(url, root, key_file)
-            job_writes.append(write_seconds)
+            elapsed, counts["sftpd"], *write = sftpd_docviewer(url, root, key_file)
+            job_writes.append((write[0], write[1]))
             return elapsed
 
         for _ in range(args.repeat):
@@ -291,7 +308,8 @@ def main() -> None:
                                                      raw_copy_process(url, work / "raw.csv")),
                          resource.RUSAGE_CHILDREN)
             job.run(data_dir, whole_job, resource.RUSAGE_CHILDREN)
-            write.walls.append(job_writes[-1])  # its CPU is not told apart from the job's
+            write.walls.append(job_writes[-1][0])  # the job's own figures (its event)
+            write.clients.append(job_writes[-1][1])
             tokens.run(None, lambda: tokens_alone(key_file, args.documents))
             fernet.run(None, lambda: fernet_alone(args.documents))
             if args.candidates:
