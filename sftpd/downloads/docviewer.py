@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 from binascii import unhexlify
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from psycopg.abc import Buffer
 from sftpd import options, tree
 from sftpd.downloads import jobrun, publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
+from sftpd.downloads.copyrows import copy_batches
 from sftpd.downloads.jobrun import ExportError
 from sftpd.downloads.tokens import (
     ID_BYTES,
@@ -169,22 +169,14 @@ def csv_rows(rows: Sequence[Buffer], s: Settings) -> bytes:
     return b"".join(lines)
 
 
-def batches(rows: Iterable[Buffer]) -> Iterator[list[Buffer]]:
-    """The rows in lists of BATCH_ROWS (the last one shorter); each row is psycopg's
-    memoryview of its message, which keeps the message alive while it is held."""
-    stream = iter(rows)
-    while batch := list(islice(stream, BATCH_ROWS)):
-        yield batch
-
-
 def write_documents(conn: psycopg.Connection[tuple[object, ...]], s: Settings,
                     path: Path) -> int:
     """Stream the export query into path as documents.csv; the number of rows."""
     rows = 0
     with path.open("xb", buffering=1 << 20) as out, conn.cursor() as cur, \
-            cur.copy(EXPORT_QUERY, {"forms": list(s.forms), "today": s.today}) as copy:
+            cur.copy(EXPORT_QUERY, {"forms": list(s.forms), "today": s.today}):
         out.write(HEADER)
-        for batch in batches(copy):
+        for batch in copy_batches(conn, BATCH_ROWS):
             out.write(csv_rows(batch, s))
             rows += len(batch)
             if rows == len(batch):
