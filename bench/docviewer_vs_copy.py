@@ -1,7 +1,7 @@
 """`sftpd docviewer` exporting N documents vs a raw `COPY (SELECT ...) TO STDOUT` of the same rows.
 
     python bench/docviewer_vs_copy.py [--documents 200000] [--database-url URL] [--repeat 3]
-                                      [--candidates]
+                                      [--candidates] [--before DIR]
 
 Without --database-url a throwaway PostgreSQL server is started (district_devtools.postgres).
 Every side runs against the same database in the same run, interleaved, best of N:
@@ -16,6 +16,9 @@ Every side runs against the same database in the same run, interleaved, best of 
   time for writing documents.csv (its `docviewer.written` event) beside it;
 - the tokens alone, made in this process in the job's batches, and Fernet tokens (the format
   the job used before) one per document, to show what a token per row costs;
+- with --before DIR, the job again with DIR first on its PYTHONPATH (an older sftpd package,
+  e.g. `git archive main sftpd | tar -x -C DIR`), interleaved with the rest: before and after
+  in the same run;
 - with --candidates, the design measured and not adopted: the whole CSV made by PostgreSQL,
   each token a standard Fernet token built with pgcrypto (docs/downloads.md, Benchmark).
 
@@ -185,17 +188,20 @@ def pgcrypto_fernet(url: str, out_path: Path, key: bytes) -> tuple[float, int]:
     return elapsed, rows
 
 
-def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, float,
-                                                                   float | None]:
+def sftpd_docviewer(url: str, root: Path, key_file: Path, before: Path | None = None
+                    ) -> tuple[float, int, float, float | None]:
     """The whole job's wall time, its rows, and its own wall and CPU time writing
-    documents.csv (no CPU time from a job older than the writeCpuSeconds field)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    documents.csv (no CPU time from a job older than the writeCpuSeconds field); with
+    `before`, the sftpd package found there first."""
+    path = ([str(before)] if before is not None else []) + sys.path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "sftpd", "docviewer", "--root", str(root), "--database-url", url,
          "--forms", ",".join(FORMS), "--base-url", BASE_URL,
          "--token-key-file", str(key_file), "--keep", "1", "--now", NOW],
-        capture_output=True, text=True, check=False, env=env)
+        capture_output=True, text=True, check=False, env=env,
+        cwd=root.parent)  # not a directory holding sftpd/: `-m` would look there first
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"sftpd docviewer failed: {proc.stdout}{proc.stderr}")
@@ -263,6 +269,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--candidates", action="store_true",
                         help="also measure the designs not adopted (pgcrypto Fernet)")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also run the job with the sftpd package in DIR (an older one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="docviewer-bench-"))
     os.chmod(work, 0o755)  # the throwaway server runs as another user below it
@@ -291,6 +299,7 @@ def main() -> None:
         job, write = Side("sftpd docviewer (whole job)"), Side("  its documents.csv write")
         tokens, fernet = Side("GCM tokens alone (batches)"), Side("Fernet tokens alone (before)")
         pgcrypto = Side("pgcrypto Fernet in the COPY (a)")
+        job_before = Side("sftpd docviewer before (--before)")
         counts: dict[str, int] = {}
         job_writes: list[tuple[float, float | None]] = []
 
@@ -301,6 +310,11 @@ def main() -> None:
         def whole_job() -> float:
             elapsed, counts["sftpd"], *write = sftpd_docviewer(url, root, key_file)
             job_writes.append((write[0], write[1]))
+            return elapsed
+
+        def whole_job_before() -> float:
+            elapsed, counts["sftpd before"], *_ = sftpd_docviewer(url, root, key_file,
+                                                                  args.before)
             return elapsed
 
         for _ in range(args.repeat):
@@ -315,6 +329,8 @@ def main() -> None:
                 write.clients.append(write_cpu)
             tokens.run(None, lambda: tokens_alone(key_file, args.documents))
             fernet.run(None, lambda: fernet_alone(args.documents))
+            if args.before is not None:
+                job_before.run(data_dir, whole_job_before, resource.RUSAGE_CHILDREN)
             if args.candidates:
                 pgcrypto.run(data_dir, lambda: measured("pgcrypto", pgcrypto_fernet(
                     url, work / "pgcrypto.csv", key_file.read_bytes().strip())))
@@ -323,8 +339,8 @@ def main() -> None:
         print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"{'':<34}{'best s':>7}  {'all runs (s)':<20}{'rows/s':>10}  "
               f"{'client':>8}{'server':>8}  (CPU s, least of the runs)")
-        sides = [raw, raw_proc, job, write, tokens, fernet] + ([pgcrypto] if args.candidates
-                                                               else [])
+        sides = ([raw, raw_proc, job, write] + ([job_before] if args.before else [])
+                 + [tokens, fernet] + ([pgcrypto] if args.candidates else []))
         for side in sides:
             print(side.line(args.documents))
         ratios = [("documents.csv write / raw COPY", min(raw.walls) / min(write.walls)),
@@ -339,9 +355,14 @@ def main() -> None:
         # The server runs the same query for both: the clients' CPU is what the job adds.
         ratios.append(("client CPU: whole job / raw COPY, own process",
                        min(raw_proc.clients) / min(job.clients)))
+        if args.before is not None:
+            ratios += [("whole job before / raw COPY in its own process",
+                        min(raw_proc.walls) / min(job_before.walls)),
+                       ("client CPU: job before / raw COPY, own process",
+                        min(raw_proc.clients) / min(job_before.clients))]
         print("throughput ratios (target >= 0.80x):")
         for label, ratio in ratios:
-            print(f"  {label:<46}{ratio:.2f}x")
+            print(f"  {label:<50}{ratio:.2f}x")
     finally:
         if server is not None:
             server.stop()
