@@ -23,6 +23,7 @@ from district_operator import names
 Kinds = Mapping[str, tuple[str, str]]
 KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
+    "ConfigMap": ("/api/v1", "configmaps"),  # the gateway's routing shards (routepublisher)
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Service": ("/api/v1", "services"),
     "Pod": ("/api/v1", "pods"),

@@ -14,6 +14,7 @@ from district_operator.jobrecorder import JobRecorder
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
 from district_operator.resync import Resyncer
+from district_operator.routepublisher import RoutePublisher
 from district_operator.watchcache import WatchCache
 
 
@@ -36,7 +37,8 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)
     clock = status.shifted_clock(settings.clock_offset_seconds)
-    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier)
+    publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces)
+    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, publisher)
     recorder = JobRecorder(kube, cache, notifier, clock)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler, recorder)
@@ -44,6 +46,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     resyncer = Resyncer(kube, settings.namespaces, settings.resync_seconds,
                         lambda body: handlers.resync_district(reconciler, body), settings.workers)
     resyncer.start()
+    publisher.start()
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     try:
@@ -57,6 +60,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
         )
     finally:
         resyncer.stop()
+        publisher.stop()
         notifier.close()
         kube.close()
     return 0

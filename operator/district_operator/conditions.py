@@ -109,6 +109,8 @@ class Reason(StrEnum):
     LOGIN_CLASH = "LoginClash"  # another shared-mode District has the same login
     GATEWAY_NOT_INSTALLED = "GatewayNotInstalled"  # the operator was given no gateway
     SHARD_FULL = "ShardFull"  # its shard would pass a ConfigMap's 1 MiB
+    ROUTE_INVALID = "RouteInvalid"  # its entry breaks a bound of the routing format
+    PUBLISHING = "Publishing"  # Unknown: its entry waits for its shard's first write
 
 
 # Reasons that come from a finished Job: kept across reconciles until the next Job says otherwise.

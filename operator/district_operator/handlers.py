@@ -138,6 +138,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         meta = body.get("metadata", {})
         reconciler.cache.forget(meta.get("namespace", ""), meta.get("name", ""),
                                 meta.get("uid", ""))
+        if reconciler.routes is not None:
+            reconciler.routes.release((meta.get("namespace", ""), meta.get("name", "")))
         diffbase.forget(meta.get("uid", ""))
         progress.forget(meta.get("uid", ""))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,14 @@ API_WRITES = Counter("district_operator_api_writes_total",
                      ["verb", "kind"])
 NOTIFICATIONS = Counter("district_operator_notifications_total",
                         "Webhook notifications by result", ["result"])
+ROUTES_PUBLISHED = Gauge("district_operator_routes_published",
+                         "Shared-mode Districts routed by the gateway (Routed=Published)")
+ROUTE_SHARD_WRITES = Counter("district_operator_route_shard_writes_total",
+                             "Routing shard ConfigMaps written (identical bytes are skipped)")
+ROUTE_PUBLISH_SECONDS = Histogram(
+    "district_operator_route_publish_seconds",
+    "Seconds from a District change the operator saw to its routing shard written",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
 WRITE_VERBS = frozenset({"create", "apply", "patch", "delete"})
 

@@ -16,14 +16,16 @@ from district_operator import (
     names,
     overdue,
     rotation,
+    routing,
     secretrefs,
     status,
 )
 from district_operator.builders.jobs import enabled_jobs
-from district_operator.conditions import POSTED, Reason
+from district_operator.conditions import POSTED, ConditionType, Reason
 from district_operator.events import emit_transitions
 from district_operator.model import District, SecretKeyRef, parse_district
 from district_operator.notifications import Notifier
+from district_operator.routepublisher import RoutePublisher
 from district_operator.watchcache import DistrictMemory, WatchCache
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ def _trim(kind: str, body: Mapping[str, Any] | None) -> dict[str, Any] | None:
                 "status": {k: state[k] for k in ("phase", "capacity") if k in state}}
     if kind == "Deployment":
         return {"status": {"availableReplicas": state.get("availableReplicas", 0)}}
-    return {"spec": {"type": spec.get("type")},
+    # clusterIP: the gateway's way to the District in shared mode (routing.backend)
+    return {"spec": {"type": spec.get("type"), "clusterIP": spec.get("clusterIP")},
             "status": {"loadBalancer": state.get("loadBalancer") or {}}}
 
 
@@ -68,6 +71,15 @@ def _secret_problem(found: secretrefs.SecretValue, ref: SecretKeyRef, namespace:
     return None
 
 
+def _routed(verdict: routing.Verdict | None) -> status.Condition:
+    """Routed from the routing table's verdict (None: its shard is not written yet)."""
+    if verdict is None:
+        return status.Condition(ConditionType.ROUTED, "Unknown", Reason.PUBLISHING,
+                                "its routing entry waits for its shard's first write")
+    return status.Condition(ConditionType.ROUTED, "True" if verdict.routed else "False",
+                            verdict.reason, verdict.message)
+
+
 @dataclass(frozen=True)
 class HostKeysSeen:
     """The host-key Secret as this reconcile left it (None: it is gone and was not replaced),
@@ -81,12 +93,16 @@ class Reconciler:
     """Turns Districts into their children and status; safe to call from many threads at once."""
 
     def __init__(self, kube: api.Kube, inputs: builders.BuildInputs, cache: WatchCache,
-                 clock: status.Clock = status.utc_now, notifier: Notifier | None = None) -> None:
+                 clock: status.Clock = status.utc_now, notifier: Notifier | None = None,
+                 routes: RoutePublisher | None = None) -> None:
         self.kube = kube
         self.inputs = inputs
         self.cache = cache
         self.clock = clock
         self.notifier = notifier  # webhook posts: UploadsOverdue (overdue.py), the host keys
+        self.routes = routes  # the gateway's routing table (shared mode); None: all dedicated
+        if routes is not None:
+            routes.on_verdicts = self.refresh_routed
 
     # ---- inputs from other objects ----------------------------------------------------------
 
@@ -268,9 +284,52 @@ class Reconciler:
             if not fresh:
                 self._remove_disabled_jobs(district)
                 self._remove_pull(memory, district)
+            observed.routed = self._route(district, observed)
             memory.district = district
             memory.observed = observed
             return self._write_status(memory, body, district, observed, previous)
+
+    def _route(self, district: District, observed: status.Observed) -> status.Condition | None:
+        """The District's entry in the gateway's routing table, and Routed as it stands."""
+        if self.routes is None or self.routes.mode(district) == "dedicated":
+            if self.routes is not None:
+                self.routes.release(district.key)
+            return None
+        if self.routes.gateway is None:
+            return _routed(routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, district))
+        host_keys = observed.host_keys + observed.next_host_keys
+        if observed.host_keys_missing:
+            # Unknown now: the gateway keeps checking the keys it was given.
+            held = self.routes.entry(district.key)
+            host_keys = () if held is None else tuple(
+                keys.HostKey(line.split()[0], line, "") for line in held.host_keys)
+        cluster_ip = ((observed.service or {}).get("spec") or {}).get("clusterIP")
+        check = observed.key_check or keys.KeyCheck((), ())
+        entry = routing.route_entry(district, check.accepted, host_keys, cluster_ip)
+        return _routed(self.routes.claim(district, entry))
+
+    def refresh_routed(self, changed: list[tuple[str, str]]) -> None:
+        """After a routing shard was written: Routed of each District whose verdict changed."""
+        if self.routes is None:
+            return
+        for key in changed:
+            memory = self.cache.existing(key)
+            if memory is None:
+                continue
+            with memory.lock:
+                district, observed, previous = memory.district, memory.observed, memory.status
+                if district is None or observed is None or previous is None or \
+                        observed.routed is None:
+                    continue
+                verdict = self.routes.verdict(key)
+                if verdict is None:
+                    continue
+                observed.routed = _routed(verdict)
+                try:
+                    self._write_status(memory, _stub_body(district), district, observed,
+                                       previous)
+                except api.ApiError as exc:  # the next resync writes it
+                    log.warning("district %s/%s: Routed not written: %s", key[0], key[1], exc)
 
     @staticmethod
     def _observe(observed: status.Observed, kind: str, live: Mapping[str, Any] | None) -> None:
@@ -406,6 +465,8 @@ class Reconciler:
                 # and nothing of it stays in memory.
                 log.info("district %s/%s is gone", district.namespace, district.name)
                 self.cache.forget(district.namespace, district.name, district.uid)
+                if self.routes is not None:
+                    self.routes.release(district.key)
                 return desired
             emit_transitions(self.kube, body, previous, desired)
             self._post_transitions(district, previous, desired)

@@ -89,6 +89,8 @@ class Observed:
     next_host_keys: tuple[keys.HostKey, ...] = ()
     rotation: RotationState | None = None
     host_keys_missing: bool = False
+    # Routed as the gateway's routing table has it (None: not in shared mode)
+    routed: Condition | None = None
 
 
 def timestamp(now: datetime) -> str:
@@ -322,6 +324,14 @@ def _rotation_condition(observed: Observed, previous: Mapping[str, Any] | None) 
     return Condition(kind, "False", Reason.NO_ROTATION, "no host key rotation has run")
 
 
+def _routed_condition(observed: Observed) -> Condition:
+    if observed.routed is not None:
+        return observed.routed
+    return Condition(ConditionType.ROUTED, "True", Reason.DEDICATED,
+                     "spec.service.mode is dedicated: districts connect to the District's own "
+                     "Service, no gateway involved")
+
+
 def _ready_condition(parts: Sequence[Condition], district: District) -> Condition:
     if district.suspend:
         return Condition(ConditionType.READY, "False", Reason.SUSPENDED,
@@ -338,6 +348,9 @@ def _ready_condition(parts: Sequence[Condition], district: District) -> Conditio
     host_keys = by_type.get(ConditionType.HOST_KEYS_READY)
     if host_keys is not None and host_keys.status == "False":
         problems.append(host_keys)
+    routed = by_type.get(ConditionType.ROUTED)
+    if routed is not None and routed.status == "False":
+        problems.append(routed)
     if not problems:
         return Condition(ConditionType.READY, "True", Reason.READY,
                          "the district can log in and its jobs are healthy")
@@ -397,6 +410,7 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
         uploads_overdue_condition(district, previous, now),
         _host_keys_condition(district, observed),
         _rotation_condition(observed, before.get(ConditionType.HOST_KEYS_ROTATING)),
+        _routed_condition(observed),
     ]
     conditions = [_ready_condition(parts, district), *parts]
     status: dict[str, Any] = dict(previous)
