@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import kopf
 
 from district_operator import allocator, api, config, handlers, metrics, names, status
+from district_operator.gatewaystate import GatewayPoller, GatewayState
 from district_operator.jobrecorder import JobRecorder
 from district_operator.notifications import Notifier
 from district_operator.reconciler import Reconciler
@@ -38,7 +39,12 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     metrics.count_districts(cache.districts_by_readiness)
     clock = status.shifted_clock(settings.clock_offset_seconds)
     publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces)
-    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, publisher)
+    gateway = GatewayState(kube, settings.gateway, clock)
+    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, publisher, gateway,
+                            settings.service_mode)
+    # The gateway's Secrets are created at start (and its Service watched) when one is given.
+    poller = GatewayPoller(gateway, reconciler.gateway_changed)
+    poller.start()
     recorder = JobRecorder(kube, cache, notifier, clock)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings, reconciler, recorder)
@@ -59,6 +65,7 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
             liveness_endpoint=liveness,
         )
     finally:
+        poller.stop()
         resyncer.stop()
         publisher.stop()
         notifier.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from district_operator import names
 from district_operator.builders.common import BuildInputs, Resources
-from district_operator.model import ServiceMode
+from district_operator.model import HostKeysSpec, ServiceMode, overlap_seconds
 
 ENV_PREFIX = "DISTRICT_OPERATOR_"
 DEFAULT_IMAGE = "district-sftp:latest"
@@ -53,6 +53,14 @@ class GatewayConfig:
     # The gateway's host keys: spec.hostKeys.rotate and .overlap of a District, for the gateway.
     host_keys_rotate: str = ""
     host_keys_overlap: str = "7d"
+
+    @property
+    def host_keys(self) -> HostKeysSpec:
+        """The gateway's rotation settings in the form a District's spec.hostKeys takes (the
+        rotate value checked by from_args: a whole number, empty for 0)."""
+        rotate = self.host_keys_rotate.strip()
+        return HostKeysSpec(rotate=int(rotate) if rotate.isdigit() else 0,
+                            overlap=self.host_keys_overlap)
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the gateway pods' addresses as district servers see them (sftpd serve "
              "--proxy-from); required with --gateway-namespace")
     add("--gateway-host-keys-rotate", default=_env("GATEWAY_HOST_KEYS_ROTATE", ""),
-        help="change this value to rotate the gateway's host keys (as a District's "
-             "spec.hostKeys.rotate)")
+        help="raise this number to rotate the gateway's host keys (as a District's "
+             "spec.hostKeys.rotate); empty: 0")
     add("--gateway-host-keys-overlap", default=_env("GATEWAY_HOST_KEYS_OVERLAP", "7d"),
         help="how long the gateway announces its next host keys before they sign")
 
@@ -157,6 +165,14 @@ def from_args(args: argparse.Namespace) -> OperatorConfig:
         if not proxy_from:
             raise SystemExit("district-operator: --gateway-namespace needs --gateway-proxy-from "
                              "(the gateway pods' addresses as district servers see them)")
+        rotate = args.gateway_host_keys_rotate.strip()
+        if rotate and not rotate.isdigit():
+            raise SystemExit(f"district-operator: --gateway-host-keys-rotate {rotate!r} is not a "
+                             "whole number (raise it to rotate the gateway's host keys)")
+        try:
+            overlap_seconds(args.gateway_host_keys_overlap)
+        except ValueError as exc:
+            raise SystemExit(f"district-operator: --gateway-host-keys-overlap: {exc}") from None
         gateway = GatewayConfig(namespace=args.gateway_namespace, name=args.gateway_name,
                                 proxy_from=proxy_from,
                                 host_keys_rotate=args.gateway_host_keys_rotate,

@@ -195,3 +195,15 @@ def known_hosts(host: str, port: int, host_keys: tuple[HostKey, ...]) -> str:
     """known_hosts lines for host:port, in the form OpenSSH writes them."""
     where = host if port == 22 else f"[{host}]:{port}"
     return "".join(f"{where} {key.public_line}\n" for key in host_keys)
+
+
+def generate_gateway_key() -> dict[str, str]:
+    """A new Ed25519 key pair for the gateway's logins to district servers:
+    {names.GATEWAY_PRIVATE_KEY_FILE: OpenSSH private key, its name + ".pub": public line}."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return {names.GATEWAY_PRIVATE_KEY_FILE: private,
+            names.GATEWAY_PUBLIC_KEY_FILE: public + " district-sftp-gateway\n"}

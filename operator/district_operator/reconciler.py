@@ -23,7 +23,8 @@ from district_operator import (
 from district_operator.builders.jobs import enabled_jobs
 from district_operator.conditions import POSTED, ConditionType, Reason
 from district_operator.events import emit_transitions
-from district_operator.model import District, SecretKeyRef, parse_district
+from district_operator.gatewaystate import GatewayState
+from district_operator.model import District, SecretKeyRef, ServiceMode, parse_district
 from district_operator.notifications import Notifier
 from district_operator.routepublisher import RoutePublisher
 from district_operator.watchcache import DistrictMemory, WatchCache
@@ -94,7 +95,9 @@ class Reconciler:
 
     def __init__(self, kube: api.Kube, inputs: builders.BuildInputs, cache: WatchCache,
                  clock: status.Clock = status.utc_now, notifier: Notifier | None = None,
-                 routes: RoutePublisher | None = None) -> None:
+                 routes: RoutePublisher | None = None,
+                 gateway: GatewayState | None = None,
+                 service_mode: ServiceMode = "dedicated") -> None:
         self.kube = kube
         self.inputs = inputs
         self.cache = cache
@@ -103,6 +106,46 @@ class Reconciler:
         self.routes = routes  # the gateway's routing table (shared mode); None: all dedicated
         if routes is not None:
             routes.on_verdicts = self.refresh_routed
+        self.gateway = gateway  # the shared SSH gateway (None or unconfigured: not installed)
+        self.service_mode = service_mode  # spec.service.mode of a District that does not say
+
+    # ---- spec.service.mode shared -----------------------------------------------------------
+
+    def _shared(self, district: District) -> builders.SharedMode | None:
+        """What the children need of the gateway in shared mode; None in dedicated mode."""
+        if (district.service.mode or self.service_mode) != "shared":
+            return None
+        config = self.gateway.gateway if self.gateway is not None else None
+        if self.gateway is None or config is None:
+            return builders.SharedMode()
+        self.gateway.load()
+        return builders.SharedMode(gateway_namespace=config.namespace, gateway_name=config.name,
+                                   proxy_from=config.proxy_from,
+                                   gateway_public_key=self.gateway.public_key)
+
+    def _gateway_seen(self, shared: builders.SharedMode | None) -> status.GatewaySeen | None:
+        if shared is None:
+            return None
+        return self.gateway.seen if self.gateway is not None else status.GatewaySeen()
+
+    def gateway_changed(self, key_changed: bool) -> None:
+        """The gateway's address or host keys changed (or its key pair: then the shared-mode
+        Districts' authorized-keys Secrets must carry the new public key): bring every
+        shared-mode District this process knows in line."""
+        for (namespace, name), memory in self.cache.all():
+            with memory.lock:
+                district, observed = memory.district, memory.observed
+                if district is None or observed is None or observed.gateway is None:
+                    continue
+                if not key_changed and memory.status is not None:
+                    observed.gateway = self._gateway_seen(self._shared(district))
+                    self._write_status(memory, _stub_body(district), district, observed,
+                                       memory.status)
+                    continue
+            if key_changed:
+                body = self.kube.get(names.KIND, namespace, name)
+                if body is not None and not body["metadata"].get("deletionTimestamp"):
+                    self.reconcile(body)
 
     # ---- inputs from other objects ----------------------------------------------------------
 
@@ -276,8 +319,11 @@ class Reconciler:
                 district, district.backups.database, "backups", secrets)
             observed.pull_secrets = self._pull_problem(district, secrets)
             observed.downloads_token = self._token_problem(district, secrets)
+            shared = self._shared(district)
+            observed.gateway = self._gateway_seen(shared)
             children = builders.desired_children(district, self.inputs,
-                                                 observed.key_check.authorized_keys_file())
+                                                 observed.key_check.authorized_keys_file(),
+                                                 shared)
             for manifest in children:
                 live = self._converge(memory, manifest, fresh, observed)
                 self._observe(observed, manifest["kind"], live)
@@ -362,7 +408,8 @@ class Reconciler:
                 return False
             if kind == "Secret":
                 return self._secret_unchanged(memory, district, body)
-            wanted = next((m for m in builders.desired_children(district, self.inputs, "")
+            wanted = next((m for m in builders.desired_children(district, self.inputs, "",
+                                                                self._shared(district))
                            if m["kind"] == kind and m["metadata"]["name"] == meta.get("name")),
                           None)
             if wanted is None:

@@ -13,6 +13,9 @@ are announced, and when the last rotation completed. Steps:
   and the old ones are dropped.
 
 A rotate raised again during a rotation starts another one after this one completes.
+
+The shared gateway's host-key Secret (gatewaysecrets.py) goes through the same steps, driven by
+the operator's --gateway-host-keys-rotate/-overlap as a HostKeysSpec instead of a District's.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from district_operator import keys, names
-from district_operator.model import District
+from district_operator.model import District, HostKeysSpec
+
+# Whose rotation: a District (its spec.hostKeys) or the gateway's settings as a HostKeysSpec.
+Rotated = District | HostKeysSpec
+
+
+def _spec(owner: Rotated) -> HostKeysSpec:
+    return owner.host_keys if isinstance(owner, District) else owner
 
 
 def _time(text: str | None) -> datetime | None:
@@ -54,10 +64,10 @@ class HostKeySecret:
     def in_flight(self) -> bool:
         return any(self.files.get(f) for f in names.NEXT_HOST_KEY_FILES.values())
 
-    def promote_at(self, district: District) -> datetime | None:
+    def promote_at(self, owner: Rotated) -> datetime | None:
         if not self.in_flight or self.next_since is None:
             return None
-        return self.next_since + timedelta(seconds=district.host_keys.overlap_seconds)
+        return self.next_since + timedelta(seconds=_spec(owner).overlap_seconds)
 
 
 def read_secret(secret: Mapping[str, Any]) -> HostKeySecret:
@@ -76,10 +86,10 @@ def read_secret(secret: Mapping[str, Any]) -> HostKeySecret:
         resource_version=str(meta.get("resourceVersion") or ""))
 
 
-def initial_annotations(district: District) -> dict[str, str]:
+def initial_annotations(owner: Rotated) -> dict[str, str]:
     """A new host-key Secret's: the rotate value of its District counts as done (a District
     created with rotate: 3 gets fresh keys, not a rotation)."""
-    return {names.ANNOTATION_HOST_KEYS_ROTATION: str(district.host_keys.rotate)}
+    return {names.ANNOTATION_HOST_KEYS_ROTATION: str(_spec(owner).rotate)}
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def next_step(secret: HostKeySecret, district: District, now: datetime,
+def next_step(secret: HostKeySecret, owner: Rotated, now: datetime,
               generate: Callable[[], dict[str, str]] = keys.generate_host_keys) -> Step | None:
     """The step due now, or None when there is nothing to do."""
     files = dict(secret.files)
+    spec = _spec(owner)
     if secret.in_flight:
-        promote_at = secret.promote_at(district)
+        promote_at = secret.promote_at(spec)
         if promote_at is None or now < promote_at:
             return None
         data: dict[str, str | None] = {}
@@ -122,7 +133,7 @@ def next_step(secret: HostKeySecret, district: District, now: datetime,
                 data[upcoming + suffix] = None
         return Step("promote", data, {names.ANNOTATION_HOST_KEYS_NEXT_SINCE: None,
                                       names.ANNOTATION_HOST_KEYS_ROTATED_AT: _stamp(now)}, files)
-    if district.host_keys.rotate <= secret.rotation:
+    if spec.rotate <= secret.rotation:
         return None
     generated = generate()
     data = {}
@@ -132,7 +143,7 @@ def next_step(secret: HostKeySecret, district: District, now: datetime,
             files[upcoming + suffix] = generated[current + suffix]
             data[upcoming + suffix] = _b64(generated[current + suffix])
     return Step("start", data, {
-        names.ANNOTATION_HOST_KEYS_ROTATION: str(district.host_keys.rotate),
+        names.ANNOTATION_HOST_KEYS_ROTATION: str(spec.rotate),
         names.ANNOTATION_HOST_KEYS_NEXT_SINCE: _stamp(now)}, files)
 
 
@@ -157,9 +168,9 @@ class RotationState:
         return {k: v for k, v in shown.items() if v is not None}
 
 
-def state(secret: HostKeySecret, district: District) -> RotationState:
-    queued = district.host_keys.rotate if secret.in_flight and \
-        district.host_keys.rotate > secret.rotation else None
+def state(secret: HostKeySecret, owner: Rotated) -> RotationState:
+    spec = _spec(owner)
+    queued = spec.rotate if secret.in_flight and spec.rotate > secret.rotation else None
     return RotationState(rotation=secret.rotation, in_flight=secret.in_flight,
-                         started_at=secret.next_since, promote_at=secret.promote_at(district),
+                         started_at=secret.next_since, promote_at=secret.promote_at(spec),
                          completed_at=secret.rotated_at, queued=queued)

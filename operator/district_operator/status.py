@@ -68,6 +68,19 @@ class SecretProblem:
     message: str
 
 
+@dataclass(frozen=True)
+class GatewaySeen:
+    """The shared SSH gateway as a shared-mode District's status shows it (docs/gateway.md):
+    its Service's load balancer address and its host keys. `installed` False: the operator
+    was given no gateway, so there is nothing to show."""
+
+    installed: bool = False
+    endpoint: Mapping[str, Any] | None = None  # {host, port}, once the load balancer has one
+    host_keys: tuple[keys.HostKey, ...] = ()
+    next_host_keys: tuple[keys.HostKey, ...] = ()
+    rotation: RotationState | None = None
+
+
 @dataclass
 class Observed:
     """What one reconcile saw and did: the inputs of the status."""
@@ -91,6 +104,8 @@ class Observed:
     host_keys_missing: bool = False
     # Routed as the gateway's routing table has it (None: not in shared mode)
     routed: Condition | None = None
+    # spec.service.mode shared: the gateway districts connect through; None: dedicated.
+    gateway: GatewaySeen | None = None
 
 
 def timestamp(now: datetime) -> str:
@@ -384,13 +399,46 @@ def endpoint(district: District, service: Mapping[str, Any] | None) -> dict[str,
         return None
     spec = service.get("spec") or {}
     if spec.get("type") == "LoadBalancer":
-        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        if not ingress:
-            return None
-        host = ingress[0].get("ip") or ingress[0].get("hostname")
+        host = load_balancer_host(service)
         return {"host": host, "port": district.service.port} if host else None
     return {"host": f"{names.service(district.name)}.{district.namespace}.svc",
             "port": district.service.port}
+
+
+def load_balancer_host(service: Mapping[str, Any]) -> str | None:
+    """The first address a load balancer gave a Service (IP, else host name), or None yet."""
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    if not ingress:
+        return None
+    host = ingress[0].get("ip") or ingress[0].get("hostname")
+    return str(host) if host else None
+
+
+def gateway_endpoint(service: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The gateway Service's public address and SSH port (its port named ssh, else its first),
+    once its load balancer has one."""
+    if service is None:
+        return None
+    host = load_balancer_host(service)
+    ports = (service.get("spec") or {}).get("ports") or []
+    port = next((p for p in ports if p.get("name") == names.PORT_NAME_SSH),
+                ports[0] if ports else None)
+    if not host or port is None or not port.get("port"):
+        return None
+    return {"host": host, "port": int(port["port"])}
+
+
+def _endpoint_status(district: District, observed: Observed) -> dict[str, Any] | None:
+    """status.endpoint: where, the user name to give (the District's login), and the mode."""
+    if observed.gateway is None:
+        where = endpoint(district, observed.service)
+        mode = "dedicated"
+    else:
+        where = dict(observed.gateway.endpoint) if observed.gateway.endpoint else None
+        mode = "shared"
+    if where is None:
+        return None
+    return {**where, "user": district.login, "mode": mode}
 
 
 def compute_status(district: District, observed: Observed, previous: Mapping[str, Any],
@@ -417,9 +465,17 @@ def compute_status(district: District, observed: Observed, previous: Mapping[str
     status["observedGeneration"] = district.generation
     status["conditions"] = merge_conditions(list(before.values()), conditions,
                                             district.generation, now)
-    where = endpoint(district, observed.service)
+    where = _endpoint_status(district, observed)
     status["endpoint"] = where
-    if not observed.host_keys_missing:
+    if observed.gateway is not None:
+        # What clients see is the gateway: its keys, its rotation (the District's own keys
+        # only guard the gateway's leg to the server, and HostKeysReady/-Rotating still
+        # tell of them).
+        gateway = observed.gateway
+        _host_keys_status(status, Observed(host_keys=gateway.host_keys,
+                                           next_host_keys=gateway.next_host_keys,
+                                           rotation=gateway.rotation), where)
+    elif not observed.host_keys_missing:
         _host_keys_status(status, observed, where)
     return {k: v for k, v in status.items() if v is not None}
 

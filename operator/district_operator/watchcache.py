@@ -72,6 +72,11 @@ class WatchCache:
         with self._guard:
             return self._entries.setdefault(key, DistrictMemory())
 
+    def all(self) -> list[tuple[DistrictKey, DistrictMemory]]:
+        """Every District's memory, as of now (lock each before use)."""
+        with self._guard:
+            return list(self._entries.items())
+
     def existing(self, key: DistrictKey) -> DistrictMemory | None:
         """The District's memory when it has one: a watch event alone never creates one."""
         return self._entries.get(key)

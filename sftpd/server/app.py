@@ -27,7 +27,7 @@ from sftpd.server.audit import (
 from sftpd.server.batching import batch_writes, cut_channel_writes, drop_ignore_packets
 from sftpd.server.filesystem import DistrictSFTPServer, SessionLimits
 from sftpd.server.hostkeys import HostKeys
-from sftpd.server.keys import AuthorizedKeys, Verdict
+from sftpd.server.keys import AuthorizedKeys, GatewayKey, Verdict
 from sftpd.server.limits import TOO_MANY_SESSIONS, ConnectionLimits, RefusalThrottle, cap_channels
 from sftpd.server.proxygate import PROXIED, ProxyListener
 from sftpd.server.proxyheader import ProxiedClient
@@ -127,10 +127,10 @@ class SFTPDistrictServer:
         self._drained = asyncio.Event()
         self.host_keys = HostKeys(settings.host_keys, settings.next_host_keys, self.audit)
         self.gateway_key = (None if settings.gateway_key is None
-                            else _read_gateway_key(settings.gateway_key))
+                            else GatewayKey(settings.gateway_key, self.audit))
 
     def is_gateway_key(self, key: asyncssh.SSHKey) -> bool:
-        return self.gateway_key is not None and key.public_data == self.gateway_key.public_data
+        return self.gateway_key is not None and self.gateway_key.matches(key)
 
     @property
     def port(self) -> int:
@@ -239,13 +239,6 @@ class SFTPDistrictServer:
         self.audit.event("server.stopped", open_sessions=len(self.connections))
 
 
-def _read_gateway_key(path: Path) -> asyncssh.SSHKey:
-    try:
-        return asyncssh.read_public_key(str(path))
-    except (OSError, asyncssh.KeyImportError) as exc:
-        raise ValueError(f"cannot read the gateway key {path}: {exc}") from exc
-
-
 class _Connection(asyncssh.SSHServer):
     """Per-connection policy: source checks, limits, the one login, key auth, failure counting."""
 
@@ -330,6 +323,8 @@ class _Connection(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         self.server.authorized.refresh()
+        if self.server.gateway_key is not None:
+            self.server.gateway_key.refresh()
         self.fields["user"] = shown_user(username)
         return True
 

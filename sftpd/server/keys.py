@@ -179,3 +179,61 @@ class AuthorizedKeys(KeyRules):
         self.load(text.splitlines())
         self._identity = identity
         self._audit.event("authorized_keys.loaded", path=str(self._path), keys=self.count)
+
+
+def _identity_of(path: Path) -> _FileIdentity | None:
+    try:
+        real = os.path.realpath(path)
+        st = Path(real).stat()
+    except OSError:
+        return None
+    return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class GatewayKey:
+    """The gateway's public key (`--gateway-key`), re-read when the file changes as the
+    authorized keys are: in a Kubernetes pod it sits in the authorized-keys Secret volume, so a
+    new gateway key arrives as a volume update and needs no restart.
+
+    At start a file that is there but not a public key is an error (the server does not
+    start); a file that is absent means no gateway logins until it appears; a later change
+    that cannot be read is logged and the last good key kept."""
+
+    def __init__(self, path: Path, audit: AuditLog) -> None:
+        self._path = path
+        self._audit = audit
+        self._identity: _FileIdentity | None = None
+        self.key: asyncssh.SSHKey | None = None
+        identity = _identity_of(path)
+        if identity is None:
+            audit.event("gateway_key.missing", path=str(path))
+            return
+        try:
+            self.key = asyncssh.read_public_key(identity.real_path)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise ValueError(f"cannot read the gateway key {path}: {exc}") from exc
+        self._identity = identity
+
+    def refresh(self) -> None:
+        """Reload the key if its file changed (a realpath and a stat when it did not)."""
+        identity = _identity_of(self._path)
+        if identity == self._identity:
+            return
+        if identity is None:
+            # Gone: the District left shared mode or the gateway was removed; nothing the
+            # gateway sends is trusted any more.
+            self._audit.event("gateway_key.missing", path=str(self._path))
+            self._identity, self.key = None, None
+            return
+        try:
+            key = asyncssh.read_public_key(identity.real_path)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            self._audit.event("gateway_key.unreadable", path=str(self._path), error=str(exc))
+            self._identity = identity  # not retried until the file changes again
+            return
+        self._identity, self.key = identity, key
+        self._audit.event("gateway_key.loaded", path=str(self._path),
+                          fingerprint=key.get_fingerprint())
+
+    def matches(self, key: asyncssh.SSHKey) -> bool:
+        return self.key is not None and key.public_data == self.key.public_data

@@ -135,7 +135,8 @@ def test_apply_creates_every_child_and_the_conditions(crd: Any, kube: api.Kube,
     assert condition(body, "BackupsHealthy")["reason"] == "NoRunYet"
     assert condition(body, "UploadsNeedAttention")["status"] == "False"
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
-    assert status["endpoint"] == {"host": f"lincoln-sftp.{NS}.svc", "port": 2022}
+    assert status["endpoint"] == {"host": f"lincoln-sftp.{NS}.svc", "port": 2022,
+                                  "user": "lincoln", "mode": "dedicated"}
     for host_key in status["hostKeys"]:
         public = secret_text(kube, "lincoln-host-keys",
                              names.HOST_KEY_FILES[host_key["type"]] + ".pub")

@@ -42,7 +42,8 @@ def test_healthy_district_is_ready_with_endpoint_and_known_hosts() -> None:
     assert st["observedGeneration"] == 2
     assert conditions(st)["Ready"] == ("True", "Ready")
     assert conditions(st)["ProcessingHealthy"] == ("Unknown", "NoRunYet")
-    assert st["endpoint"] == {"host": "198.51.100.7", "port": 22}
+    assert st["endpoint"] == {"host": "198.51.100.7", "port": 22, "user": "lincoln",
+                              "mode": "dedicated"}
     assert st["knownHosts"].splitlines()[0] == "198.51.100.7 " + observed.host_keys[0].public_line
     assert [k["type"] for k in st["hostKeys"]] == ["ssh-ed25519", "ssh-rsa"]
     assert all(c["observedGeneration"] == 2 and c["lastTransitionTime"] == "2026-11-28T02:00:00Z"
@@ -258,3 +259,45 @@ def test_expect_every_is_parsed_and_bounded() -> None:
             assert "expectEvery" in str(exc)
         else:
             raise AssertionError(f"{bad!r} was accepted")
+
+
+def test_shared_mode_shows_the_gateway_endpoint_host_keys_and_login() -> None:
+    gateway_keys = keys.describe_host_keys(keys.generate_host_keys())
+    next_keys = keys.describe_host_keys(keys.generate_host_keys())
+    observed = healthy()
+    observed.gateway = status.GatewaySeen(
+        installed=True, endpoint={"host": "sftp.example.org", "port": 22},
+        host_keys=gateway_keys, next_host_keys=next_keys)
+    st = status.compute_status(district(login="lincoln.k12.example", service={"mode": "shared"}),
+                               observed, {}, NOW)
+    assert st["endpoint"] == {"host": "sftp.example.org", "port": 22,
+                              "user": "lincoln.k12.example", "mode": "shared"}
+    assert [k["fingerprint"] for k in st["hostKeys"]] == [k.fingerprint for k in gateway_keys]
+    assert [k["fingerprint"] for k in st["nextHostKeys"]] == [k.fingerprint for k in next_keys]
+    assert st["knownHosts"] == keys.known_hosts("sftp.example.org", 22, gateway_keys + next_keys)
+    # The District's own keys (the gateway's leg to its server) are not what clients see.
+    assert not any(k.public_line in st["knownHosts"] for k in observed.host_keys)
+
+
+def test_shared_mode_before_the_gateway_has_an_address_publishes_no_endpoint() -> None:
+    observed = healthy()
+    observed.gateway = status.GatewaySeen(installed=True, endpoint=None,
+                                          host_keys=keys.describe_host_keys(
+                                              keys.generate_host_keys()))
+    st = status.compute_status(district(service={"mode": "shared"}), observed, {}, NOW)
+    assert "endpoint" not in st and "knownHosts" not in st
+    assert st["hostKeys"]  # the fingerprints are known before the address
+    # No gateway installed at all: nothing to show, and nothing breaks.
+    observed.gateway = status.GatewaySeen()
+    st = status.compute_status(district(service={"mode": "shared"}), observed, {}, NOW)
+    assert "endpoint" not in st and "hostKeys" not in st
+    assert st["conditions"]
+
+
+def test_gateway_endpoint_is_its_load_balancer_address_and_ssh_port() -> None:
+    service = {"spec": {"ports": [{"name": "metrics", "port": 9090},
+                                  {"name": "ssh", "port": 22}]},
+               "status": {"loadBalancer": {"ingress": [{"hostname": "gw.example.org"}]}}}
+    assert status.gateway_endpoint(service) == {"host": "gw.example.org", "port": 22}
+    assert status.gateway_endpoint({"spec": service["spec"], "status": {}}) is None
+    assert status.gateway_endpoint(None) is None

@@ -218,7 +218,8 @@ def test_status_and_list(lincoln: ServerProcess, crd: Any, kube: api.Kube,
     for condition in ("Ready", "ServerReady", "KeysValid", "UploadsNeedAttention"):
         assert condition in status.stdout
     facts = yaml.safe_load(plugin("status", "lincoln", "-n", namespace, "-o", "yaml").stdout)
-    assert facts["endpoint"] == {"host": "127.0.0.1", "port": lincoln.port}
+    assert facts["endpoint"] == {"host": "127.0.0.1", "port": lincoln.port, "user": LOGIN,
+                                 "mode": "dedicated"}
     assert facts["conditions"] == district_status(kube, namespace, "lincoln")["conditions"]
 
     # The list, once through kubectl's own plugin mechanism (the pinned kubectl finds

@@ -43,6 +43,20 @@ class BuildInputs:
         requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "1Gi"})
 
 
+@dataclass(frozen=True)
+class SharedMode:
+    """spec.service.mode shared: what a District's children need of the shared SSH gateway
+    (docs/gateway.md). `gateway_namespace` None: the operator was given no gateway, so the
+    District is reachable by nobody until one is installed (its Service stays a ClusterIP)."""
+
+    gateway_namespace: str | None = None
+    gateway_name: str = names.GATEWAY_DEFAULT_NAME
+    # `sftpd serve --proxy-from`: the gateway pods' addresses as the district pod sees them
+    proxy_from: tuple[str, ...] = ()
+    # The gateway's public key line (the gateway key Secret's gateway_key.pub); "" while unknown
+    gateway_public_key: str = ""
+
+
 def owner_reference(district: District) -> dict[str, Any]:
     return {
         "apiVersion": names.API_VERSION,

@@ -10,6 +10,7 @@ from district_contract.commands import env_var
 from district_operator import names
 from district_operator.builders.common import (
     BuildInputs,
+    SharedMode,
     container_security_context,
     data_mounts,
     data_volumes,
@@ -26,7 +27,7 @@ HOST_KEY_MODE = 0o400
 AUTHORIZED_KEYS_MODE = 0o444
 
 
-def server_env(district: District) -> dict[str, str]:
+def server_env(district: District, shared: SharedMode | None = None) -> dict[str, str]:
     host_keys = ",".join(f"{names.HOST_KEYS_DIR}/{file_name}"
                          for file_name in names.HOST_KEY_FILES.values())
     values = {
@@ -52,17 +53,25 @@ def server_env(district: District) -> dict[str, str]:
         # write; the server shows them, present and empty until then.
         values[env_var(commands.DOWNLOAD_DIRECTORIES)] = ",".join(
             district.downloads.directories)
+    if shared is not None and shared.gateway_namespace is not None:
+        # Behind the gateway: its pods must send the PROXY header naming the real client, and
+        # only its key logs in on their connections. The key file sits in the authorized-keys
+        # volume, which the server rereads, so a new gateway key needs no restart.
+        values[env_var(commands.PROXY_FROM)] = ",".join(shared.proxy_from)
+        values[env_var(commands.GATEWAY_KEY)] = \
+            f"{names.AUTHORIZED_KEYS_DIR}/{names.GATEWAY_PUBLIC_KEY_FILE}"
     return values
 
 
-def deployment(district: District, inputs: BuildInputs) -> dict[str, Any]:
+def deployment(district: District, inputs: BuildInputs,
+               shared: SharedMode | None = None) -> dict[str, Any]:
     pod_labels = names.labels(district.name, names.COMPONENT_SERVER)
     container: dict[str, Any] = {
         "name": names.CONTAINER_SERVER,
         "image": inputs.image,
         "imagePullPolicy": inputs.image_pull_policy,
         "args": [commands.SERVE, "--" + commands.ROOT, names.DATA_MOUNT],
-        "env": env(server_env(district)),
+        "env": env(server_env(district, shared)),
         "ports": [
             {"name": names.PORT_NAME_SSH, "containerPort": names.SSH_PORT, "protocol": "TCP"},
             {"name": names.PORT_NAME_METRICS, "containerPort": names.METRICS_PORT,

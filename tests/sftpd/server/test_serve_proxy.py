@@ -17,6 +17,7 @@ from sftpd.server import proxyheader
 from tests.sftpd.server.conftest import (
     LOGIN,
     Keys,
+    SecretVolume,
     ServerProcess,
     keygen,
     openssh_sftp,
@@ -205,3 +206,41 @@ def test_header_parser_refuses_garbage_cleanly() -> None:
             continue
         if parsed is not None:
             assert parsed[1] <= proxyheader.MAX_HEADER
+
+
+async def test_gateway_key_is_reread_from_its_secret_volume(
+        tmp_path: Path, keys: Keys) -> None:
+    """In a pod the gateway key sits in the authorized-keys volume (the operator writes it
+    there): absent at start, then published, then replaced, each taken without a restart."""
+    first, second = keygen(tmp_path / "gw1"), keygen(tmp_path / "gw2")
+    volume = SecretVolume(tmp_path / "volume")
+    volume.publish({"authorized_keys": keys.pub(keys.client) + "\n"})
+    srv = start_server(tmp_path / "data", keys, tmp_path / "audit.jsonl",
+                       "--proxy-from", GATEWAY, "--gateway-key",
+                       str(volume.directory / "gateway_key.pub"))
+    try:
+        srv.wait_event("gateway_key.missing")
+        header = header_for("127.0.0.40", fingerprint(keys, keys.client))
+        with pytest.raises(asyncssh.PermissionDenied):
+            await login(srv.port, GATEWAY, header, first)
+        volume.publish({"authorized_keys": keys.pub(keys.client) + "\n",
+                        "gateway_key.pub": keys.pub(first) + "\n"})
+        assert "upload" in await login(srv.port, GATEWAY, header, first)
+        volume.publish({"authorized_keys": keys.pub(keys.client) + "\n",
+                        "gateway_key.pub": keys.pub(second) + "\n"})
+        assert "upload" in await login(srv.port, GATEWAY, header, second)
+        with pytest.raises(asyncssh.PermissionDenied):
+            await login(srv.port, GATEWAY, header, first)
+        loaded = srv.events("gateway_key.loaded")
+        assert [e["fingerprint"] for e in loaded] == [fingerprint(keys, first),
+                                                      fingerprint(keys, second)]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_gateway_key_file_that_is_no_key_stops_the_start(tmp_path: Path, keys: Keys) -> None:
+    bad = tmp_path / "gateway_key.pub"
+    bad.write_text("not a key\n")
+    with pytest.raises(AssertionError, match="gateway key"):
+        start_server(tmp_path / "data", keys, tmp_path / "audit.jsonl",
+                     "--proxy-from", GATEWAY, "--gateway-key", str(bad))
