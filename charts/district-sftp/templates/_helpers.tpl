@@ -200,3 +200,77 @@ job after the Service, and a PodMonitor's `<namespace>/<name>`. */}}
 {{- define "district-sftp.runbook" -}}
 {{ default "docs/operations.md" .root.Values.metrics.prometheusRule.runbookBaseUrl }}#{{ .anchor }}
 {{- end }}
+
+{{/* The gateway's name: gateway.name, or <fullname>-gateway (at most 63 characters, as its
+Service name and pod label value must be). */}}
+{{- define "district-sftp.gatewayName" -}}
+{{- if .Values.gateway.name }}
+{{- .Values.gateway.name }}
+{{- else }}
+{{- printf "%s-gateway" (include "district-sftp.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway pods' labels the operator selects them by (names.gateway_selector): the app
+name is the operator's own constant, not the chart's nameOverride. */}}
+{{- define "district-sftp.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: district-sftp
+app.kubernetes.io/instance: {{ include "district-sftp.gatewayName" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "district-sftp.gatewayLabels" -}}
+{{ include "district-sftp.gatewaySelectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: district-sftp
+{{- end }}
+
+{{/* Refuse what the schema cannot say clearly. */}}
+{{- define "district-sftp.gatewayChecks" -}}
+{{- if and .Values.gateway.enabled (not .Values.gateway.proxyFrom) }}
+{{- fail "gateway.enabled needs gateway.proxyFrom: the gateway pods' addresses as the district servers see them (usually the pod network, for example --set 'gateway.proxyFrom={10.244.0.0/16}')" }}
+{{- end }}
+{{- if and (eq .Values.districts.serviceMode "shared") (not .Values.gateway.enabled) }}
+{{- fail "districts.serviceMode shared needs gateway.enabled: shared-mode Districts are reached through the gateway" }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator does in the release namespace for the gateway (docs/gateway.md), derived
+from what it calls: the routing shards are written and removed there, the gateway's two
+Secrets created and patched (by name), the gateway pods annotated after a routing change (so
+the kubelet refreshes their volume at once), and the gateway Service read for its address.
+*/}}
+{{- define "district-sftp.gatewayRules" -}}
+{{- $gateway := include "district-sftp.gatewayName" . }}
+# The routing shards: listed and watched, created (server-side apply of a new one counts as
+# create), and by name read, replaced, patched and removed once empty.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, watch, create]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames:
+    {{- range $shard := until 256 }}
+    - {{ printf "%s-routes-%03d" $gateway $shard }}
+    {{- end }}
+  verbs: [get, update, patch, delete]
+# The gateway's host keys and gateway key: created once, then read and patched by name.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [{{ printf "%s-host-keys" $gateway }}, {{ printf "%s-key" $gateway }}]
+  verbs: [get, patch, update]
+# The gateway pods, found by their labels and annotated with the routes revision.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, patch]
+# The gateway Service's address, for shared-mode Districts' status.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch]
+{{- end }}
