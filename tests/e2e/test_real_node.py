@@ -178,7 +178,8 @@ def test_the_chart_serves_a_district_on_a_real_node(product: RealCluster,
                  for c in status.get("conditions") or [])
         return status if ok and status.get("knownHosts") else None
     status = wait_until(ready, 300, "the District to be Ready with knownHosts")
-    assert status["endpoint"] == {"host": GATEWAY, "port": port}
+    assert status["endpoint"] == {"host": GATEWAY, "port": port, "user": DISTRICT,
+                                  "mode": "dedicated"}
     # kube-proxy programs the load balancer's address a moment after the Service has it.
     wait_for_port(GATEWAY, port, 60)
     known_hosts = tmp_path / "known_hosts"
