@@ -32,6 +32,7 @@ class GatewayState:
         self._public_key = ""
         self._had_host_keys = False
         self._loaded = False
+        self._load_tried = False
         self._refreshing = threading.Lock()  # one reader and writer of the Secrets at a time
 
     @property
@@ -47,9 +48,16 @@ class GatewayState:
 
     def load(self) -> None:
         """Read the gateway once, if nothing has read it yet (a District's first reconcile may
-        come before the poller's first round)."""
-        if self.gateway is not None and not self._loaded:
+        come before the poller's first round). A failure (the API down, or no RBAC in the
+        gateway's namespace) is logged and left to the poller: the District is built without
+        the gateway's key meanwhile rather than not at all."""
+        if self.gateway is None or self._loaded or self._load_tried:
+            return
+        self._load_tried = True
+        try:
             self.refresh()
+        except api.ApiError as exc:
+            log.warning("reading the gateway's Secrets and Service failed: %s", exc)
 
     def refresh(self) -> tuple[bool, bool]:
         """Read (creating or rotating as needed) the gateway's Secrets and Service: whether
@@ -164,10 +172,17 @@ class GatewayPoller:
             self.changed(key_changed)
 
     def _run(self) -> None:
+        said = ""  # the last failure logged: one line per new failure, not one every round
         while True:
             try:
                 self.poll_once()
-            except Exception:  # an API outage: the next round retries
+                said = ""
+            except api.ApiError as exc:  # an API outage, a missing grant: the next round retries
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning("reading the gateway's Secrets and Service failed (retried "
+                                "every %gs): %s", self.interval, exc)
+            except Exception:
                 log.exception("reading the gateway's Secrets and Service failed")
             if self._stop.wait(self.interval):
                 return

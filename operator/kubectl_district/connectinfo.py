@@ -82,6 +82,10 @@ def connection_facts(district: District, status: Mapping[str, Any],
                      identity: str) -> dict[str, Any]:
     endpoint = status["endpoint"]
     host, port = str(endpoint["host"]), int(endpoint["port"])
+    # In shared mode the endpoint and host keys are the gateway's, and the user name it routes
+    # by is the District's login (the status says both; older statuses have neither).
+    shared = endpoint.get("mode") == "shared"
+    login = str(endpoint.get("user") or district.login)
     host_keys = published_host_keys(status["knownHosts"])
     # During a rotation knownHosts also lists the next keys (status.nextHostKeys).
     upcoming = {k.get("fingerprint") for k in status.get("nextHostKeys") or []}
@@ -102,7 +106,8 @@ def connection_facts(district: District, status: Mapping[str, Any],
     return {
         "district": district.name,
         "namespace": district.namespace,
-        "login": district.login,
+        "login": login,
+        "mode": "shared" if shared else "dedicated",
         "host": host,
         "port": port,
         "hostKeys": [{"type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint,
@@ -114,11 +119,11 @@ def connection_facts(district: District, status: Mapping[str, Any],
         "knownHostsFile": known_hosts_file,
         "commands": {
             "knownHosts": heredoc,
-            "sftp": f"sftp -i {key} {ssh_options} -P {port} {district.login}@{host}",
+            "sftp": f"sftp -i {key} {ssh_options} -P {port} {login}@{host}",
             "lftp": (f"lftp -e {shlex.quote(lftp_setting)} "
-                     f"-u {district.login}, -p {port} sftp://{host}"),
+                     f"-u {login}, -p {port} sftp://{host}"),
             "winscpKeygen": f'winscp.com /keygen "{identity}" /output="{winscp_key}"',
-            "winscp": (f'winscp.com /command "open sftp://{district.login}@{host}:{port}/ '
+            "winscp": (f'winscp.com /command "open sftp://{login}@{host}:{port}/ '
                        f'-privatekey=""{winscp_key}"" -hostkey=""{winscp_hostkey}""" '
                        '"ls /upload" "exit"'),
         },
@@ -129,8 +134,11 @@ def _print(facts: Mapping[str, Any]) -> None:
     commands = facts["commands"]
     lines = [
         f"District:  {facts['district']} (namespace {facts['namespace']})",
-        f"Endpoint:  {facts['host']} port {facts['port']}",
-        f"Login:     {facts['login']} (public key authentication only)",
+        f"Endpoint:  {facts['host']} port {facts['port']}"
+        + (" (the shared SSH gateway: every district connects here)"
+           if facts["mode"] == "shared" else ""),
+        f"Login:     {facts['login']} (public key authentication only"
+        + ("; the gateway routes by this user name)" if facts["mode"] == "shared" else ")"),
         "Host keys (what the client must show on first connect):",
         *(f"  {k['type']:<12} {k['bits']:>4}  {k['fingerprint']}  {k['md5']}"
           + (f"  (next: in use from {facts['nextKeysFrom']})" if k["next"] else "")

@@ -110,7 +110,9 @@ def _print_status(facts: Mapping[str, Any]) -> None:
         + ("  SUSPENDED" if facts["suspended"] else ""),
         f"Ready:        {facts['ready']}"
         + (f" ({facts['readyReason']})" if facts["readyReason"] else ""),
-        f"Endpoint:     {_endpoint(facts) or 'not published yet'}  login {facts['login']}",
+        f"Endpoint:     {_endpoint(facts) or 'not published yet'}  login {facts['login']}"
+        + ("  (through the shared SSH gateway)"
+           if (facts["endpoint"] or {}).get("mode") == "shared" else ""),
         "Host keys:    " + (", ".join(f"{k['type']} {k['fingerprint']}"
                                       for k in facts["hostKeys"]) or "-"),
         *_next_host_keys(facts),

@@ -100,6 +100,14 @@ class Target:
     host_keys: tuple[PublishedHostKey, ...]
     key_sources: Mapping[str, str]  # fingerprint -> where the District lists it
     service_type: str
+    # spec.service.mode shared: the endpoint and host keys are the shared gateway's, which
+    # routes by the user name (the District's login) to the District's server.
+    shared: bool = False
+    login: str = ""
+
+    @property
+    def user(self) -> str:
+        return self.login or self.district.login
 
 
 def load_identity(path: Path) -> asyncssh.SSHKey:
@@ -163,6 +171,13 @@ def _fingerprint(key: asyncssh.SSHKey) -> str:
 
 def _refused_hint(target: Target, local_address: str) -> str:
     ranges = target.district.allowed_source_ranges
+    if target.shared:
+        return ("the shared gateway refused the connection before login: it judges the "
+                "District's spec.allowedSourceRanges "
+                f"({', '.join(ranges) or 'not set'}) on the address it sees (after NAT; this "
+                f"machine connects from {local_address}), and bans an address for a while "
+                "after too many failed logins; the gateway's log names the reason "
+                "(`connection.refused` or `login.failed`, with this login as `user`)")
     if ranges and not _address_in(local_address, ranges):
         return (f"source address not allowed: this machine connects from {local_address}, "
                 f"and spec.allowedSourceRanges allows only {', '.join(ranges)}; add the "
@@ -190,6 +205,10 @@ def _unreachable_hint(target: Target, error: str) -> str:
         return (f"the District is suspended (spec.suspend: true): its server is stopped and "
                 "logins are refused; resume it with `kubectl patch district "
                 f"{district.name} --type merge -p '{{\"spec\":{{\"suspend\":false}}}}'`")
+    if target.shared:
+        return (f"nothing answered at the shared gateway {target.host}:{target.port} ({error}): "
+                "check that the gateway's pods are ready and its LoadBalancer Service has this "
+                "address, and that no firewall between here and it drops SSH")
     if target.service_type == "ClusterIP" or target.host.endswith(".svc"):
         return (f"{target.host} is a cluster-internal name: run verify inside the cluster, or "
                 f"`kubectl port-forward svc/{names.service(district.name)} 2222:"
@@ -202,6 +221,11 @@ def _unreachable_hint(target: Target, error: str) -> str:
 def _login_hint(target: Target, identity_fingerprint: str) -> str:
     source = target.key_sources.get(identity_fingerprint)
     name = target.district.name
+    if source is not None and target.shared:
+        return (f"the key is in the District ({source}) but the gateway or the server did not "
+                "accept it yet: the operator publishes keys to the gateway within seconds; if "
+                f"this persists, `kubectl district status {name}` shows whether KeysValid or "
+                "Routed reports a problem")
     if source is None:
         return (f"key not installed: {identity_fingerprint} is not among the District's keys; "
                 f"install its public half with `kubectl district keys add {name} --key "
@@ -235,7 +259,7 @@ async def _login(target: Target, report: Report, identity: asyncssh.SSHKey,
     identity_fingerprint = _fingerprint(identity)
     try:
         connection = await asyncio.wait_for(asyncssh.connect(
-            sock=sock, host=target.host, port=target.port, username=target.district.login,
+            sock=sock, host=target.host, port=target.port, username=target.user,
             client_factory=lambda: checker, known_hosts=([], [], []),
             server_host_key_algs=host_key_algorithms(target.host_keys),
             client_keys=[identity], agent_path=None, config=None, password=None,
@@ -245,7 +269,7 @@ async def _login(target: Target, report: Report, identity: asyncssh.SSHKey,
         return
     async with connection:
         report.ok(STEP_HOST_KEY, _presented(checker) + " matches status.knownHosts")
-        report.ok(STEP_LOGIN, f"logged in as {target.district.login} with "
+        report.ok(STEP_LOGIN, f"logged in as {target.user} with "
                               f"{identity_fingerprint}")
         async with connection.start_sftp_client() as sftp:
             await _check_tree(sftp, report)
@@ -263,12 +287,15 @@ def _handshake_failed(target: Target, report: Report, checker: _HostKeyCheck,
     detail = str(getattr(exc, "reason", "") or exc) or type(exc).__name__
     if checker.presented is not None and not checker.matched:
         published_list = ", ".join(f"{k.key_type} {k.fingerprint}" for k in target.host_keys)
+        whose = ("the shared gateway (a wrong --endpoint or DNS name, or someone in between), "
+                 "or the gateway's host-key Secret was replaced" if target.shared else
+                 "the District's server (a wrong --endpoint or DNS name, or someone in "
+                 "between), or its host-keys Secret "
+                 f"{names.host_keys_secret(target.district.name)} was replaced")
         report.fail(STEP_HOST_KEY, f"the server presented {_presented(checker)}; "
                                    f"the District publishes {published_list}",
-                    "host key mismatch: this is not the District's server (a wrong --endpoint "
-                    "or DNS name, or someone in between), or its host-keys Secret "
-                    f"{names.host_keys_secret(target.district.name)} was replaced; do not "
-                    "accept the new key until you know why")
+                    f"host key mismatch: this is not {whose}; do not accept the new key until "
+                    "you know why")
         return
     if isinstance(exc, asyncssh.KeyExchangeFailed) and checker.presented is None:
         report.fail(STEP_HOST_KEY, f"the server offers none of the published host key types "
@@ -284,7 +311,7 @@ def _handshake_failed(target: Target, report: Report, checker: _HostKeyCheck,
     report.ok(STEP_HOST_KEY, _presented(checker) + " matches status.knownHosts")
     if isinstance(exc, asyncssh.PermissionDenied):
         report.fail(STEP_LOGIN, f"the server refused {identity_fingerprint} for user "
-                                f"{target.district.login}", _login_hint(target,
+                                f"{target.user}", _login_hint(target,
                                                                         identity_fingerprint))
         return
     report.fail(STEP_LOGIN, f"the connection failed during login: {detail}",
@@ -352,8 +379,10 @@ def make_target(session: Session, body: Mapping[str, Any], district: District,
         host, port = str(status["endpoint"]["host"]), int(status["endpoint"]["port"])
     entries, _ = list_keys(session, district)
     sources = {e["fingerprint"]: e["source"] for e in entries if e["fingerprint"]}
+    published_endpoint = status.get("endpoint") or {}
     return Target(district, host, port, published_host_keys(status["knownHosts"]), sources,
-                  district.service.type)
+                  district.service.type, shared=published_endpoint.get("mode") == "shared",
+                  login=str(published_endpoint.get("user") or district.login))
 
 
 def _print(report: Report, identity_source: str | None) -> None:
@@ -374,7 +403,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     body, district = session.district(args.district)
     identity = load_identity(args.identity)
     target = make_target(session, body, district, args.endpoint)
-    report = Report(district.name, district.namespace, district.login,
+    report = Report(district.name, district.namespace, target.user,
                     f"{target.host}:{target.port}", _fingerprint(identity))
     sock = _reach(target, report, args.bind_address, args.connect_timeout)
     if sock is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncssh
 
-from sftpd.gateway import metrics, proxy
+from sftpd.gateway import metrics, packetpath, proxy
 from sftpd.gateway.auth import GatewayRules
 from sftpd.gateway.routes import Route, RouteTable
 from sftpd.server import batching, internals, limits, signatures
@@ -91,7 +91,7 @@ class Gateway:
         from asyncssh.public_key import get_public_key_algs
 
         internals.require(batching.PATCHED + signatures.PATCHED + limits.PATCHED
-                          + proxy.PATCHED)
+                          + proxy.PATCHED + packetpath.PATCHED)
         self.table.refresh()
         s = self.settings
         hosts: list[str] | str = [h for h in s.bind if h] or ""
@@ -192,6 +192,8 @@ class GatewayConnection(asyncssh.SSHServer):
         # As sftpd serve: one socket write per loop turn, no SSH_MSG_IGNORE padding packets.
         batching.batch_writes(conn)
         batching.drop_ignore_packets(conn)
+        packetpath.receive_in_pieces(conn)
+        packetpath.skip_packet_logging(conn)
         refuse_weak_signatures(conn, self._weak_signature)
         cap_channels(conn, self.gateway.settings.max_channels, self._channel_refused)
         self.gateway.connections.add(self)

@@ -68,6 +68,14 @@ class ProxyGate(asyncio.Protocol):
         self._hand_over(client, self._buffer[length:])
 
     def eof_received(self) -> bool:
+        if not self._buffer:
+            # Connected and closed without a byte: a TCP health check (the kubelet's readiness
+            # probe comes from the node, whose address is often inside the pod range given as
+            # --proxy-from), not a gateway that lost its header; closed without a log line.
+            self._cancel_timer()
+            if self._transport is not None:
+                self._transport.close()
+            return False
         self._drop("proxy_header_missing", "closed before a PROXY header")
         return False
 

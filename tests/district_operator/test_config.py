@@ -49,3 +49,17 @@ def test_kopf_reaches_the_api_server_at_the_address_the_kubelet_gives() -> None:
     assert in_cluster_server({"KUBERNETES_SERVICE_HOST": "fd00::1",
                               "KUBERNETES_SERVICE_PORT": "443"}) == "https://[fd00::1]:443"
     assert in_cluster_server({}) is None
+
+
+def test_gateway_rotation_settings_are_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = ("--gateway-namespace", "gw-ns", "--gateway-proxy-from", "10.244.0.0/16")
+    settings = parse(monkeypatch, *gateway, GATEWAY_HOST_KEYS_ROTATE="3",
+                     GATEWAY_HOST_KEYS_OVERLAP="12h").gateway
+    assert settings is not None
+    assert (settings.host_keys.rotate, settings.host_keys.overlap_seconds) == (3, 12 * 3600)
+    unset = parse(monkeypatch, *gateway).gateway
+    assert unset is not None and unset.host_keys.rotate == 0
+    with pytest.raises(SystemExit, match="--gateway-host-keys-rotate 'next' is not a whole"):
+        parse(monkeypatch, *gateway, "--gateway-host-keys-rotate", "next")
+    with pytest.raises(SystemExit, match="--gateway-host-keys-overlap: '2w' is not a duration"):
+        parse(monkeypatch, *gateway, "--gateway-host-keys-overlap", "2w")

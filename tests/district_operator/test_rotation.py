@@ -140,3 +140,24 @@ def test_a_missing_secret_keeps_what_was_published_and_makes_ready_false() -> No
 def test_an_overlap_the_crd_refuses_is_refused_by_the_model_too(overlap: str) -> None:
     with pytest.raises(InvalidDistrictError, match=r"spec\.hostKeys\.overlap"):
         district(overlap=overlap)
+
+
+def test_the_gateway_rotates_by_its_settings_as_a_district_by_its_spec() -> None:
+    """rotation.py driven by a HostKeysSpec (the operator's --gateway-host-keys-* flags)."""
+    from district_operator.model import HostKeysSpec
+    held = rotation.read_secret({"data": {k: base64.b64encode(v.encode()).decode()
+                                          for k, v in KEYS.items()},
+                                 "metadata": {"annotations": rotation.initial_annotations(
+                                     HostKeysSpec(rotate=0))}})
+    assert rotation.next_step(held, HostKeysSpec(rotate=0, overlap="1h"), NOW) is None
+    start = rotation.next_step(held, HostKeysSpec(rotate=1, overlap="1h"), NOW)
+    assert start is not None and start.kind == "start"
+    started = rotation.read_secret({"data": {k: base64.b64encode(v.encode()).decode()
+                                             for k, v in start.files.items()},
+                                    "metadata": {"annotations": {
+                                        k: v for k, v in start.annotations.items() if v}}})
+    spec = HostKeysSpec(rotate=1, overlap="1h")
+    assert rotation.state(started, spec).promote_at == NOW + timedelta(hours=1)
+    assert rotation.next_step(started, spec, NOW + timedelta(minutes=59)) is None
+    promote = rotation.next_step(started, spec, NOW + timedelta(hours=1))
+    assert promote is not None and promote.kind == "promote"

@@ -127,6 +127,10 @@ def serve_district(kube: api.Kube, namespace: str, district: str, port: int,
             extra += ["--allowed-source", source]
     # The login the operator set (argparse keeps the last --login, after start_server's own).
     extra += ["--login", env["SFTPD_LOGIN"]]
+    if env.get("SFTPD_PROXY_FROM"):
+        # Shared mode: behind the gateway, with the gateway key from the same volume.
+        extra += ["--proxy-from", env["SFTPD_PROXY_FROM"], "--gateway-key",
+                  str(authorized.directory / names.GATEWAY_PUBLIC_KEY_FILE)]
     keys = Keys(key_dir, key_dir / names.HOST_KEY_FILES["ssh-ed25519"],
                 key_dir / names.HOST_KEY_FILES["ssh-rsa"], Path("/nonexistent"),
                 Path("/nonexistent"), authorized)

@@ -61,6 +61,23 @@ CREATE TABLE IF NOT EXISTS generic_csv.guardians (
   language_as_written text,
   language text GENERATED ALWAYS AS (lower(language_as_written)) STORED);
 CREATE INDEX IF NOT EXISTS guardians_student_id ON generic_csv.guardians (student_id);
+-- Tables of the release before the first-load path held gender and language normalized, with
+-- no column as written: that value becomes the column as written (the normalized value is its
+-- own normalization), and the normalized one is generated from it as for new tables.
+DO $upgrade$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'generic_csv.students'::regclass
+                 AND attname = 'gender_as_written' AND NOT attisdropped) THEN
+    ALTER TABLE generic_csv.students RENAME COLUMN gender TO gender_as_written;
+    ALTER TABLE generic_csv.students ADD COLUMN gender text
+      GENERATED ALWAYS AS (upper(left(gender_as_written, 1))) STORED;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'generic_csv.guardians'::regclass
+                 AND attname = 'language_as_written' AND NOT attisdropped) THEN
+    ALTER TABLE generic_csv.guardians RENAME COLUMN language TO language_as_written;
+    ALTER TABLE generic_csv.guardians ADD COLUMN language text
+      GENERATED ALWAYS AS (lower(language_as_written)) STORED;
+  END IF;
+END $upgrade$;
 CREATE TABLE IF NOT EXISTS generic_csv.users (
   email text COLLATE "C" PRIMARY KEY, last_name text NOT NULL, first_name text NOT NULL);
 CREATE TABLE IF NOT EXISTS generic_csv.user_role_assignments (

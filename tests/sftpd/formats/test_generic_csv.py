@@ -258,3 +258,54 @@ def test_the_contract_knows_every_format_the_job_registers() -> None:
     from sftpd.formats import registered_formats
 
     assert tuple(registered_formats()) == commands.FORMATS_KNOWN
+
+
+# The tables as the release before the first-load path made them: Gender and Language stored
+# normalized in `gender` and `language`, with no column for the value as written.
+_TABLES_BEFORE_AS_WRITTEN = """
+CREATE SCHEMA generic_csv;
+CREATE TABLE generic_csv.students (
+  student_id text COLLATE "C" PRIMARY KEY, last_name text NOT NULL, middle_name text,
+  first_name text NOT NULL, date_of_birth date NOT NULL, gender text NOT NULL,
+  district_enrollment text NOT NULL, grade text, address text, city text, state text,
+  zip text, race text, district_of_residence text, county_of_residence text,
+  district_of_service text, student_reporting_id text, building text NOT NULL,
+  building_reporting_id text NOT NULL, sis_internal_id text);
+CREATE TABLE generic_csv.guardians (
+  student_id text COLLATE "C" NOT NULL, last_name text NOT NULL, first_name text NOT NULL,
+  relationship text, email text, phone text, address text, city text, state text, zip text,
+  language text);
+CREATE INDEX guardians_student_id ON generic_csv.guardians (student_id);
+INSERT INTO generic_csv.students (student_id, last_name, first_name, date_of_birth, gender,
+  district_enrollment, building, building_reporting_id)
+  VALUES ('S0001', 'Earlier', 'Student', '2011-05-06', 'F', 'ENROLLED', 'North', '012345');
+INSERT INTO generic_csv.guardians (student_id, last_name, first_name, language)
+  VALUES ('S0001', 'Earlier', 'Parent', 'es');
+"""
+
+
+def test_tables_of_the_release_before_are_upgraded_in_place(root: Path,
+                                                            database_url: str) -> None:
+    """A district database the release before loaded (gender/language stored normalized, no
+    *_as_written columns) takes the next load: its tables gain the columns as written, the rows
+    already there keep their values, and the load's rows are added beside them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_TABLES_BEFORE_AS_WRITTEN)
+    put(root, "20261128-020000", "district")
+    code, result = run_epochs(root, database_url, now=None)
+    assert code == 0, result
+    [done] = result["processed"]
+    assert done["outcome"] == "Succeeded", done
+    assert rows(database_url, "SELECT gender_as_written, gender FROM generic_csv.students "
+                "WHERE student_id = 'S0001'") == [("F", "F")]
+    assert rows(database_url, "SELECT language_as_written, language FROM generic_csv.guardians "
+                "WHERE student_id = 'S0001'") == [("es", "es")]
+    assert rows(database_url, "SELECT count(*) FROM generic_csv.students") == [(7,)]
+    assert rows(database_url, "SELECT student_id, gender FROM generic_csv.students "
+                "WHERE student_id IN ('S1001', 'S1002') ORDER BY 1") == [("S1001", "F"),
+                                                                        ("S1002", "M")]
+    # Upgraded once: the next run finds the columns in place and changes nothing more.
+    put(root, "20261129-020000", "district")
+    code, result = run_epochs(root, database_url, now=None)
+    assert code == 0, result
+    assert rows(database_url, "SELECT count(*) FROM generic_csv.students") == [(7,)]

@@ -244,3 +244,28 @@ def test_a_gateway_key_file_that_is_no_key_stops_the_start(tmp_path: Path, keys:
     with pytest.raises(AssertionError, match="gateway key"):
         start_server(tmp_path / "data", keys, tmp_path / "audit.jsonl",
                      "--proxy-from", GATEWAY, "--gateway-key", str(bad))
+
+
+def test_a_tcp_health_check_from_a_proxy_address_is_not_a_refusal(tmp_path: Path,
+                                                                   keys: Keys) -> None:
+    """The kubelet's tcpSocket readiness probe connects and closes without a byte, often from
+    an address inside --proxy-from (the node's, on the pod network): no log line each time.
+    A connection that starts a header and stops is still refused and logged."""
+    srv = start_server(tmp_path / "data", keys, tmp_path / "audit.jsonl",
+                       "--proxy-from", GATEWAY)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10,
+                                          source_address=(GATEWAY, 0)) as sock:
+                sock.shutdown(socket.SHUT_WR)
+                assert sock.recv(10) == b""  # the server closed its side too
+        assert not srv.events("connection.refused")
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10,
+                                      source_address=(GATEWAY, 0)) as sock:
+            sock.sendall(b"\r\n\r\n")  # the start of the PROXY v2 signature, then nothing
+            sock.shutdown(socket.SHUT_WR)
+            sock.recv(10)
+        refused = srv.wait_event("connection.refused")
+        assert [e["reason"] for e in refused] == ["proxy_header_missing"]
+    finally:
+        assert srv.stop() == 0
