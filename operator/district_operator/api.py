@@ -23,7 +23,6 @@ from district_operator import names
 Kinds = Mapping[str, tuple[str, str]]
 KINDS: dict[str, tuple[str, str]] = {
     "Secret": ("/api/v1", "secrets"),
-    "ConfigMap": ("/api/v1", "configmaps"),  # the gateway's routing shards (routepublisher)
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Service": ("/api/v1", "services"),
     "Pod": ("/api/v1", "pods"),
@@ -34,6 +33,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "Job": ("/apis/batch/v1", "jobs"),
     names.KIND: (f"/apis/{names.API_VERSION}", names.PLURAL),
 }
+# Kinds the operator addresses only in the gateway's namespace (the routing shards,
+# routepublisher.py), granted by a Role there and never in the Districts' namespaces: the
+# operator's client is given them as `extra_kinds`.
+GATEWAY_KINDS: dict[str, tuple[str, str]] = {"ConfigMap": ("/api/v1", "configmaps")}
 
 
 class ApiError(RuntimeError):

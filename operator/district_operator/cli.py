@@ -33,15 +33,17 @@ def run(settings: config.OperatorConfig, verbose: bool = False) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kube = api.Kube(api.load_configuration(pool_size=max(settings.workers * 2, 16)),
-                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request)
+                    field_manager=names.FIELD_MANAGER, on_request=metrics.record_request,
+                    extra_kinds=api.GATEWAY_KINDS)
     notifier = Notifier()
     cache = WatchCache()
     metrics.count_districts(cache.districts_by_readiness)
     clock = status.shifted_clock(settings.clock_offset_seconds)
-    publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces)
     gateway = GatewayState(kube, settings.gateway, clock)
-    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, publisher, gateway,
-                            settings.service_mode)
+    publisher = RoutePublisher(kube, settings.gateway, settings.service_mode, settings.namespaces,
+                               verify_seconds=settings.resync_seconds)
+    reconciler = Reconciler(kube, settings.inputs, cache, clock, notifier, gateway,
+                            settings.service_mode, publisher)
     # The gateway's Secrets are created at start (and its Service watched) when one is given.
     poller = GatewayPoller(gateway, reconciler.gateway_changed)
     poller.start()

@@ -95,9 +95,9 @@ class Reconciler:
 
     def __init__(self, kube: api.Kube, inputs: builders.BuildInputs, cache: WatchCache,
                  clock: status.Clock = status.utc_now, notifier: Notifier | None = None,
-                 routes: RoutePublisher | None = None,
                  gateway: GatewayState | None = None,
-                 service_mode: ServiceMode = "dedicated") -> None:
+                 service_mode: ServiceMode = "dedicated",
+                 routes: RoutePublisher | None = None) -> None:
         self.kube = kube
         self.inputs = inputs
         self.cache = cache

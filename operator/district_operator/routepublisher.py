@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from district_contract import routes
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 DEBOUNCE_SECONDS = 0.1
 # After a failed write, the shard is tried again this much later (doubling, up to the cap).
 RETRY_SECONDS = 1.0
+# The gateway pods are touched a second time this long after a write: the kubelet learns of
+# the ConfigMap and of the pod through two watches, and a pod sync that ran before the
+# ConfigMap's event reached it would leave the old shard until its next periodic sync.
+TOUCH_AGAIN_SECONDS = 2.0
+# How often the shard ConfigMaps are read back and compared with what was written (the
+# operator's resync interval is given in its place).
+VERIFY_SECONDS = 300.0
+# A reconcile waits this long at most for the shards to be read back on start, so that a
+# restarted operator finds every District's verdict as published and writes no status for it.
+LOAD_WAIT_SECONDS = 10.0
 RETRY_CAP_SECONDS = 30.0
 # Called with the Districts whose verdict changed once their shard is written.
 VerdictsChanged = Callable[[list[DistrictKey]], None]
@@ -46,12 +57,14 @@ class RoutePublisher:
 
     def __init__(self, kube: api.Kube, gateway: GatewayConfig | None,
                  default_mode: ServiceMode, namespaces: tuple[str, ...] = (),
-                 debounce: float = DEBOUNCE_SECONDS) -> None:
+                 debounce: float = DEBOUNCE_SECONDS,
+                 verify_seconds: float = VERIFY_SECONDS) -> None:
         self.kube = kube
         self.gateway = gateway
         self.default_mode = default_mode
         self.namespaces: tuple[str | None, ...] = namespaces or (None,)
         self.debounce = debounce
+        self.verify_seconds = verify_seconds
         self.on_verdicts: VerdictsChanged | None = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -61,7 +74,11 @@ class RoutePublisher:
         self._verdicts: dict[DistrictKey, Verdict] = {}
         self._loaded = threading.Event()
         self._stopping = False
+        self._touch_again_at: float | None = None
+        self._verify_at = 0.0
         self._thread = threading.Thread(target=self._run, name="routes", daemon=True)
+        # Status writes after a shard write run beside the publisher, never holding it up.
+        self._statuses = ThreadPoolExecutor(max_workers=4, thread_name_prefix="routed")
 
     # ---- the reconciler's side ----------------------------------------------------------
 
@@ -77,6 +94,8 @@ class RoutePublisher:
             return routing.invalid(problem)
         shard = routes.shard_of(entry.login)
         claim = Claim(entry, district.created_at)
+        if self._thread.is_alive():
+            self._loaded.wait(LOAD_WAIT_SECONDS)
         with self._lock:
             before = self._where.get(district.key)
             if before is not None and before != shard:
@@ -131,9 +150,7 @@ class RoutePublisher:
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-
-    def wait_loaded(self, timeout: float) -> bool:
-        return self._loaded.wait(timeout)
+        self._statuses.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         delay = RETRY_SECONDS
@@ -141,27 +158,67 @@ class RoutePublisher:
             try:
                 self._load()
                 break
-            except api.ApiError as exc:
+            except Exception as exc:  # the API down at start: the table waits, nothing lost
                 log.warning("reading the routing ConfigMaps failed (%s); retrying", exc)
             if self._sleep(delay):
                 return
             delay = min(delay * 2, RETRY_CAP_SECONDS)
-        self._loaded.set()
         delay = RETRY_SECONDS
+        self._verify_at = time.monotonic() + self.verify_seconds
         while True:
             with self._lock:
                 while not self._dirty and not self._stopping:
-                    self._wake.wait()
+                    due = min(t for t in (self._touch_again_at, self._verify_at) if t is not None)
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
                 if self._stopping:
                     return
-            if self._sleep(self.debounce):
-                return
-            if self._publish():
+                quiet = not self._dirty
+            try:
+                if quiet:
+                    self._timers()
+                    continue
+                if self._sleep(self.debounce):
+                    return
+                published = self._publish()
+            except Exception:  # an API client error: the shards stay dirty and are retried
+                log.exception("publishing the routing shards failed")
+                published = False
+            if published:
                 delay = RETRY_SECONDS
             else:
                 if self._sleep(delay):
                     return
                 delay = min(delay * 2, RETRY_CAP_SECONDS)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if self._touch_again_at is not None and self._touch_again_at <= now:
+            self._touch_again_at = None
+            self._touch_pods(again=True)
+        if self._verify_at <= now:
+            self._verify_at = now + self.verify_seconds
+            self._verify()
+
+    def _verify(self) -> None:
+        """Every shard as published is read back: one deleted or edited by hand (or written by
+        a standby replica's resync from an older listing) is written again from the table."""
+        assert self.gateway is not None
+        live = {}
+        for body in self.kube.list("ConfigMap", self.gateway.namespace,
+                                   routing.routes_selector(self.gateway.name)):
+            shard = routing.shard_of_configmap(self.gateway.name, body["metadata"]["name"])
+            if shard is not None:
+                live[shard] = routing.configmap_data(body, shard)
+        with self._lock:
+            for shard, held in self._shards.items():
+                if held.written is not None and live.get(shard) != held.written:
+                    log.warning("routing shard %d differs from what was written: rewriting it",
+                                shard)
+                    held.written = live.get(shard)
+                    self._mark(shard)
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, waking early only to stop; True when stopping."""
@@ -189,6 +246,7 @@ class RoutePublisher:
                         not body["metadata"].get("deletionTimestamp"):
                     living[district.key] = district
         created = {key: d.created_at for key, d in living.items()}
+        known: list[DistrictKey] = []
         with self._lock:
             for body in existing:
                 shard = routing.shard_of_configmap(gateway.name, body["metadata"]["name"])
@@ -213,9 +271,13 @@ class RoutePublisher:
                 plan = routing.plan_shard(shard, held.claims.values())
                 if plan.data == data:
                     self._verdicts.update(plan.verdicts)
+                    known += plan.verdicts
                 else:
                     self._mark(shard)
             self._count()
+        self._loaded.set()
+        # A reconcile that gave up waiting found no verdict yet (Routed Unknown Publishing).
+        self._tell(known)
 
     def _publish(self) -> bool:
         """Write every dirty shard whose bytes changed; False when a write failed (retried)."""
@@ -259,21 +321,28 @@ class RoutePublisher:
             self._count()
         if wrote:
             self._touch_pods()
-        if changed and self.on_verdicts is not None:
-            self.on_verdicts(changed)
+            self._touch_again_at = time.monotonic() + TOUCH_AGAIN_SECONDS
+        self._tell(changed)
         return not failed
+
+    def _tell(self, changed: list[DistrictKey]) -> None:
+        callback = self.on_verdicts
+        if changed and callback is not None:
+            size = 64  # a first publication of thousands: several status writers at once
+            for start in range(0, len(changed), size):
+                self._statuses.submit(callback, changed[start:start + size])
 
     def _count(self) -> None:
         metrics.ROUTES_PUBLISHED.set(sum(1 for v in self._verdicts.values() if v.routed))
 
-    def _touch_pods(self) -> None:
+    def _touch_pods(self, again: bool = False) -> None:
         """A pod update makes the kubelet sync that pod's volumes now, not on its next
         periodic sync (about a minute): the new routes reach the gateway within seconds."""
         assert self.gateway is not None
         gateway = self.gateway
         with self._lock:
             value = routing.revision({s: h.written for s, h in self._shards.items()
-                                      if h.written is not None})
+                                      if h.written is not None}) + ("-2" if again else "")
         selector = ",".join(f"{k}={v}" for k, v in names.gateway_selector(gateway.name).items())
         try:
             pods = self.kube.list("Pod", gateway.namespace, selector)

@@ -102,10 +102,10 @@ class Observed:
     next_host_keys: tuple[keys.HostKey, ...] = ()
     rotation: RotationState | None = None
     host_keys_missing: bool = False
-    # Routed as the gateway's routing table has it (None: not in shared mode)
-    routed: Condition | None = None
     # spec.service.mode shared: the gateway districts connect through; None: dedicated.
     gateway: GatewaySeen | None = None
+    # Routed as the gateway's routing table has it (None: not in shared mode)
+    routed: Condition | None = None
 
 
 def timestamp(now: datetime) -> str:
@@ -790,6 +790,10 @@ def transitions(previous: Sequence[Mapping[str, Any]],
             # worth an Event (a volume or a pod still coming up is not).
             if old is None and (not change.warning or change.type in (
                     ConditionType.STORAGE_READY, ConditionType.SERVER_READY)):
+                continue
+            # A new shared-mode District's entry written as expected is no news either.
+            if old is not None and old.get("reason") == Reason.PUBLISHING and \
+                    change.status == "True":
                 continue
             changed.append(change)
     return changed

@@ -51,13 +51,28 @@ def test_an_entry_the_gateway_would_refuse_is_named() -> None:
     assert problem is not None and "authorizedKeys" in problem
 
 
+def same_shard_logins(count: int) -> list[str]:
+    """`count` logins filed in one shard (that of d0000.k12.example)."""
+    shard = routes.shard_of("d0000.k12.example")
+    found, n = [], 0
+    while len(found) < count:
+        login = f"d{n:04d}.k12.example"
+        if routes.shard_of(login) == shard:
+            found.append(login)
+        n += 1
+    return found
+
+
 def test_shard_decodes_to_its_claims_sorted_and_all_published() -> None:
-    claims = [routing.Claim(entry(f"d{n}")) for n in range(40)]
-    shard = routes.shard_of(claims[0].entry.login)
-    mine = [c for c in claims if routes.shard_of(c.entry.login) == shard]
+    # names in the opposite order of the logins: the file is sorted by login
+    logins = same_shard_logins(6)
+    mine = [routing.Claim(entry(f"z{99 - n:02d}", login=login))
+            for n, login in enumerate(logins)]
+    shard = routes.shard_of(logins[0])
     plan = routing.plan_shard(shard, reversed(mine))
     decoded = routes.decode(plan.data)
-    assert decoded == sorted((c.entry for c in mine), key=lambda e: e.login)
+    assert [e.login for e in decoded] == logins
+    assert decoded == [c.entry for c in mine]
     assert {v.reason for v in plan.verdicts.values()} == {Reason.PUBLISHED}
     # the same claims in any order: the same bytes (a restart writes nothing)
     assert routing.plan_shard(shard, mine).data == plan.data
@@ -82,15 +97,11 @@ def test_a_login_clash_publishes_both_and_marks_both_naming_the_other() -> None:
 def test_a_full_shard_keeps_the_oldest_and_leaves_out_the_rest() -> None:
     # Fat entries (many long key lines) in one shard until it passes 1 MiB.
     fat = tuple(f"{KEY} {'c' * 3000} {n}" for n in range(100))
-    shard = routes.shard_of("d0.k12.example")
-    claims = []
-    n = 0
-    while len(claims) < 6:
-        login = f"d{n}.k12.example"
-        if routes.shard_of(login) == shard:
-            claims.append(routing.Claim(entry(f"d{n}", login=login, keys_=fat),
-                                        created_at=f"2026-01-{len(claims) + 1:02d}T00:00:00Z"))
-        n += 1
+    logins = same_shard_logins(6)
+    shard = routes.shard_of(logins[0])
+    claims = [routing.Claim(entry(f"d{n}", login=login, keys_=fat),
+                            created_at=f"2026-01-{n + 1:02d}T00:00:00Z")
+              for n, login in enumerate(logins)]
     plan = routing.plan_shard(shard, reversed(claims))
     assert len(plan.data) <= routes.MAX_SHARD_BYTES
     kept = {(e.namespace, e.name) for e in routes.decode(plan.data)}
@@ -104,9 +115,9 @@ def test_a_full_shard_keeps_the_oldest_and_leaves_out_the_rest() -> None:
 
 
 def test_claims_read_back_from_a_shard_give_the_same_bytes() -> None:
-    claims = [routing.Claim(entry(f"d{n}")) for n in range(200)]
-    shard = routes.shard_of(claims[0].entry.login)
-    mine = [c for c in claims if routes.shard_of(c.entry.login) == shard]
+    mine = [routing.Claim(entry(f"d{n}", login=login))
+            for n, login in enumerate(same_shard_logins(5))]
+    shard = routes.shard_of(mine[0].entry.login)
     data = routing.plan_shard(shard, mine).data
     again = routing.claims_of_shard_data(data, {})
     assert routing.plan_shard(shard, again).data == data
@@ -122,3 +133,43 @@ def test_configmap_names_labels_and_shard_parsing() -> None:
     assert routing.shard_of_configmap("gw", "other-routes-007") is None
     assert routing.configmap_data(made, 7) == b"{}"
     assert routing.revision({1: b"a"}) != routing.revision({1: b"b"})
+
+
+def test_routed_in_the_status_dedicated_by_default_and_false_makes_ready_not_routed() -> None:
+    from district_operator import status
+    from district_operator.conditions import ConditionType
+
+    from tests.district_operator.test_status import NOW, conditions, district, healthy
+
+    st = status.compute_status(district(), healthy(), {}, NOW)
+    assert conditions(st)["Routed"] == ("True", "Dedicated")
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    observed = healthy()
+    d = district(login="lincoln.k12.example", service={"mode": "shared"})
+    clash = routing.Verdict(Reason.LOGIN_CLASH, "login 'x' is also claimed by District n/o")
+    observed.routed = status.Condition(ConditionType.ROUTED, "False", clash.reason,
+                                       clash.message)
+    st = status.compute_status(d, observed, {}, NOW)
+    assert conditions(st)["Routed"] == ("False", "LoginClash")
+    assert conditions(st)["Ready"] == ("False", "NotRouted")
+    # the first status of a District already in a clash: a Warning Event is due
+    changes = status.transitions([], st["conditions"])
+    assert [(c.reason, c.warning) for c in changes if c.type == "Routed"] == [("LoginClash", True)]
+    # pending (Unknown) does not make the District unready
+    observed.routed = status.Condition(ConditionType.ROUTED, "Unknown", Reason.PUBLISHING, "")
+    st = status.compute_status(d, observed, {}, NOW)
+    assert conditions(st)["Ready"] == ("True", "Ready")
+    gone = routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, d)
+    assert "--gateway-namespace" in gone.message and not gone.routed
+
+
+def test_publishing_then_published_is_no_event_but_a_clash_ended_is() -> None:
+    from district_operator import status
+
+    def routed(reason: str, state: str) -> dict[str, str]:
+        return {"type": "Routed", "status": state, "reason": reason, "message": ""}
+
+    assert status.transitions([routed("Publishing", "Unknown")],
+                              [routed("Published", "True")]) == []
+    ended = status.transitions([routed("LoginClash", "False")], [routed("Published", "True")])
+    assert [(c.reason, c.warning) for c in ended] == [("Published", False)]
