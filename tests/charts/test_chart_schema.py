@@ -6,6 +6,7 @@ import pytest
 
 from tests.charts.conftest import CHART, Helm
 
+GATEWAY = {"gateway.enabled": "true", "gateway.proxyFrom[0]": "10.244.0.0/16"}
 # (values, what helm's message must say): one refusal per kind of mistake.
 REFUSED: dict[str, tuple[dict[str, str], str]] = {
     "no replicas": ({"replicaCount": "0"}, "at '/replicaCount': minimum: got 0, want 1"),
@@ -67,6 +68,34 @@ REFUSED: dict[str, tuple[dict[str, str], str]] = {
                                "not allowed"),
     "bad pod scrape interval": ({"metrics.podMonitor.interval": "often"},
                                 "at '/metrics/podMonitor/interval': 'often' does not match"),
+    # The gateway (docs/gateway.md): district servers must know whom to take a PROXY header
+    # from, and shared mode needs the gateway it routes through.
+    "gateway without proxyFrom": ({"gateway.enabled": "true"},
+                                  "at '/gateway/proxyFrom': minItems: got 0, want 1"),
+    "shared mode without the gateway": ({"districts.serviceMode": "shared"},
+                                        "at '/gateway/enabled': value must be true"),
+    "unknown service mode": ({"districts.serviceMode": "public"},
+                             "at '/districts/serviceMode': value must be one of 'dedicated', "
+                             "'shared'"),
+    "proxyFrom not a CIDR": ({**GATEWAY, "gateway.proxyFrom[0]": "pods"},
+                             "at '/gateway/proxyFrom/0': 'pods' does not match"),
+    "typo in a gateway option": ({**GATEWAY, "gateway.options.maxSesions": "3"},
+                                 "at '/gateway/options': additional properties 'maxSesions' "
+                                 "not allowed"),
+    "gateway overlap not a duration": ({**GATEWAY, "gateway.hostKeys.overlap": "1week"},
+                                       "at '/gateway/hostKeys/overlap': '1week' does not match"),
+    "gateway name not a DNS label": ({**GATEWAY, "gateway.name": "Gate_way"},
+                                     "at '/gateway/name': 'Gate_way' does not match"),
+    "gateway backend timeout of zero": ({**GATEWAY, "gateway.options.backendTimeout": "0"},
+                                        "at '/gateway/options/backendTimeout': minimum: got 0, "
+                                        "want 0.1"),
+    "gateway rotation not a counter": ({**GATEWAY, "gateway.hostKeys.rotate": "next"},
+                                       "at '/gateway/hostKeys/rotate': got string, want "
+                                       "integer"),
+    "gateway overlap of zero": ({**GATEWAY, "gateway.hostKeys.overlap": "0d"},
+                                "at '/gateway/hostKeys/overlap': '0d' does not match"),
+    "no gateway replicas": ({**GATEWAY, "gateway.replicas": "0"},
+                            "at '/gateway/replicas': minimum: got 0, want 1"),
 }
 
 
@@ -96,3 +125,21 @@ def test_old_kubernetes_is_refused(helm: Helm) -> None:
                       check=False)
     assert result.returncode != 0
     assert "chart requires kubeVersion: >=1.27.0-0" in result.stderr
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"gateway.enabled": "true"}, "gateway.enabled needs gateway.proxyFrom: the gateway pods' "
+                                  "addresses as the district servers see them"),
+    ({"districts.serviceMode": "shared"}, "districts.serviceMode shared needs gateway.enabled"),
+])
+def test_gateway_refusals_hold_without_the_schema(helm: Helm, values: dict[str, str],
+                                                  message: str) -> None:
+    """With schema validation skipped (helm --skip-schema-validation), the templates still
+    refuse, with a message that says what to set."""
+    result = helm.run("template", "ds", str(CHART), "--kube-version", "1.35.0",
+                      "--skip-schema-validation",
+                      *[a for k, v in values.items() for a in ("--set", f"{k}={v}")],
+                      check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert result.stdout == ""

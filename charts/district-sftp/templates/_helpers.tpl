@@ -239,24 +239,26 @@ app.kubernetes.io/part-of: district-sftp
 
 {{/*
 What the operator does in the release namespace for the gateway (docs/gateway.md), derived
-from what it calls: the routing shards are written and removed there, the gateway's two
-Secrets created and patched (by name), the gateway pods annotated after a routing change (so
-the kubelet refreshes their volume at once), and the gateway Service read for its address.
+from what it calls: district_operator/routepublisher.py lists the routing shards (read back
+on start) and writes them by server-side apply, then lists the gateway pods and patches the
+routes-revision annotation on them (so the kubelet refreshes their volume at once);
+district_operator/gatewaystate.py creates the gateway's two Secrets once, then reads and
+patches them by name, and reads the gateway Service for its address.
 */}}
 {{- define "district-sftp.gatewayRules" -}}
 {{- $gateway := include "district-sftp.gatewayName" . }}
-# The routing shards: listed and watched, created (server-side apply of a new one counts as
-# create), and by name read, replaced, patched and removed once empty.
+# The routing shards: listed; server-side apply of a new one is authorized as create, of an
+# existing one as patch, by name.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [list, watch, create]
+  verbs: [list, create]
 - apiGroups: [""]
   resources: [configmaps]
   resourceNames:
     {{- range $shard := until 256 }}
     - {{ printf "%s-routes-%03d" $gateway $shard }}
     {{- end }}
-  verbs: [get, update, patch, delete]
+  verbs: [get, patch]
 # The gateway's host keys and gateway key: created once, then read and patched by name.
 - apiGroups: [""]
   resources: [secrets]
@@ -264,13 +266,14 @@ the kubelet refreshes their volume at once), and the gateway Service read for it
 - apiGroups: [""]
   resources: [secrets]
   resourceNames: [{{ printf "%s-host-keys" $gateway }}, {{ printf "%s-key" $gateway }}]
-  verbs: [get, patch, update]
+  verbs: [get, patch]
 # The gateway pods, found by their labels and annotated with the routes revision.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, patch]
+  verbs: [list, patch]
 # The gateway Service's address, for shared-mode Districts' status.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch]
+  resourceNames: [{{ $gateway }}]
+  verbs: [get]
 {{- end }}
