@@ -1,20 +1,24 @@
 """`sftpd docviewer` exporting N documents vs a raw `COPY (SELECT ...) TO STDOUT` of the same rows.
 
     python bench/docviewer_vs_copy.py [--documents 200000] [--database-url URL] [--repeat 3]
-                                      [--candidates]
+                                      [--candidates] [--before DIR]
 
 Without --database-url a throwaway PostgreSQL server is started (district_devtools.postgres).
 Every side runs against the same database in the same run, interleaved, best of N:
 
 - raw COPY: one session in this process running the export's own query (same columns, WHERE
   and ORDER BY) as `COPY ... TO STDOUT (FORMAT csv)` into a file that is then fsynced;
-- the same raw COPY in a Python process of its own (this script with --raw-copy-to), so that
-  it pays for an interpreter and psycopg's import as the job does;
+- the same raw COPY in a Python process of its own that imports psycopg and nothing else,
+  so that it pays for an interpreter and psycopg's import as the job does (the fair
+  reference for a job that is a process of its own: docs/downloads.md, Benchmark);
 - sftpd docviewer: the whole command (process start, contract check, the same COPY, a token
-  per row, the URL column, fsync, COMPLETE, rename, prune), with the job's own time for
-  writing documents.csv (its `docviewer.written` event) beside it;
+  per row, the URL column, fsync, COMPLETE, rename, prune), with the job's own wall and CPU
+  time for writing documents.csv (its `docviewer.written` event) beside it;
 - the tokens alone, made in this process in the job's batches, and Fernet tokens (the format
   the job used before) one per document, to show what a token per row costs;
+- with --before DIR, the job again with DIR first on its PYTHONPATH (an older sftpd package,
+  e.g. `git archive main sftpd | tar -x -C DIR`), interleaved with the rest: before and after
+  in the same run;
 - with --candidates, the design measured and not adopted: the whole CSV made by PostgreSQL,
   each token a standard Fernet token built with pgcrypto (docs/downloads.md, Benchmark).
 
@@ -130,11 +134,30 @@ def raw_copy(url: str, out_path: Path) -> tuple[float, int]:
     return elapsed, rows
 
 
+# The raw COPY's own process imports psycopg and nothing else (not this script's imports):
+# the least a Python program running the export's query pays to start.
+RAW_COPY_PROGRAM = """
+import os, sys, psycopg
+url, query, out_path, forms, today = sys.argv[1:]
+rows = 0
+with psycopg.connect(url) as conn, open(out_path, "wb") as out, conn.cursor() as cur, \\
+        cur.copy(query, {"forms": forms.split(","), "today": today}) as copy:
+    for data in copy:
+        out.write(data)
+        rows += 1
+    out.flush()
+    os.fsync(out.fileno())
+os.unlink(out_path)
+print(rows)
+"""
+
+
 def raw_copy_process(url: str, out_path: Path) -> tuple[float, int]:
-    """The raw COPY in a fresh interpreter: its wall time from spawn to exit, its rows."""
+    """The raw COPY in a fresh interpreter importing only psycopg: its wall time from spawn
+    to exit, its rows."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--database-url", url,
-                           "--raw-copy-to", str(out_path)],
+    proc = subprocess.run([sys.executable, "-c", RAW_COPY_PROGRAM, url, EXPORT_QUERY,
+                           str(out_path), ",".join(FORMS), TODAY.isoformat()],
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - started, int(proc.stdout)
 
@@ -165,15 +188,20 @@ def pgcrypto_fernet(url: str, out_path: Path, key: bytes) -> tuple[float, int]:
     return elapsed, rows
 
 
-def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, float]:
-    """The whole job's wall time, its rows, and its own time writing documents.csv."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+def sftpd_docviewer(url: str, root: Path, key_file: Path, before: Path | None = None
+                    ) -> tuple[float, int, float, float | None]:
+    """The whole job's wall time, its rows, and its own wall and CPU time writing
+    documents.csv (no CPU time from a job older than the writeCpuSeconds field); with
+    `before`, the sftpd package found there first."""
+    path = ([str(before)] if before is not None else []) + sys.path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "sftpd", "docviewer", "--root", str(root), "--database-url", url,
          "--forms", ",".join(FORMS), "--base-url", BASE_URL,
          "--token-key-file", str(key_file), "--keep", "1", "--now", NOW],
-        capture_output=True, text=True, check=False, env=env)
+        capture_output=True, text=True, check=False, env=env,
+        cwd=root.parent)  # not a directory holding sftpd/: `-m` would look there first
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"sftpd docviewer failed: {proc.stdout}{proc.stderr}")
@@ -181,8 +209,8 @@ def sftpd_docviewer(url: str, root: Path, key_file: Path) -> tuple[float, int, f
     with (epoch / "documents.csv").open("rb") as handle:
         rows = sum(1 for _ in handle) - 1  # no line breaks inside these fields
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    write_seconds = next(e["writeSeconds"] for e in events if e["event"] == "docviewer.written")
-    return elapsed, rows, write_seconds
+    written = next(e for e in events if e["event"] == "docviewer.written")
+    return elapsed, rows, written["writeSeconds"], written.get("writeCpuSeconds")
 
 
 def tokens_alone(key_file: Path, documents: int) -> float:
@@ -241,11 +269,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--candidates", action="store_true",
                         help="also measure the designs not adopted (pgcrypto Fernet)")
-    parser.add_argument("--raw-copy-to", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also run the job with the sftpd package in DIR (an older one)")
     args = parser.parse_args()
-    if args.raw_copy_to is not None:  # the raw COPY's own process (raw_copy_process)
-        print(raw_copy(args.database_url, args.raw_copy_to)[1])
-        return
     work = Path(tempfile.mkdtemp(prefix="docviewer-bench-"))
     os.chmod(work, 0o755)  # the throwaway server runs as another user below it
     server = None
@@ -273,16 +299,22 @@ def main() -> None:
         job, write = Side("sftpd docviewer (whole job)"), Side("  its documents.csv write")
         tokens, fernet = Side("GCM tokens alone (batches)"), Side("Fernet tokens alone (before)")
         pgcrypto = Side("pgcrypto Fernet in the COPY (a)")
+        job_before = Side("sftpd docviewer before (--before)")
         counts: dict[str, int] = {}
-        job_writes: list[float] = []
+        job_writes: list[tuple[float, float | None]] = []
 
         def measured(name: str, result: tuple[float, int]) -> float:
             counts[name] = result[1]
             return result[0]
 
         def whole_job() -> float:
-            elapsed, counts["sftpd"], write_seconds = sftpd_docviewer(url, root, key_file)
-            job_writes.append(write_seconds)
+            elapsed, counts["sftpd"], *write = sftpd_docviewer(url, root, key_file)
+            job_writes.append((write[0], write[1]))
+            return elapsed
+
+        def whole_job_before() -> float:
+            elapsed, counts["sftpd before"], *_ = sftpd_docviewer(url, root, key_file,
+                                                                  args.before)
             return elapsed
 
         for _ in range(args.repeat):
@@ -291,9 +323,14 @@ def main() -> None:
                                                      raw_copy_process(url, work / "raw.csv")),
                          resource.RUSAGE_CHILDREN)
             job.run(data_dir, whole_job, resource.RUSAGE_CHILDREN)
-            write.walls.append(job_writes[-1])  # its CPU is not told apart from the job's
+            write_wall, write_cpu = job_writes[-1]  # the job's own figures (its event)
+            write.walls.append(write_wall)
+            if write_cpu is not None:
+                write.clients.append(write_cpu)
             tokens.run(None, lambda: tokens_alone(key_file, args.documents))
             fernet.run(None, lambda: fernet_alone(args.documents))
+            if args.before is not None:
+                job_before.run(data_dir, whole_job_before, resource.RUSAGE_CHILDREN)
             if args.candidates:
                 pgcrypto.run(data_dir, lambda: measured("pgcrypto", pgcrypto_fernet(
                     url, work / "pgcrypto.csv", key_file.read_bytes().strip())))
@@ -302,8 +339,8 @@ def main() -> None:
         print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"{'':<34}{'best s':>7}  {'all runs (s)':<20}{'rows/s':>10}  "
               f"{'client':>8}{'server':>8}  (CPU s, least of the runs)")
-        sides = [raw, raw_proc, job, write, tokens, fernet] + ([pgcrypto] if args.candidates
-                                                               else [])
+        sides = ([raw, raw_proc, job, write] + ([job_before] if args.before else [])
+                 + [tokens, fernet] + ([pgcrypto] if args.candidates else []))
         for side in sides:
             print(side.line(args.documents))
         ratios = [("documents.csv write / raw COPY", min(raw.walls) / min(write.walls)),
@@ -312,12 +349,20 @@ def main() -> None:
                   ("whole job / raw COPY", min(raw.walls) / min(job.walls))]
         if args.candidates:
             ratios.append(("pgcrypto Fernet (a) / raw COPY", min(raw.walls) / min(pgcrypto.walls)))
-        if data_dir is not None:  # the load-independent figure: CPU work, client and server
+        if data_dir is not None:  # the less load-dependent figure: CPU work, client and server
             ratios.append(("CPU: whole job / raw COPY in its own process",
                            raw_proc.cpu() / job.cpu()))
+        # The server runs the same query for both: the clients' CPU is what the job adds.
+        ratios.append(("client CPU: whole job / raw COPY, own process",
+                       min(raw_proc.clients) / min(job.clients)))
+        if args.before is not None:
+            ratios += [("whole job before / raw COPY in its own process",
+                        min(raw_proc.walls) / min(job_before.walls)),
+                       ("client CPU: job before / raw COPY, own process",
+                        min(raw_proc.clients) / min(job_before.clients))]
         print("throughput ratios (target >= 0.80x):")
         for label, ratio in ratios:
-            print(f"  {label:<46}{ratio:.2f}x")
+            print(f"  {label:<50}{ratio:.2f}x")
     finally:
         if server is not None:
             server.stop()

@@ -55,6 +55,8 @@ def test_documents_csv_holds_exactly_the_right_rows(root: Path, seeded: Seeded,
     assert epochs == [run.result["epoch"]] == ["20260915-120000"]
     rows = read_epoch(root / DOCVIEWER / epochs[0])
     assert run.result["rows"] == len(rows) == len(seeded.expected)
+    written = next(e for e in run.events if e["event"] == "docviewer.written")
+    assert written["rows"] == len(rows) and 0 <= float(written["writeCpuSeconds"]) < 60
 
     keys = read_keys(key_file)
     now = datetime.fromisoformat(NOW)
