@@ -59,8 +59,17 @@ class RealCluster:
             **(values or {}),
         }
         args = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
+        # Not helm's --wait: it waits for a LoadBalancer Service's address (the gateway's),
+        # which only the stand-in below gives.
         self.helm("install", RELEASE, str(chart), "-n", RELEASE_NAMESPACE, "--create-namespace",
-                  "--wait", "--timeout", "180s", *args)
+                  *args)
+        services = json.loads(self.plane.kubectl("-n", RELEASE_NAMESPACE, "get", "services",
+                                                 "-o", "json").stdout)["items"]
+        for service in services:
+            if service["spec"]["type"] == "LoadBalancer":
+                self.expose(RELEASE_NAMESPACE, service["metadata"]["name"])
+        self.plane.kubectl("-n", RELEASE_NAMESPACE, "rollout", "status", "deployment",
+                           "--timeout=180s")
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         result = self.plane.kubectl("-n", namespace, "get", kind, name, "-o", "json",
