@@ -51,6 +51,9 @@ GATEWAY_DEFAULT_NAME: Final = "district-sftp-gateway"
 # Patched on the gateway's pods after routing ConfigMaps change: a pod update makes the kubelet
 # sync that pod's volumes at once instead of on its periodic sync (about a minute).
 ANNOTATION_ROUTES_REVISION: Final = f"{GROUP}/routes-revision"
+# Patched on a District's server pods after its authorized-keys Secret changed (the same
+# kubelet sync): a key added, removed or the gateway key changed is seen within seconds.
+ANNOTATION_KEYS_REVISION: Final = f"{GROUP}/keys-revision"
 # In each shared-mode District's authorized-keys Secret (so mounted beside authorized_keys):
 # the gateway's public key, which `sftpd serve --gateway-key` reads.
 GATEWAY_PUBLIC_KEY_FILE: Final = "gateway_key.pub"

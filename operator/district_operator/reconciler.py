@@ -15,6 +15,7 @@ from district_operator import (
     keys,
     names,
     overdue,
+    podtouch,
     rotation,
     routing,
     secretrefs,
@@ -450,8 +451,11 @@ class Reconciler:
         if stamped["kind"] == "Secret":
             memory.applied_secrets[meta["name"]] = stamped
         if drift.needs_apply(stamped, live):
+            existed = live is not None
             applied = self._apply(stamped, observed)
             if applied is not None:
+                if existed and stamped["kind"] == "Secret":
+                    self._secret_changed(stamped)
                 live = applied
             else:
                 log.warning("apply %s %s refused: %s", stamped["kind"], meta["name"],
@@ -460,6 +464,19 @@ class Reconciler:
                     live = self.kube.get(stamped["kind"], meta["namespace"], meta["name"])
         memory.remember(live)
         return live
+
+    def _secret_changed(self, stamped: Mapping[str, Any]) -> None:
+        """A changed authorized-keys Secret: the server pods are touched so their kubelet
+        rewrites the keys volume now rather than on its next periodic sync (up to a minute),
+        during which a new key would be refused (and, behind the gateway, counted towards a
+        ban of a client the gateway already let in)."""
+        meta = stamped["metadata"]
+        district = (meta.get("labels") or {}).get(names.LABEL_DISTRICT, "")
+        if not district or meta["name"] != names.authorized_keys_secret(district):
+            return
+        revision = (meta.get("annotations") or {}).get(names.ANNOTATION_APPLIED_HASH, "")
+        podtouch.touch_pods(self.kube, meta["namespace"], names.server_selector(district),
+                            names.ANNOTATION_KEYS_REVISION, revision)
 
     def _apply(self, stamped: Mapping[str, Any], observed: status.Observed
                ) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from district_contract import routes
 
-from district_operator import api, metrics, names, routing
+from district_operator import api, metrics, names, podtouch, routing
 from district_operator.config import GatewayConfig
 from district_operator.model import District, InvalidDistrictError, ServiceMode, parse_district
 from district_operator.routing import Claim, DistrictKey, Verdict
@@ -343,19 +343,6 @@ class RoutePublisher:
         with self._lock:
             value = routing.revision({s: h.written for s, h in self._shards.items()
                                       if h.written is not None}) + ("-2" if again else "")
-        selector = ",".join(f"{k}={v}" for k, v in names.gateway_selector(gateway.name).items())
-        try:
-            pods = self.kube.list("Pod", gateway.namespace, selector)
-        except api.ApiError as exc:
-            log.warning("listing the gateway pods failed: %s", exc)
-            return
-        for pod in pods:
-            meta = pod.get("metadata", {})
-            if (meta.get("annotations") or {}).get(names.ANNOTATION_ROUTES_REVISION) == value:
-                continue
-            try:
-                self.kube.merge_patch("Pod", gateway.namespace, meta.get("name", ""), {
-                    "metadata": {"annotations": {names.ANNOTATION_ROUTES_REVISION: value}}})
-            except api.ApiError as exc:  # a pod going away: the next write tells the rest
-                log.info("touching gateway pod %s failed: %s", meta.get("name"), exc)
+        podtouch.touch_pods(self.kube, gateway.namespace, names.gateway_selector(gateway.name),
+                            names.ANNOTATION_ROUTES_REVISION, value)
 

@@ -122,6 +122,8 @@ OPERATOR_MAY = [
     ("patch", f"secrets/{names.gateway_key_secret(GATEWAY)}", NAMESPACE),
     ("list", "pods", NAMESPACE), ("patch", "pods", NAMESPACE),
     ("get", f"services/{names.gateway_service(GATEWAY)}", NAMESPACE),
+    # A watched namespace's District server pods, after their keys Secret changed.
+    ("list", "pods", OTHER), ("patch", "pods", OTHER),
 ]
 OPERATOR_MAY_NOT = [
     # Other ConfigMaps, Secrets and Services of the release namespace, by name.
@@ -135,7 +137,7 @@ OPERATOR_MAY_NOT = [
     # No pods made, run into or deleted; nothing of the kind anywhere else.
     ("create", "pods", NAMESPACE), ("delete", "pods", NAMESPACE),
     ("create", "pods/exec", NAMESPACE), ("patch", "deployments.apps", NAMESPACE),
-    ("patch", "pods", OTHER), ("list", "pods", None), ("patch", "pods", "kube-system"),
+    ("create", "pods", OTHER), ("list", "pods", None), ("patch", "pods", "kube-system"),
     ("create", "configmaps", OTHER), ("list", "configmaps", None),
 ]
 

@@ -109,7 +109,7 @@ def test_namespaced_rules_are_what_the_operator_calls(rendered: dict[str, Manife
         ("", "secrets", {"get", "list", "watch", "create", "patch"}),
         ("batch", "cronjobs", {"get", "list", "watch", "create", "patch", "delete"}),
         ("batch", "jobs", {"list", "watch", "patch"}),
-        ("", "pods", {"list"}),
+        ("", "pods", {"list", "patch"}),  # patch: the keys-revision touch (podtouch.py)
         ("", "events", {"create"}),
     ]:
         assert {v for g, r, _, v in grants if (g, r) == (group, resource)} == verbs, resource

@@ -193,6 +193,39 @@ def test_update_changes_children_but_never_the_host_keys(crd: Any, kube: api.Kub
     assert body is not None and body["spec"]["storage"]["size"] == "2Gi"
 
 
+def test_a_keys_change_touches_the_server_pods(crd: Any, kube: api.Kube,
+                                              operator: OperatorProcess,
+                                              client_keys: list[str]) -> None:
+    """The kubelet rewrites a Secret volume on its periodic pod sync (up to a minute) unless
+    the pod changes: after the authorized-keys Secret changed, the server's pods carry its new
+    revision, so a new key is served within seconds (and, behind the gateway, not refused and
+    counted towards a ban meanwhile)."""
+    apply_yaml(crd, district_manifest("hale", NS, authorizedKeys=[client_keys[0]]))
+    wait_settled(kube, "hale")
+    selector = ",".join(f"{k}={v}" for k, v in names.server_selector("hale").items())
+    # The Deployment and ReplicaSet controllers are real: the pod exists (unscheduled here).
+    [pod] = wait_for(lambda: kube.list("Pod", NS, selector) or None, timeout=60,
+                     what="the server's pod")
+    crd.kubectl("-n", NS, "patch", "district", "hale", "--type=merge", "-p", json.dumps({
+        "spec": {"authorizedKeys": [client_keys[0], client_keys[1]]}}))
+
+    def revision() -> str | None:
+        body = kube.get("Secret", NS, names.authorized_keys_secret("hale")) or {}
+        wanted = (body.get("metadata", {}).get("annotations") or {}).get(
+            names.ANNOTATION_APPLIED_HASH)
+        live = kube.get("Pod", NS, pod["metadata"]["name"]) or {}
+        seen = (live.get("metadata", {}).get("annotations") or {}).get(
+            names.ANNOTATION_KEYS_REVISION)
+        return seen if seen and seen == wanted else None
+
+    wait_for(revision, timeout=30, what="the server pod touched with the keys' revision")
+    assert secret_text(kube, "hale-authorized-keys", "authorized_keys") == \
+        f"{client_keys[0]}\n{client_keys[1]}\n"
+    # The pod itself was not replaced: no restart, only its volume refreshed.
+    [after] = kube.list("Pod", NS, selector)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+
+
 def test_drift_is_restored(crd: Any, kube: api.Kube, operator: OperatorProcess,
                            client_keys: list[str]) -> None:
     apply_yaml(crd, district_manifest("carver", NS, authorizedKeys=[client_keys[0]]))

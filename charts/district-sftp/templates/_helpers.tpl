@@ -137,10 +137,12 @@ authorized as create as well as patch, hence create beside patch.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, patch]
-# A finished Job's pods are listed for their termination message (the job's result).
+# A finished Job's pods are listed for their termination message (the job's result); a
+# District server's pods are annotated after its authorized-keys Secret changed, so the
+# kubelet rewrites the keys volume at once instead of on its next sync (up to a minute).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, patch]
 # Events on Districts, from the operator and from kopf (both post core/v1 Events).
 - apiGroups: [""]
   resources: [events]
