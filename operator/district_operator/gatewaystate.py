@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from district_operator import api, keys, names, rotation, secretrefs, status
+from district_operator import api, keys, names, rotation, rotationstep, secretrefs, status
 from district_operator.builders.gatewaysecrets import gateway_host_keys_secret, gateway_key_secret
 from district_operator.config import GatewayConfig
 
@@ -128,20 +128,9 @@ class GatewayState:
                 if secret is None:
                     raise
         self._had_host_keys = True
-        held = rotation.read_secret(secret)
-        step = rotation.next_step(held, gateway.host_keys, self.clock())
-        if step is not None:
-            try:
-                secret = self.kube.merge_patch("Secret", gateway.namespace, name,
-                                               step.patch(held.resource_version))
-            except api.ApiError as exc:
-                if exc.status != 409:
-                    raise
-                secret = self.kube.get("Secret", gateway.namespace, name) or secret
-            else:
-                log.info("gateway %s/%s: host key rotation %s: %s", gateway.namespace,
-                         gateway.name, gateway.host_keys.rotate, step.kind)
-            held = rotation.read_secret(secret)
+        secret, held = rotationstep.take_due_step(
+            self.kube, gateway.namespace, name, secret, gateway.host_keys, self.clock(),
+            f"gateway {gateway.namespace}/{gateway.name}")
         return held
 
 

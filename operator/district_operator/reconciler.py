@@ -17,6 +17,7 @@ from district_operator import (
     overdue,
     podtouch,
     rotation,
+    rotationstep,
     routing,
     secretrefs,
     status,
@@ -187,21 +188,9 @@ class Reconciler:
                 for part in (file_name, file_name + ".pub"):
                     added[part] = base64.b64encode(generated[part].encode()).decode()
             secret = self.kube.merge_patch("Secret", district.namespace, name, {"data": added})
-        held = rotation.read_secret(secret)
-        step = rotation.next_step(held, district, self.clock())
-        if step is not None:
-            try:
-                secret = self.kube.merge_patch("Secret", district.namespace, name,
-                                               step.patch(held.resource_version))
-            except api.ApiError as exc:
-                if exc.status != 409:
-                    raise
-                # Another operator (a standby's resync) took a step meanwhile: show its result.
-                secret = self.kube.get("Secret", district.namespace, name) or secret
-            else:
-                log.info("district %s/%s: host key rotation %s: %s", district.namespace,
-                         district.name, district.host_keys.rotate, step.kind)
-            held = rotation.read_secret(secret)
+        secret, held = rotationstep.take_due_step(
+            self.kube, district.namespace, name, secret, district, self.clock(),
+            f"district {district.namespace}/{district.name}")
         memory.remember(secret)
         return HostKeysSeen(secret=held, replaced=replaced)
 

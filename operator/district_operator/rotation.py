@@ -33,7 +33,7 @@ from district_operator.model import District, HostKeysSpec
 Rotated = District | HostKeysSpec
 
 
-def _spec(owner: Rotated) -> HostKeysSpec:
+def spec_of(owner: Rotated) -> HostKeysSpec:
     return owner.host_keys if isinstance(owner, District) else owner
 
 
@@ -67,7 +67,7 @@ class HostKeySecret:
     def promote_at(self, owner: Rotated) -> datetime | None:
         if not self.in_flight or self.next_since is None:
             return None
-        return self.next_since + timedelta(seconds=_spec(owner).overlap_seconds)
+        return self.next_since + timedelta(seconds=spec_of(owner).overlap_seconds)
 
 
 def read_secret(secret: Mapping[str, Any]) -> HostKeySecret:
@@ -89,7 +89,7 @@ def read_secret(secret: Mapping[str, Any]) -> HostKeySecret:
 def initial_annotations(owner: Rotated) -> dict[str, str]:
     """A new host-key Secret's: the rotate value of its District counts as done (a District
     created with rotate: 3 gets fresh keys, not a rotation)."""
-    return {names.ANNOTATION_HOST_KEYS_ROTATION: str(_spec(owner).rotate)}
+    return {names.ANNOTATION_HOST_KEYS_ROTATION: str(spec_of(owner).rotate)}
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def next_step(secret: HostKeySecret, owner: Rotated, now: datetime,
               generate: Callable[[], dict[str, str]] = keys.generate_host_keys) -> Step | None:
     """The step due now, or None when there is nothing to do."""
     files = dict(secret.files)
-    spec = _spec(owner)
+    spec = spec_of(owner)
     if secret.in_flight:
         promote_at = secret.promote_at(spec)
         if promote_at is None or now < promote_at:
@@ -169,7 +169,7 @@ class RotationState:
 
 
 def state(secret: HostKeySecret, owner: Rotated) -> RotationState:
-    spec = _spec(owner)
+    spec = spec_of(owner)
     queued = spec.rotate if secret.in_flight and spec.rotate > secret.rotation else None
     return RotationState(rotation=secret.rotation, in_flight=secret.in_flight,
                          started_at=secret.next_since, promote_at=secret.promote_at(spec),

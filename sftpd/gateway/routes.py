@@ -4,7 +4,6 @@ refused and its last good data kept, and a login listed twice refused rather tha
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -14,6 +13,7 @@ from district_contract import routes
 from sftpd.events import EventLog
 from sftpd.gateway.metrics import ROUTES, SHARDS_REFUSED
 from sftpd.server.access import IPNetwork, parse_networks
+from sftpd.server.fileidentity import FileIdentity, identity_of
 
 SUFFIX: Final = ".json"
 
@@ -62,17 +62,10 @@ def route_of(entry: routes.RouteEntry) -> Route:
                  entry.host_keys)
 
 
-@dataclass(frozen=True)
-class _Identity:
-    real_path: str
-    inode: int
-    mtime_ns: int
-    size: int
-
 
 @dataclass
 class _Shard:
-    identity: _Identity
+    identity: FileIdentity
     routes: tuple[Route, ...]
 
 
@@ -83,7 +76,7 @@ class RouteTable:
     directory: Path
     log: EventLog
     _shards: dict[str, _Shard] = field(default_factory=dict)
-    _refused: dict[str, _Identity] = field(default_factory=dict)
+    _refused: dict[str, FileIdentity] = field(default_factory=dict)
     _index: dict[str, Route | Clash] = field(default_factory=dict)
 
     def lookup(self, login: str) -> Route | Clash | None:
@@ -112,16 +105,8 @@ class RouteTable:
             self._rebuild()
         return changed
 
-    def _identity(self, name: str) -> _Identity | None:
-        try:
-            real = os.path.realpath(self.directory / name)
-            st = Path(real).stat()
-        except OSError:
-            return None
-        return _Identity(real, st.st_ino, st.st_mtime_ns, st.st_size)
-
     def _load(self, name: str) -> bool:
-        identity = self._identity(name)
+        identity = identity_of(self.directory / name)
         known = self._shards.get(name)
         if identity is None or (known is not None and known.identity == identity) or \
                 self._refused.get(name) == identity:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 from sftpd.server.audit import AuditLog
+from sftpd.server.fileidentity import FileIdentity, identity_of
 
 # ssh-rsa (SHA-1 signatures) is dropped from what an RSA host key may sign with.
 HOST_KEY_ALGS: frozenset[bytes] = frozenset({b"ssh-ed25519", b"rsa-sha2-512", b"rsa-sha2-256"})
@@ -18,23 +17,6 @@ HOST_KEY_ALGS: frozenset[bytes] = frozenset({b"ssh-ed25519", b"rsa-sha2-512", b"
 MAX_HOST_KEY_BYTES = 64 << 10
 
 
-@dataclass(frozen=True)
-class _FileIdentity:
-    """What changes when Kubernetes swaps a Secret volume's `..data` link or a file is edited."""
-
-    real_path: str
-    inode: int
-    mtime_ns: int
-    size: int
-
-
-def _identity(path: Path) -> _FileIdentity | None:
-    try:
-        real = os.path.realpath(path)
-        st = Path(real).stat()
-    except OSError:
-        return None
-    return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def fingerprint(pair: asyncssh.SSHKeyPair) -> str:
@@ -82,8 +64,8 @@ class HostKeys:
         self._identities = self._look()
         self.pairs = self._read()
 
-    def _look(self) -> tuple[_FileIdentity | None, ...]:
-        return tuple(_identity(p) for p in self._current + self._next)
+    def _look(self) -> tuple[FileIdentity | None, ...]:
+        return tuple(identity_of(p) for p in self._current + self._next)
 
     def _read(self) -> list[asyncssh.SSHKeyPair]:
         pairs: list[asyncssh.SSHKeyPair] = []

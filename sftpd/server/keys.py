@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from district_contract.keyoptions import KeyOptions, judge_options, split_option
 
 from sftpd.events import EventLog
 from sftpd.server.audit import AuditLog
+from sftpd.server.fileidentity import FileIdentity, identity_of
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ class Verdict:
     reason: str = "unknown_key"
 
 
-@dataclass(frozen=True)
-class _FileIdentity:
-    """What changes when Kubernetes swaps the `..data` link or someone edits the file."""
-
-    real_path: str
-    inode: int
-    mtime_ns: int
-    size: int
 
 
 class KeyRules:
@@ -150,16 +142,11 @@ class AuthorizedKeys(KeyRules):
     def __init__(self, path: Path, audit: AuditLog) -> None:
         super().__init__(audit, str(path))
         self._path = path
-        self._identity: _FileIdentity | None = None
+        self._identity: FileIdentity | None = None
         self.refresh()
 
-    def _current_identity(self) -> _FileIdentity | None:
-        try:
-            real = os.path.realpath(self._path)
-            st = Path(real).stat()
-        except OSError:
-            return None
-        return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
+    def _current_identity(self) -> FileIdentity | None:
+        return identity_of(self._path)
 
     def refresh(self) -> None:
         """Reload the file if it changed since the last load; keep the old keys if unreadable."""
@@ -181,14 +168,6 @@ class AuthorizedKeys(KeyRules):
         self._audit.event("authorized_keys.loaded", path=str(self._path), keys=self.count)
 
 
-def _identity_of(path: Path) -> _FileIdentity | None:
-    try:
-        real = os.path.realpath(path)
-        st = Path(real).stat()
-    except OSError:
-        return None
-    return _FileIdentity(real, st.st_ino, st.st_mtime_ns, st.st_size)
-
 
 class GatewayKey:
     """The gateway's public key (`--gateway-key`), re-read when the file changes as the
@@ -202,9 +181,9 @@ class GatewayKey:
     def __init__(self, path: Path, audit: AuditLog) -> None:
         self._path = path
         self._audit = audit
-        self._identity: _FileIdentity | None = None
+        self._identity: FileIdentity | None = None
         self.key: asyncssh.SSHKey | None = None
-        identity = _identity_of(path)
+        identity = identity_of(path)
         if identity is None:
             audit.event("gateway_key.missing", path=str(path))
             return
@@ -216,7 +195,7 @@ class GatewayKey:
 
     def refresh(self) -> None:
         """Reload the key if its file changed (a realpath and a stat when it did not)."""
-        identity = _identity_of(self._path)
+        identity = identity_of(self._path)
         if identity == self._identity:
             return
         if identity is None:
