@@ -118,3 +118,22 @@ def helm() -> Helm:
     if not binary.exists():
         missing(f"helm at {binary}")
     return Helm(binary)
+
+
+def service_account_kubeconfig(cluster: Any, path: Path, account: str,
+                               namespace: str) -> Path:
+    """A kubeconfig holding only a token of a ServiceAccount the chart made (not the admin's):
+    what the operator's pod gets, for checking its RBAC with its own calls."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace,
+                            "--duration", "1h").stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
+                                                   "certificate-authority-data": ca}}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator",
+                                                      "namespace": namespace}}]}))
+    path.chmod(0o600)
+    return path

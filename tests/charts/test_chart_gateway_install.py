@@ -26,7 +26,7 @@ from district_operator import api, names
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tests.charts.conftest import CHART, KUBE_VERSION, Helm, set_args
+from tests.charts.conftest import CHART, KUBE_VERSION, Helm, service_account_kubeconfig, set_args
 
 pytestmark = pytest.mark.cluster
 RELEASE = "gw"
@@ -159,21 +159,6 @@ def test_gateway_account_can_do_nothing(installed: Any) -> None:
 
 
 
-def operator_kubeconfig(cluster: Any, path: Path) -> Path:
-    """A kubeconfig holding only a token of the chart's operator ServiceAccount."""
-    token = cluster.kubectl("create", "token", FULLNAME, "-n", NAMESPACE,
-                            "--duration", "1h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
-                                                   "certificate-authority-data": ca}}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local",
-                                                      "user": "operator"}}]}))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture()
@@ -181,7 +166,8 @@ def as_operator(installed: Any, tmp_path: Path) -> Iterator[api.Kube]:
     """The operator's own API client with a token of the chart's operator ServiceAccount."""
     configuration = k8s_client.Configuration()
     k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(operator_kubeconfig(installed, tmp_path / "kubeconfig")),
+        config_file=str(service_account_kubeconfig(installed, tmp_path / "kubeconfig",
+                                                    FULLNAME, NAMESPACE)),
         client_configuration=configuration)
     kube = api.Kube(configuration, field_manager=names.FIELD_MANAGER,
                     extra_kinds={"ConfigMap": ("/api/v1", "configmaps")})
@@ -208,7 +194,8 @@ def test_the_operator_with_the_charts_settings_and_rights_keeps_the_gateway_secr
     token creates the gateway's two Secrets where the gateway mounts them, with nothing
     forbidden on the way."""
     env = {**os.environ, **operator_env(helm), "PYTHONUNBUFFERED": "1",
-           "KUBECONFIG": str(operator_kubeconfig(installed, tmp_path / "kubeconfig")),
+           "KUBECONFIG": str(service_account_kubeconfig(installed, tmp_path / "kubeconfig",
+                                                        FULLNAME, NAMESPACE)),
            "DISTRICT_OPERATOR_METRICS_PORT": str(free_port()),
            "DISTRICT_OPERATOR_HEALTH_PORT": str(free_port())}
     assert env["DISTRICT_OPERATOR_GATEWAY_NAMESPACE"] == NAMESPACE

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from district_devtools.ports import free_port, wait_until
 from district_operator import names
 
@@ -33,6 +32,7 @@ from tests.charts.conftest import (
     RELEASE_NAMESPACE,
     Helm,
     Manifests,
+    service_account_kubeconfig,
     set_args,
 )
 from tests.conftest import require_binary
@@ -129,21 +129,6 @@ def test_release_installs_every_object(release: Release) -> None:
 
 # ---- the operator with the chart's credentials -----------------------------------------------
 
-def service_account_kubeconfig(cluster: Any, path: Path) -> Path:
-    """A kubeconfig holding only a token of the chart's ServiceAccount (not the admin's)."""
-    token = cluster.kubectl("create", "token", FULLNAME, "-n", RELEASE_NAMESPACE,
-                            "--duration", "1h").stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.server,
-                                                   "certificate-authority-data": ca}}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator",
-                                                      "namespace": RELEASE_NAMESPACE}}]}))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +136,8 @@ def operator(release: Release, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
     """The Deployment's command with the Deployment's environment, as a local process."""
     directory = tmp_path_factory.mktemp("chart-operator")
-    kubeconfig = service_account_kubeconfig(release.cluster, directory / "kubeconfig")
+    kubeconfig = service_account_kubeconfig(release.cluster, directory / "kubeconfig",
+                                            FULLNAME, RELEASE_NAMESPACE)
     container = release.rendered.container()
     health_port = free_port()
     env = {**os.environ, **release.rendered.env(), "KUBECONFIG": str(kubeconfig),
@@ -361,7 +347,8 @@ def test_service_account_has_no_right_beyond_them(release: Release) -> None:
 
 def test_token_is_the_service_accounts(release: Release, tmp_path: Path) -> None:
     """The kubeconfig the operator ran with really is the ServiceAccount, not the admin."""
-    kubeconfig = service_account_kubeconfig(release.cluster, tmp_path / "kubeconfig")
+    kubeconfig = service_account_kubeconfig(release.cluster, tmp_path / "kubeconfig",
+                                            FULLNAME, RELEASE_NAMESPACE)
     whoami = subprocess.run([str(release.cluster.bin_dir / "kubectl"), "--kubeconfig",
                              str(kubeconfig), "auth", "whoami", "-o", "json"],
                             capture_output=True, text=True, check=True)
