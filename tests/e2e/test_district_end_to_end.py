@@ -145,7 +145,8 @@ def test_district_end_to_end(cluster: Any, postgres: PostgresServer, namespace: 
             return s if condition(s, "Ready").get("status") == "True" and s.get("knownHosts") \
                 else None
         status = wait_until(ready, 90, "the District to be Ready with knownHosts")
-        assert status["endpoint"] == {"host": LB_ADDRESS, "port": 22}
+        assert status["endpoint"] == {"host": LB_ADDRESS, "port": 22, "user": DISTRICT,
+                                      "mode": "dedicated"}
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(status["knownHosts"])
 
