@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from district_operator import api, keys, names, rotation, rotationstep, secretrefs, status
 from district_operator.builders.gatewaysecrets import gateway_host_keys_secret, gateway_key_secret
@@ -87,18 +88,11 @@ class GatewayState:
 
     def _key_pair(self, gateway: GatewayConfig) -> str:
         name = names.gateway_key_secret(gateway.name)
-        secret = self.kube.get("Secret", gateway.namespace, name)
-        if secret is None:
-            manifest = gateway_key_secret(gateway.namespace, gateway.name,
-                                          keys.generate_gateway_key())
-            try:
-                secret = self.kube.create(manifest)
-                log.info("gateway %s/%s: key pair created in Secret %s", gateway.namespace,
-                         gateway.name, name)
-            except api.AlreadyExistsError:  # another operator replica was first
-                secret = self.kube.get("Secret", gateway.namespace, name)
-                if secret is None:
-                    raise
+        secret, created = self._secret(gateway.namespace, name, lambda: gateway_key_secret(
+            gateway.namespace, gateway.name, keys.generate_gateway_key()))
+        if created:
+            log.info("gateway %s/%s: key pair created in Secret %s", gateway.namespace,
+                     gateway.name, name)
         public = (secretrefs.decode(secret, names.GATEWAY_PUBLIC_KEY_FILE) or "").strip()
         try:
             keys.parse_authorized_key(public)
@@ -110,23 +104,31 @@ class GatewayState:
             return ""
         return public
 
+    def _secret(self, namespace: str, name: str, manifest: Callable[[], dict[str, Any]]
+                ) -> tuple[dict[str, Any], bool]:
+        """The Secret, created from `manifest()` (keys generated only then) when it is not
+        there; whether this call created it. Never written over: another operator replica
+        that was first wins, and its Secret is read."""
+        secret = self.kube.get("Secret", namespace, name)
+        if secret is not None:
+            return secret, False
+        try:
+            return self.kube.create(manifest()), True
+        except api.AlreadyExistsError:
+            secret = self.kube.get("Secret", namespace, name)
+            if secret is None:
+                raise
+            return secret, False
+
     def _host_keys(self, gateway: GatewayConfig) -> rotation.HostKeySecret:
         name = names.gateway_host_keys_secret(gateway.name)
-        secret = self.kube.get("Secret", gateway.namespace, name)
-        if secret is None:
-            if self._had_host_keys:
-                log.warning("gateway host-key Secret %s/%s is gone: new host keys are "
-                            "generated, and every district's client must be given the new "
-                            "known_hosts lines", gateway.namespace, name)
-            manifest = gateway_host_keys_secret(
-                gateway.namespace, gateway.name, keys.generate_host_keys(),
-                rotation.initial_annotations(gateway.host_keys))
-            try:
-                secret = self.kube.create(manifest)
-            except api.AlreadyExistsError:
-                secret = self.kube.get("Secret", gateway.namespace, name)
-                if secret is None:
-                    raise
+        secret, created = self._secret(gateway.namespace, name, lambda: gateway_host_keys_secret(
+            gateway.namespace, gateway.name, keys.generate_host_keys(),
+            rotation.initial_annotations(gateway.host_keys)))
+        if created and self._had_host_keys:
+            log.warning("gateway host-key Secret %s/%s was gone: new host keys were generated, "
+                        "and every district's client must be given the new known_hosts lines",
+                        gateway.namespace, name)
         self._had_host_keys = True
         secret, held = rotationstep.take_due_step(
             self.kube, gateway.namespace, name, secret, gateway.host_keys, self.clock(),

@@ -115,7 +115,7 @@ class Reconciler:
 
     def _shared(self, district: District) -> builders.SharedMode | None:
         """What the children need of the gateway in shared mode; None in dedicated mode."""
-        if (district.service.mode or self.service_mode) != "shared":
+        if routing.service_mode(district, self.service_mode) != "shared":
             return None
         config = self.gateway.gateway if self.gateway is not None else None
         if self.gateway is None or config is None:
@@ -332,7 +332,7 @@ class Reconciler:
                 self.routes.release(district.key)
             return None
         if self.routes.gateway is None:
-            return _routed(routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, district))
+            return _routed(routing.gateway_not_installed(district))
         host_keys = observed.host_keys + observed.next_host_keys
         if observed.host_keys_missing:
             # Unknown now: the gateway keeps checking the keys it was given.

@@ -205,13 +205,7 @@ class RoutePublisher:
     def _verify(self) -> None:
         """Every shard as published is read back: one deleted or edited by hand (or written by
         a standby replica's resync from an older listing) is written again from the table."""
-        assert self.gateway is not None
-        live = {}
-        for body in self.kube.list("ConfigMap", self.gateway.namespace,
-                                   routing.routes_selector(self.gateway.name)):
-            shard = routing.shard_of_configmap(self.gateway.name, body["metadata"]["name"])
-            if shard is not None:
-                live[shard] = routing.configmap_data(body, shard)
+        live = self._published()
         with self._lock:
             for shard, held in self._shards.items():
                 if held.written is not None and live.get(shard) != held.written:
@@ -219,6 +213,17 @@ class RoutePublisher:
                                 shard)
                     held.written = live.get(shard)
                     self._mark(shard)
+
+    def _published(self) -> dict[int, bytes | None]:
+        """Each shard ConfigMap's bytes as the API server has them now (None: no shard data)."""
+        assert self.gateway is not None
+        live: dict[int, bytes | None] = {}
+        for body in self.kube.list("ConfigMap", self.gateway.namespace,
+                                   routing.routes_selector(self.gateway.name)):
+            shard = routing.shard_of_configmap(self.gateway.name, body["metadata"]["name"])
+            if shard is not None:
+                live[shard] = routing.configmap_data(body, shard)
+        return live
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, waking early only to stop; True when stopping."""
@@ -233,8 +238,7 @@ class RoutePublisher:
         there and in shared mode keep their entries until their reconcile says otherwise."""
         assert self.gateway is not None
         gateway = self.gateway
-        existing = self.kube.list("ConfigMap", gateway.namespace,
-                                  routing.routes_selector(gateway.name))
+        existing = self._published()
         living: dict[DistrictKey, District] = {}
         for namespace in self.namespaces:
             for body in self.kube.list(names.KIND, namespace):
@@ -248,10 +252,8 @@ class RoutePublisher:
         created = {key: d.created_at for key, d in living.items()}
         known: list[DistrictKey] = []
         with self._lock:
-            for body in existing:
-                shard = routing.shard_of_configmap(gateway.name, body["metadata"]["name"])
-                data = None if shard is None else routing.configmap_data(body, shard)
-                if shard is None or data is None:
+            for shard, data in existing.items():
+                if data is None:
                     continue
                 held = self._shards.setdefault(shard, _Shard())
                 held.written = data
@@ -259,7 +261,8 @@ class RoutePublisher:
                     claims = routing.claims_of_shard_data(data, created)
                 except routes.RoutesError as exc:
                     log.warning("routing ConfigMap %s is not valid routing data (%s): it "
-                                "will be rewritten", body["metadata"]["name"], exc)
+                                "will be rewritten",
+                                names.gateway_routes_configmap(gateway.name, shard), exc)
                     self._mark(shard)
                     continue
                 for claim in claims:
@@ -292,7 +295,9 @@ class RoutePublisher:
         failed: set[int] = set()
         changed: list[DistrictKey] = []
         for shard, held, plan, pending in plans:
-            if plan.data != held.written and (plan.entries or held.written is not None):
+            # An empty shard that was never written needs no ConfigMap.
+            kept = bool(plan.entries) or held.written is not None
+            if plan.data != held.written and kept:
                 try:
                     self.kube.apply(routing.configmap(gateway.name, gateway.namespace, shard,
                                                       plan.data))
@@ -304,8 +309,8 @@ class RoutePublisher:
                 wrote = True
             done = time.monotonic()
             with self._lock:
-                held.written = plan.data if (plan.entries or held.written is not None) \
-                    else held.written
+                if kept:
+                    held.written = plan.data
                 for key, since in pending.items():
                     if held.pending_since.get(key) == since:
                         del held.pending_since[key]

@@ -101,9 +101,10 @@ class ShardPlan:
     entries: int
 
 
-def _entry_size(entry: routes.RouteEntry, shard: int) -> int:
-    """The bytes one entry adds to its shard file (routes.encode's exact layout)."""
-    return len(routes.encode([entry], shard)) - len(routes.encode([], shard))
+def _entry_size(entry: routes.RouteEntry, shard: int, empty: int) -> int:
+    """The bytes one entry adds to its shard file (routes.encode's exact layout), `empty`
+    being the size of the shard file with no entry."""
+    return len(routes.encode([entry], shard)) - empty
 
 
 def _district(key: DistrictKey) -> str:
@@ -128,7 +129,7 @@ def plan_shard(shard: int, claims: Iterable[Claim]) -> ShardPlan:
     kept: list[routes.RouteEntry] = []
     verdicts: dict[DistrictKey, Verdict] = {}
     for claim in ordered:
-        added = _entry_size(claim.entry, shard) + (_SEPARATOR if kept else 0)
+        added = _entry_size(claim.entry, shard, empty) + (_SEPARATOR if kept else 0)
         if size + added > routes.MAX_SHARD_BYTES:
             verdicts[claim.key] = Verdict(
                 Reason.SHARD_FULL,
@@ -202,16 +203,11 @@ def configmap_data(body: Mapping[str, Any], shard: int) -> bytes | None:
     return text.encode("utf-8") if isinstance(text, str) else None
 
 
-def not_routed(reason: Reason, district: District, gateway: str | None = None) -> Verdict:
-    """The verdicts no shard is needed for."""
-    if reason is Reason.DEDICATED:
-        return Verdict(reason, "spec.service.mode is dedicated: districts connect to the "
-                               "District's own Service, no gateway involved")
-    if reason is Reason.GATEWAY_NOT_INSTALLED:
-        return Verdict(reason, "spec.service.mode is shared but this operator was given no "
-                               "gateway (--gateway-namespace): nobody routes the login "
-                               f"{district.login!r}")
-    raise ValueError(reason)
+def gateway_not_installed(district: District) -> Verdict:
+    """A shared-mode District with no gateway to publish it to: no shard is involved."""
+    return Verdict(Reason.GATEWAY_NOT_INSTALLED,
+                   "spec.service.mode is shared but this operator was given no gateway "
+                   f"(--gateway-namespace): nobody routes the login {district.login!r}")
 
 
 def invalid(problem: str) -> Verdict:

@@ -54,8 +54,6 @@ class Verdict:
     reason: str = "unknown_key"
 
 
-
-
 class KeyRules:
     """Judged authorized_keys lines (options, strength) and the verdict on a client key.
 
@@ -145,12 +143,9 @@ class AuthorizedKeys(KeyRules):
         self._identity: FileIdentity | None = None
         self.refresh()
 
-    def _current_identity(self) -> FileIdentity | None:
-        return identity_of(self._path)
-
     def refresh(self) -> None:
         """Reload the file if it changed since the last load; keep the old keys if unreadable."""
-        identity = self._current_identity()
+        identity = identity_of(self._path)
         if identity is not None and identity == self._identity:
             return
         if identity is None:
@@ -166,7 +161,6 @@ class AuthorizedKeys(KeyRules):
         self.load(text.splitlines())
         self._identity = identity
         self._audit.event("authorized_keys.loaded", path=str(self._path), keys=self.count)
-
 
 
 class GatewayKey:

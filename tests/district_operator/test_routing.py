@@ -159,7 +159,7 @@ def test_routed_in_the_status_dedicated_by_default_and_false_makes_ready_not_rou
     observed.routed = status.Condition(ConditionType.ROUTED, "Unknown", Reason.PUBLISHING, "")
     st = status.compute_status(d, observed, {}, NOW)
     assert conditions(st)["Ready"] == ("True", "Ready")
-    gone = routing.not_routed(Reason.GATEWAY_NOT_INSTALLED, d)
+    gone = routing.gateway_not_installed(d)
     assert "--gateway-namespace" in gone.message and not gone.routed
 
 
