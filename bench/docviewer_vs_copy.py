@@ -49,7 +49,7 @@ from cryptography.fernet import Fernet
 from epochs_vs_copy import server_cpu
 
 from sftpd.downloads.contract import contract_sql
-from sftpd.downloads.docviewer import BATCH_ROWS, EXPORT_QUERY
+from sftpd.downloads.docviewer import BATCH_ROWS, ROWS_QUERY
 from sftpd.downloads.tokens import TokenIssuer, generate_key, read_keys
 
 NOW = "2026-09-15T12:00:00+00:00"
@@ -123,7 +123,7 @@ def raw_copy(url: str, out_path: Path) -> tuple[float, int]:
     started = time.perf_counter()
     rows = 0
     with psycopg.connect(url) as conn, out_path.open("wb") as out, conn.cursor() as cur, \
-            cur.copy(EXPORT_QUERY, {"forms": FORMS, "today": TODAY}) as copy:
+            cur.copy(ROWS_QUERY, {"forms": FORMS, "today": TODAY}) as copy:
         for data in copy:
             out.write(data)
             rows += 1
@@ -156,7 +156,7 @@ def raw_copy_process(url: str, out_path: Path) -> tuple[float, int]:
     """The raw COPY in a fresh interpreter importing only psycopg: its wall time from spawn
     to exit, its rows."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RAW_COPY_PROGRAM, url, EXPORT_QUERY,
+    proc = subprocess.run([sys.executable, "-c", RAW_COPY_PROGRAM, url, ROWS_QUERY,
                            str(out_path), ",".join(FORMS), TODAY.isoformat()],
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - started, int(proc.stdout)
@@ -215,7 +215,7 @@ def sftpd_docviewer(url: str, root: Path, key_file: Path, before: Path | None = 
 
 def tokens_alone(key_file: Path, documents: int) -> float:
     issuer = TokenIssuer(read_keys(key_file), datetime.now(UTC) + timedelta(days=7))
-    ids = [i.to_bytes(8, "big") for i in range(BATCH_ROWS)]
+    ids = b"".join(i.to_bytes(8, "big") for i in range(BATCH_ROWS))
     started = time.perf_counter()
     for _ in range(0, documents, BATCH_ROWS):
         issuer.tokens(ids)

@@ -1,12 +1,16 @@
-"""The rows of a `COPY ... TO STDOUT` read straight from libpq's buffer, a batch at a time."""
+"""The messages of a `COPY ... TO STDOUT` read straight from libpq's buffer, a batch at a time."""
 
 from __future__ import annotations
 
 import selectors
+import struct
 from collections.abc import Iterator
+from itertools import repeat
+from operator import itemgetter
 
 import psycopg
 from psycopg import errors, pq
+from psycopg.abc import Buffer
 
 
 def copy_batches(conn: psycopg.Connection[tuple[object, ...]],
@@ -52,3 +56,47 @@ def _final_result(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             failure = errors.error_from_result(result, encoding=conn.info.encoding)
     if failure is not None:
         raise failure
+
+
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+BINARY_HEADER = BINARY_SIGNATURE + bytes(8)  # then flags 0 and no header extension
+BINARY_TRAILER = b"\xff\xff"  # a field count of -1: no more tuples
+ONE_FIELD = b"\x00\x01"
+FIELD_COUNT = itemgetter(slice(0, 2))  # of a tuple message
+FIELD_LENGTH = itemgetter(slice(2, 6))
+FIELD_VALUE = itemgetter(slice(6, None))
+
+
+def binary_values(conn: psycopg.Connection[tuple[object, ...]],
+                  size: int) -> Iterator[list[Buffer]]:
+    """The values of the one-column `COPY ... TO STDOUT (FORMAT binary)` just started on conn,
+    in lists of up to `size` (one tuple a message, as for copy_batches); a NULL as b"".
+
+    The file header arrives in front of the first tuple and the trailer as a message of its
+    own (PostgreSQL's copyto.c); both are checked. Every tuple's field count and length are
+    checked a batch at a time with no Python code run per tuple, so a framing that is not
+    the one expected fails loudly (psycopg.DataError) instead of shifting values.
+    """
+    first = True
+    for messages in copy_batches(conn, size):
+        batch: list[Buffer] = list(messages)
+        if first:
+            first = False
+            head = bytes(batch[0])
+            if not head.startswith(BINARY_HEADER):
+                raise psycopg.DataError("not a binary COPY without header extension: "
+                                        f"{head[:len(BINARY_HEADER)]!r}")
+            batch[0] = head[len(BINARY_HEADER):]
+            if not batch[0]:  # a header sent as a message of its own
+                del batch[0]
+        if batch and batch[-1] == BINARY_TRAILER:
+            del batch[-1]
+        if not batch:
+            continue
+        count = len(batch)
+        lengths = struct.unpack(f">{count}i", b"".join(map(FIELD_LENGTH, batch)))
+        values = list(map(FIELD_VALUE, batch))
+        if (b"".join(map(FIELD_COUNT, batch)) != ONE_FIELD * count
+                or list(map(max, lengths, repeat(0, count))) != list(map(len, values))):
+            raise psycopg.DataError("a binary COPY message is not one tuple of one field")
+        yield values

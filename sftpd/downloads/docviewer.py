@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from binascii import unhexlify
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -21,10 +21,9 @@ from psycopg.abc import Buffer
 from sftpd import options, tree
 from sftpd.downloads import jobrun, publish
 from sftpd.downloads.contract import DOCUMENTS, STUDENTS, ensure_contract
-from sftpd.downloads.copyrows import copy_batches
+from sftpd.downloads.copyrows import binary_values
 from sftpd.downloads.jobrun import ExportError
 from sftpd.downloads.tokens import (
-    ID_BYTES,
     TOKEN_CHARS,
     TokenIssuer,
     TokenKeyError,
@@ -45,26 +44,67 @@ MAX_FORMS = 200
 MAX_FORM_CHARS = 200
 TOKEN_KEY_INVALID = "TokenKeyInvalid"  # noqa: S105 (a result reason)
 BATCH_ROWS = 1000  # rows whose tokens are made and written together (about 150 KB)
-# The id comes first as exactly 16 hex digits (to_hex of a bigint is its two's complement,
-# so negative ids too), then a comma: each COPY row (one row per CopyData message, by the
-# protocol) splits at fixed offsets, and the id needs no parsing to become the token's 8
-# bytes. The four columns after it are already CSV, quoted by PostgreSQL.
+STUDENTS_PER_READ = 100  # COPY messages (a student's documents each) taken from libpq at once
 ID_HEX = 16
-HEX_ID = itemgetter(slice(0, ID_HEX))  # of a COPY row: its id
-CSV_COLUMNS = itemgetter(slice(ID_HEX + 1, -1))  # of a COPY row: its four columns, without \n
-EXPORT_QUERY = """
-COPY (
-    SELECT lpad(to_hex(d.id), 16, '0'), d.student_id, d.form,
-           to_char(d.start_date, 'YYYY-MM-DD'), to_char(d.end_date, 'YYYY-MM-DD')
+HEX_ID = itemgetter(slice(0, ID_HEX))  # of an export line: its id
+CSV_COLUMNS = itemgetter(slice(ID_HEX + 1, None))  # of an export line: its four CSV columns
+LINE_SEPARATOR = b"\x00"  # text cannot hold a NUL, so no line can
+
+
+def csv_cell(column: str) -> str:
+    """SQL for a text column (never NULL) as a CSV cell, exactly as COPY (FORMAT csv) writes
+    it (copyto.c): in quotes, each quote doubled, when it is empty or holds a comma, a quote,
+    a CR or a LF; as it is otherwise."""
+    plain = " + ".join(f"strpos({column}, {char})" for char in ("','", "'\"'", "E'\\n'",
+                                                                   "E'\\r'"))
+    return (f"CASE WHEN {column} <> '' AND {plain} = 0 THEN {column}"
+            f" ELSE '\"' || replace({column}, '\"', '\"\"') || '\"' END")
+
+
+# The documents the export lists: complete, not deleted, of a chosen form, active today, of a
+# student who is not deleted; in the file's order.
+CHOSEN = """
     FROM documents.documents AS d
     WHERE d.complete AND NOT d.deleted
       AND d.form = ANY(%(forms)s)
       AND d.start_date <= %(today)s AND d.end_date >= %(today)s
       AND EXISTS (SELECT 1 FROM documents.students AS s
                   WHERE s.student_id = d.student_id AND NOT s.deleted)
-    ORDER BY d.student_id, d.form, d.start_date, d.id
+    ORDER BY d.student_id, d.form, d.start_date, d.id"""
+# The same rows as a plain COPY, one message a row: what the export's lines must equal (the
+# tests) and the raw COPY the export is measured against (bench/docviewer_vs_copy.py).
+ROWS_QUERY = f"""
+COPY (SELECT d.id, d.student_id, d.form, d.start_date, d.end_date {CHOSEN}
 ) TO STDOUT (FORMAT csv)
 """
+# The export's query: one line a document, `<id as 16 hex digits>,<its four CSV cells>`, the
+# cells quoted as COPY quotes them and the dates in the ISO style (set by the job), made by
+# the server below its sort (by both processes of a parallel sort); and one COPY message a
+# student, holding that student's lines joined by NUL, so the client reads some 20,000
+# messages rather than 200,000 (a message costs it about as much as a token). The id's hex
+# is the id's 8 bytes as int8send sends them (big-endian two's complement), so any bigint.
+# The lines keep the subquery's order: up to PostgreSQL 15 string_agg has no combine
+# function, so the aggregate is never split between parallel workers and takes its rows in
+# the order they come; from 16 on, where it can be split, the aggregate says its ORDER BY,
+# which the sort below already satisfies (presorted aggregates), at no cost.
+LINE = (f"encode(int8send(d.id), 'hex') || ',' || {csv_cell('d.student_id')} || ','"
+        f" || {csv_cell('d.form')} || ',' || d.start_date::text || ',' || d.end_date::text")
+EXPORT_QUERY = f"""
+COPY (
+    SELECT string_agg(textsend(r.line), '\\x00'::bytea{{order}})
+    FROM (SELECT d.student_id, d.form, d.start_date, d.id, {LINE} AS line {CHOSEN}) AS r
+    GROUP BY r.student_id
+    ORDER BY r.student_id
+) TO STDOUT (FORMAT binary)
+"""  # noqa: S608 (made of this module's constants only)
+AGGREGATE_ORDER = " ORDER BY r.form, r.start_date, r.id"
+PRESORTED_AGGREGATES = 160000  # server_version_num of PostgreSQL 16
+
+
+def export_query(server_version: int) -> str:
+    """The export's query for a server of this server_version_num."""
+    return EXPORT_QUERY.format(
+        order=AGGREGATE_ORDER if server_version >= PRESORTED_AGGREGATES else "")
 
 
 def parse_forms(text: str) -> tuple[str, ...]:
@@ -154,29 +194,48 @@ def settings(args: argparse.Namespace) -> Settings:
                     today=now.astimezone(args.timezone).date())
 
 
-def csv_rows(rows: Sequence[Buffer], s: Settings) -> bytes:
-    """documents.csv's lines for these COPY rows (`<id hex>,<four CSV columns>\\n`).
+def csv_rows(lines: Sequence[Buffer], s: Settings) -> bytes:
+    """documents.csv's lines for these export lines (`<id hex>,<four CSV cells>`).
 
-    No Python bytecode runs per row: map() slices the rows, list slices interleave each row's
-    columns with the constant URL parts and its token, and one join makes the lines.
+    No Python bytecode runs per row: map() slices the lines, list slices interleave each
+    line's cells with the constant URL parts and its token, and one join makes the lines.
     """
-    count = len(rows)
-    ids = pieces(unhexlify(b"".join(map(HEX_ID, rows))), ID_BYTES, count)
-    lines: list[Buffer] = [b"," + s.url_prefix] * (4 * count)
-    lines[0::4] = map(CSV_COLUMNS, rows)
-    lines[2::4] = pieces(s.issuer.tokens(ids), TOKEN_CHARS, count)
-    lines[3::4] = [s.url_suffix + b"\r\n"] * count
-    return b"".join(lines)
+    count = len(lines)
+    rows: list[Buffer] = [b"," + s.url_prefix] * (4 * count)
+    rows[0::4] = map(CSV_COLUMNS, lines)
+    rows[2::4] = pieces(s.issuer.tokens(unhexlify(b"".join(map(HEX_ID, lines)))),
+                        TOKEN_CHARS, count)
+    rows[3::4] = [s.url_suffix + b"\r\n"] * count
+    return b"".join(rows)
+
+
+def export_lines(conn: psycopg.Connection[tuple[object, ...]],
+                 size: int) -> Iterator[list[bytes]]:
+    """The lines of the export query just started on conn, in lists of `size` (the last one
+    shorter). A student whose lines are all NULL (a documents view with a NULL id) sends a
+    NULL, which binary_values makes b"" and the split an empty line: dropped, as a line
+    with no id can hold no token."""
+    pending: list[bytes] = []
+    for values in binary_values(conn, STUDENTS_PER_READ):
+        pending += filter(None, LINE_SEPARATOR.join(values).split(LINE_SEPARATOR))
+        while len(pending) >= size:
+            yield pending[:size]
+            del pending[:size]
+    if pending:
+        yield pending
 
 
 def write_documents(conn: psycopg.Connection[tuple[object, ...]], s: Settings,
                     path: Path) -> int:
     """Stream the export query into path as documents.csv; the number of rows."""
     rows = 0
+    # The dates' text is the ISO style whatever the server's or the role's default.
+    conn.execute("SET datestyle = ISO")
     with path.open("xb", buffering=1 << 20) as out, conn.cursor() as cur, \
-            cur.copy(EXPORT_QUERY, {"forms": list(s.forms), "today": s.today}):
+            cur.copy(export_query(conn.info.server_version),
+                     {"forms": list(s.forms), "today": s.today}):
         out.write(HEADER)
-        for batch in copy_batches(conn, BATCH_ROWS):
+        for batch in export_lines(conn, BATCH_ROWS):
             out.write(csv_rows(batch, s))
             rows += len(batch)
             if rows == len(batch):
@@ -236,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--root {root} is not a directory")
     code = commands.EXIT_FAILED
     try:
-        with jobrun.sigterm_unwinds():
+        with jobrun.sigterm_unwinds(), jobrun.collector_paused():
             result = export(settings(args))
         code = commands.EXIT_OK
     except jobrun.FAILURES as exc:

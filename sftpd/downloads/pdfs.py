@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     s = settings(args)
     code = commands.EXIT_FAILED
     try:
-        with jobrun.sigterm_unwinds():
+        with jobrun.sigterm_unwinds(), jobrun.collector_paused():
             result = extract(s)
         code = commands.EXIT_OK
     except jobrun.FAILURES as exc:

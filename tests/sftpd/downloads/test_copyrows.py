@@ -1,4 +1,4 @@
-"""copy_batches against a real PostgreSQL: psycopg's own rows, errors after rows, signals."""
+"""copy_batches and binary_values against a real PostgreSQL: rows, errors, signals, framing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import FrameType
 import psycopg
 import pytest
 
-from sftpd.downloads.copyrows import copy_batches
+from sftpd.downloads.copyrows import binary_values, copy_batches
 
 pytestmark = pytest.mark.postgres
 
@@ -83,3 +83,41 @@ def test_a_signal_interrupts_the_wait_for_a_slow_server(database_url: str,
         assert time.monotonic() - started < 60
         conn.rollback()
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# One bytea column of many sizes: empty, NULL every 7th, NULs and 0xff inside.
+VALUES = ("COPY (SELECT CASE WHEN g %% 7 = 0 THEN NULL"
+          " ELSE decode(repeat('00ff41', g %% 50), 'hex') END"
+          " FROM generate_series(1, %s) AS g) TO STDOUT (FORMAT binary)")
+
+
+def test_binary_values_are_the_columns_values_in_batches(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        expected = [b"" if value is None else value for (value,) in conn.execute(
+            VALUES.removeprefix("COPY (").removesuffix(") TO STDOUT (FORMAT binary)"),
+            (2503,))]
+        with conn.cursor() as cur, cur.copy(VALUES, (2503,)):
+            batches = [[bytes(v) for v in batch] for batch in binary_values(conn, 1000)]
+        assert [len(b) for b in batches] == [1000, 1000, 503]
+        assert [v for batch in batches for v in batch] == expected
+        assert b"" in expected and any(b"\x00" in v for v in expected)
+        assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+
+
+def test_binary_values_of_no_rows_and_of_one(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        with conn.cursor() as cur, cur.copy(VALUES, (0,)):
+            assert list(binary_values(conn, 1000)) == []
+        with conn.cursor() as cur, cur.copy(VALUES, (1,)):
+            assert [[bytes(v) for v in b] for b in binary_values(conn, 1000)] == [[b"\x00\xffA"]]
+
+
+def test_binary_values_refuse_a_framing_not_theirs(database_url: str) -> None:
+    """Two columns where one is expected: refused, never read as shifted values."""
+    two = "COPY (SELECT g, g FROM generate_series(1, 10) AS g) TO STDOUT (FORMAT binary)"
+    text = "COPY (SELECT g FROM generate_series(1, 10) AS g) TO STDOUT"
+    with psycopg.connect(database_url) as conn:
+        for query in (two, text):
+            with pytest.raises(psycopg.DataError), conn.cursor() as cur, cur.copy(query):
+                list(binary_values(conn, 1000))
+            conn.rollback()

@@ -10,7 +10,6 @@ import io
 import json
 import subprocess
 import sys
-from binascii import unhexlify
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,17 +51,20 @@ def fake_urandom(seed: bytes):  # type: ignore[no-untyped-def]
 
 def recipe(rows: list[bytes], raw_key: bytes, prefix: bytes, suffix: bytes,
            urandom) -> bytes:  # type: ignore[no-untyped-def]
-    """The documented format, one row at a time: the CSV columns as PostgreSQL quoted them,
-    then the URL cell: prefix, version || nonce || AES-256-GCM(id || expiry), suffix, CRLF."""
+    """The documented format, one row at a time from a plain COPY (FORMAT csv) of the id and
+    the four columns: the columns as PostgreSQL's COPY quoted them, then the URL cell: prefix,
+    version || nonce || AES-256-GCM(id || expiry), suffix, CRLF."""
     aead = AESGCM(raw_key)
     expiry = int(EXPIRES.timestamp()).to_bytes(8, "big")
     out = [HEADER]
     for row in rows:
-        assert row[16:17] == b"," and row.endswith(b"\n")
+        document_id, columns = row.split(b",", 1)
+        assert columns.endswith(b"\n")
         nonce = urandom(12)
-        sealed = aead.encrypt(nonce, unhexlify(row[:16]) + expiry, b"\x01")
+        sealed = aead.encrypt(nonce, int(document_id).to_bytes(8, "big", signed=True) + expiry,
+                              b"\x01")
         token = base64.urlsafe_b64encode(b"\x01" + nonce + sealed)
-        out.append(row[17:-1] + b"," + prefix + token + suffix + b"\r\n")
+        out.append(columns[:-1] + b"," + prefix + token + suffix + b"\r\n")
     return b"".join(out)
 
 
@@ -102,7 +104,7 @@ def test_batched_lines_are_the_per_row_recipe_byte_for_byte(
     with psycopg.connect(database_url) as conn:
         monkeypatch.setattr(tokens.os, "urandom", fake_urandom(b"same"))
         rows = write_documents(conn, settings, tmp_path / "documents.csv")
-        with conn.cursor() as cur, cur.copy(docviewer.EXPORT_QUERY,
+        with conn.cursor() as cur, cur.copy(docviewer.ROWS_QUERY,
                                             {"forms": list(forms), "today": TODAY}) as copy:
             copied = [bytes(row) for row in copy]
     assert rows == len(copied) == len(expected) > 2 * BATCH_ROWS
@@ -147,3 +149,55 @@ def test_the_job_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
              "cryptography.fernet", "kubernetes", "kopf", "yaml", "sftpd.server",
              "sftpd.epochs.command", "sftpd.formats"}
     assert set(modules) & heavy == set()
+
+
+def lines_settings(url: str, tmp_path: Path) -> Settings:
+    key = tmp_path / "key"
+    key.write_text(tokens.generate_key() + "\n")
+    prefix, suffix = url_cell(BASE_URLS[0])
+    return Settings(docviewer=tmp_path, database_url=url, forms=FORMS, url_prefix=prefix,
+                    url_suffix=suffix, issuer=TokenIssuer(read_keys(key), EXPIRES), keep=1,
+                    now=NOW, today=TODAY)
+
+
+def cells(path: Path) -> dict[tuple[str, str, str, str], int]:
+    """documents.csv's rows without their URLs, each with how often it occurs."""
+    reader = csv.reader(io.StringIO(path.read_text("utf-8"), newline=""), strict=True)
+    assert next(reader)[0] == "Student Id"
+    counted: dict[tuple[str, str, str, str], int] = {}
+    for student, form, start, end, _url in reader:
+        counted[student, form, start, end] = counted.get((student, form, start, end), 0) + 1
+    return counted
+
+
+def test_the_dates_are_iso_whatever_the_databases_date_style(database_url: str,
+                                                             tmp_path: Path) -> None:
+    seeded = seed_documents(database_url, filler=5)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET datestyle = \'SQL, DMY\'')
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT date '2026-09-01'::text").fetchone() == ("01/09/2026",)
+        write_documents(conn, lines_settings(database_url, tmp_path), tmp_path / "d.csv")
+    expected: dict[tuple[str, str, str, str], int] = {}
+    for row in seeded.expected.values():
+        expected[row] = expected.get(row, 0) + 1
+    assert cells(tmp_path / "d.csv") == expected
+
+
+def test_the_postgresql_16_query_writes_the_same_lines(database_url: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """From PostgreSQL 16 the aggregate says its ORDER BY (string_agg can be split between
+    parallel workers there); here on an older server both forms run: the same bytes."""
+    seed_hostile(database_url)
+    written = []
+    for version in (150000, docviewer.PRESORTED_AGGREGATES):
+        monkeypatch.setattr(tokens.os, "urandom", fake_urandom(b"same"))
+        path = tmp_path / f"{version}.csv"
+        with psycopg.connect(database_url) as conn:
+            monkeypatch.setattr(conn.info.__class__, "server_version", property(
+                lambda info, v=version: v))
+            write_documents(conn, lines_settings(database_url, tmp_path), path)
+        written.append(path.read_bytes())
+    assert "ORDER BY r.form" in docviewer.export_query(docviewer.PRESORTED_AGGREGATES)
+    assert "ORDER BY r.form" not in docviewer.export_query(150000)
+    assert written[0] == written[1] and written[0].count(b"\r\n") > 2 * BATCH_ROWS
