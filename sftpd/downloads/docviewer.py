@@ -91,7 +91,7 @@ LINE = (f"encode(int8send(d.id), 'hex') || ',' || {csv_cell('d.student_id')} || 
         f" || {csv_cell('d.form')} || ',' || d.start_date::text || ',' || d.end_date::text")
 EXPORT_QUERY = f"""
 COPY (
-    SELECT string_agg(textsend(r.line), '\\x00'::bytea{{order}})
+    SELECT string_agg(textsend(r.line), decode('00', 'hex'){{order}})
     FROM (SELECT d.student_id, d.form, d.start_date, d.id, {LINE} AS line {CHOSEN}) AS r
     GROUP BY r.student_id
     ORDER BY r.student_id
