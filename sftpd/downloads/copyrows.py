@@ -77,7 +77,7 @@ def binary_values(conn: psycopg.Connection[tuple[object, ...]],
     checked a batch at a time with no Python code run per tuple, so a framing that is not
     the one expected fails loudly (psycopg.DataError) instead of shifting values.
     """
-    first = True
+    first, ended = True, False
     for messages in copy_batches(conn, size):
         batch: list[Buffer] = list(messages)
         if first:
@@ -89,14 +89,22 @@ def binary_values(conn: psycopg.Connection[tuple[object, ...]],
             batch[0] = head[len(BINARY_HEADER):]
             if not batch[0]:  # a header sent as a message of its own
                 del batch[0]
+        if ended:
+            raise psycopg.DataError("a binary COPY message after its trailer")
         if batch and batch[-1] == BINARY_TRAILER:
             del batch[-1]
+            ended = True
         if not batch:
             continue
         count = len(batch)
-        lengths = struct.unpack(f">{count}i", b"".join(map(FIELD_LENGTH, batch)))
+        try:
+            lengths = struct.unpack(f">{count}i", b"".join(map(FIELD_LENGTH, batch)))
+        except struct.error:  # a message too short to hold a field's length
+            lengths = ()
         values = list(map(FIELD_VALUE, batch))
         if (b"".join(map(FIELD_COUNT, batch)) != ONE_FIELD * count
                 or list(map(max, lengths, repeat(0, count))) != list(map(len, values))):
             raise psycopg.DataError("a binary COPY message is not one tuple of one field")
         yield values
+    if not first and not ended:
+        raise psycopg.DataError("a binary COPY without its trailer")

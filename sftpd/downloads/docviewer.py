@@ -52,9 +52,9 @@ LINE_SEPARATOR = b"\x00"  # text cannot hold a NUL, so no line can
 
 
 def csv_cell(column: str) -> str:
-    """SQL for a text column (never NULL) as a CSV cell, exactly as COPY (FORMAT csv) writes
-    it (copyto.c): in quotes, each quote doubled, when it is empty or holds a comma, a quote,
-    a CR or a LF; as it is otherwise."""
+    """SQL for a text column (never NULL) as a CSV cell, exactly as COPY (FORMAT csv) with its
+    default options writes a column of several (copyto.c): in quotes, each quote doubled,
+    when it is empty or holds a comma, a quote, a CR or a LF; as it is otherwise."""
     plain = " + ".join(f"strpos({column}, {char})" for char in ("','", "'\"'", "E'\\n'",
                                                                    "E'\\r'"))
     return (f"CASE WHEN {column} <> '' AND {plain} = 0 THEN {column}"
@@ -62,10 +62,11 @@ def csv_cell(column: str) -> str:
 
 
 # The documents the export lists: complete, not deleted, of a chosen form, active today, of a
-# student who is not deleted; in the file's order.
+# student who is not deleted; in the file's order. An id is needed for a token: a documents
+# view yielding a NULL one lists that document nowhere (a table's id is its primary key).
 CHOSEN = """
     FROM documents.documents AS d
-    WHERE d.complete AND NOT d.deleted
+    WHERE d.complete AND NOT d.deleted AND d.id IS NOT NULL
       AND d.form = ANY(%(forms)s)
       AND d.start_date <= %(today)s AND d.end_date >= %(today)s
       AND EXISTS (SELECT 1 FROM documents.students AS s
@@ -74,7 +75,7 @@ CHOSEN = """
 # The same rows as a plain COPY, one message a row: what the export's lines must equal (the
 # tests) and the raw COPY the export is measured against (bench/docviewer_vs_copy.py).
 ROWS_QUERY = f"""
-COPY (SELECT d.id, d.student_id, d.form, d.start_date, d.end_date {CHOSEN}
+COPY (SELECT d.id, d.student_id, d.form, d.start_date::date, d.end_date::date {CHOSEN}
 ) TO STDOUT (FORMAT csv)
 """
 # The export's query: one line a document, `<id as 16 hex digits>,<its four CSV cells>`, the
@@ -88,7 +89,8 @@ COPY (SELECT d.id, d.student_id, d.form, d.start_date, d.end_date {CHOSEN}
 # the order they come; from 16 on, where it can be split, the aggregate says its ORDER BY,
 # which the sort below already satisfies (presorted aggregates), at no cost.
 LINE = (f"encode(int8send(d.id), 'hex') || ',' || {csv_cell('d.student_id')} || ','"
-        f" || {csv_cell('d.form')} || ',' || d.start_date::text || ',' || d.end_date::text")
+        f" || {csv_cell('d.form')} || ',' || d.start_date::date::text"
+        " || ',' || d.end_date::date::text")
 EXPORT_QUERY = f"""
 COPY (
     SELECT string_agg(textsend(r.line), decode('00', 'hex'){{order}})
@@ -212,9 +214,8 @@ def csv_rows(lines: Sequence[Buffer], s: Settings) -> bytes:
 def export_lines(conn: psycopg.Connection[tuple[object, ...]],
                  size: int) -> Iterator[list[bytes]]:
     """The lines of the export query just started on conn, in lists of `size` (the last one
-    shorter). A student whose lines are all NULL (a documents view with a NULL id) sends a
-    NULL, which binary_values makes b"" and the split an empty line: dropped, as a line
-    with no id can hold no token."""
+    shorter). No line is empty (an id and four cells), so an empty piece of the split can
+    only be a NULL message, which the query never sends: dropped all the same."""
     pending: list[bytes] = []
     for values in binary_values(conn, STUDENTS_PER_READ):
         pending += filter(None, LINE_SEPARATOR.join(values).split(LINE_SEPARATOR))

@@ -54,8 +54,9 @@ def collector_paused() -> Iterator[None]:
     What is loaded by now (modules, classes: most of the process's objects) is frozen, so no
     collection walks it again, not even the one at interpreter exit, which took some 30 ms of
     a docviewer run (bench/docviewer_vs_copy.py); and collections are off until the run
-    ends: its rows are bytes in lists, which make no reference cycles, so only the runs'
-    own few objects wait, until the process ends right after. The freeze is not undone.
+    ends: neither job's rows (bytes in lists, tuples from a cursor) make reference cycles, so
+    only a few objects that do (a kept exception) wait for the process's end, right after.
+    The freeze is not undone.
     """
     gc.freeze()
     enabled = gc.isenabled()

@@ -22,6 +22,7 @@ import base64
 import os
 import re
 import struct
+import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -152,13 +153,15 @@ class _Slots:
 
 
 class TokenIssuer:
-    """Makes the tokens of one export: one key, one expiry for every document. Not to be
-    shared between threads (it reuses its buffers)."""
+    """Makes the tokens of one export: one key, one expiry for every document. Its buffers are
+    reused from call to call, so a lock makes each call whole: two threads sharing an issuer
+    never mix their ids or nonces (the job's one thread takes it once a batch, uncontended)."""
 
     def __init__(self, keys: TokenKeys, expires_at: datetime) -> None:
         self._encrypt_into = keys[0].encrypt_into  # the first key encrypts (module's note)
         self._expiry = int(expires_at.timestamp()).to_bytes(8, "big")
         self._slots: dict[int, _Slots] = {}
+        self._lock = threading.Lock()
         self.expires_at = expires_at
 
     def tokens(self, document_ids: bytes) -> bytes:
@@ -174,6 +177,10 @@ class TokenIssuer:
         count, rest = divmod(len(document_ids), ID_BYTES)
         if rest:
             raise ValueError(f"document ids are {ID_BYTES} bytes each")
+        with self._lock:
+            return self._sealed(document_ids, count)
+
+    def _sealed(self, document_ids: bytes, count: int) -> bytes:
         slots = self._slots.get(count)
         if slots is None:
             if len(self._slots) > 4:  # a full batch and a few last ones of an export

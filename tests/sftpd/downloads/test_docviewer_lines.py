@@ -88,10 +88,19 @@ def seed_hostile(url: str) -> dict[int, tuple[str, str, str, str]]:
     return expected
 
 
-@pytest.mark.parametrize("base_url", BASE_URLS)
+# Settings that make PostgreSQL plan even these few rows in parallel, as it plans a real
+# district's: the lines of a student must keep their order through the workers' sorts, the
+# Gather Merge and the aggregate (force_parallel_mode is PostgreSQL 15's name).
+PARALLEL = ("SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0",
+            "SET min_parallel_table_scan_size = 0", "SET max_parallel_workers_per_gather = 2")
+
+
+@pytest.mark.parametrize(("base_url", "parallel"), [(BASE_URLS[0], False),
+                                                     (BASE_URLS[1], False),
+                                                     (BASE_URLS[0], True)])
 def test_batched_lines_are_the_per_row_recipe_byte_for_byte(
         database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        base_url: str) -> None:
+        base_url: str, parallel: bool) -> None:
     expected = seed_hostile(database_url)
     key = tmp_path / "key"
     key.write_text(tokens.generate_key() + "\n")
@@ -102,6 +111,15 @@ def test_batched_lines_are_the_per_row_recipe_byte_for_byte(
                         url_prefix=prefix, url_suffix=suffix,
                         issuer=TokenIssuer(keys, EXPIRES), keep=1, now=NOW, today=TODAY)
     with psycopg.connect(database_url) as conn:
+        if parallel:
+            conn.execute("ANALYZE documents.documents")
+            for setting in PARALLEL:
+                conn.execute(setting)
+            plan = "\n".join(str(row[0]) for row in conn.execute(
+                "EXPLAIN " + docviewer.export_query(conn.info.server_version).removeprefix(
+                    "\nCOPY (").rpartition(") TO STDOUT")[0],
+                {"forms": list(forms), "today": TODAY}))
+            assert "Gather Merge" in plan and "Workers Planned" in plan, plan
         monkeypatch.setattr(tokens.os, "urandom", fake_urandom(b"same"))
         rows = write_documents(conn, settings, tmp_path / "documents.csv")
         with conn.cursor() as cur, cur.copy(docviewer.ROWS_QUERY,

@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -156,3 +157,34 @@ def test_generate_key_command_prints_a_key_the_decoder_reads(tmp_path: Path) -> 
     assert len(line) == 44 and line != generate_key()
     keys = read_keys(key_file(tmp_path, line))
     assert decode_token(keys, TokenIssuer(keys, EXPIRES).token(9), NOW).document_id == 9
+
+
+def test_threads_sharing_an_issuer_each_get_their_own_documents(key: Path) -> None:
+    """The issuer reuses its buffers: without its lock two threads' calls mix ids (a token
+    opening the other thread's document) and may share a nonce across two plaintexts."""
+    keys = read_keys(key)
+    issuer = TokenIssuer(keys, EXPIRES)
+    failures: list[str] = []
+
+    def work(base: int) -> None:
+        ids = list(range(base, base + 500))
+        joined = b"".join(i.to_bytes(8, "big") for i in ids)
+        for _ in range(40):
+            made = issuer.tokens(joined)
+            said = [decode_token(keys, made[i:i + TOKEN_CHARS], NOW).document_id
+                    for i in range(0, len(made), TOKEN_CHARS)]
+            if said != ids:
+                failures.append(f"thread {base}: {said[:3]}...")
+                return
+
+    threads = [threading.Thread(target=work, args=(base,)) for base in (1000, 2000)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
