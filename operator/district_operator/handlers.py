@@ -174,6 +174,34 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         kopf.on.event(group, version, plural, registry=registry, labels=MANAGED,
                       when=worth_a_look(kind), id=f"child-{plural}")(child_changed)
 
+    def names_a_district(type: str | None, body: kopf.Body, **_: Any) -> bool:
+        # A Secret a District names (its keys, a database, ...), not one of its children. Runs in
+        # kopf's event loop for every Secret event: a label read and one short lock.
+        if type is None:
+            return False  # initial listing: each District's own resume reads its Secrets
+        meta = body.get("metadata", {})
+        if (meta.get("labels") or {}).get(names.LABEL_MANAGED_BY) == names.FIELD_MANAGER:
+            return False
+        return bool(reconciler.cache.referrers(meta.get("namespace", ""), meta.get("name", "")))
+
+    @kopf.on.event("", "v1", "secrets", registry=registry, when=names_a_district,
+                   id="referenced-secrets")
+    def referenced_secret_changed(body: kopf.Body, **_: Any) -> None:
+        # What the Secret holds reaches the District's children now (keys copied into its
+        # authorized-keys Secret, a database found at last), not at the next resync.
+        meta = body.get("metadata", {})
+        namespace = meta.get("namespace", "")
+        for name in reconciler.cache.referrers(namespace, meta.get("name", "")):
+            try:
+                district = reconciler.kube.get(names.KIND, namespace, name)
+                if district is None or district.get("metadata", {}).get("deletionTimestamp"):
+                    continue
+                reconcile_body("secret-ref", district)
+            except Exception as exc:  # one District's failure must skip no other
+                # Counted by _measured; the resync retries it.
+                log.warning("reconcile of %s/%s after its Secret %s changed failed: %s",
+                            namespace, name, meta.get("name"), exc)
+
     @kopf.on.event("batch", "v1", "jobs", registry=registry, labels=MANAGED,
                    when=job_finished_unrecorded, id="job-finished")
     def job_finished(body: kopf.Body, **_: Any) -> None:

@@ -197,6 +197,21 @@ class District:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    @property
+    def referenced_secrets(self) -> frozenset[str]:
+        """The Secrets of its namespace it names and the operator reads (authorized keys,
+        databases, webhook, docviewer token, SIF credentials and CA): a change to one is
+        reconciled at once, not at the next resync."""
+        docviewer = self.downloads.docviewer
+        pull = self.integration.pull
+        refs = (self.authorized_keys_secret, self.processing.database, self.backups.database,
+                self.webhook_secret, docviewer.token_secret if docviewer else None,
+                pull.ca if pull else None)
+        named = {ref.name for ref in refs if ref is not None}
+        if pull is not None:
+            named.add(pull.auth_secret)
+        return frozenset(named)
+
 
 def _dict(value: Any, where: str) -> Mapping[str, Any]:
     if value is None:

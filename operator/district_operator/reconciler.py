@@ -276,6 +276,7 @@ class Reconciler:
     def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Bring one District's children and status in line; returns the status left behind."""
         district = parse_district(body)
+        self.cache.refer(district)
         memory = self.cache.memory(district.key)
         with memory.lock:
             memory.adopt(district.uid)

@@ -66,6 +66,9 @@ class WatchCache:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._entries: dict[DistrictKey, DistrictMemory] = {}
+        # (namespace, Secret name) -> the Districts naming it, and the reverse.
+        self._referrers: dict[tuple[str, str], set[str]] = {}
+        self._referenced: dict[DistrictKey, frozenset[str]] = {}
 
     def memory(self, key: DistrictKey) -> DistrictMemory:
         """The District's memory, new when there is none (lock it before use)."""
@@ -91,6 +94,31 @@ class WatchCache:
             memory = self._entries.get((namespace, name))
             if memory is not None and memory.uid in (uid, ""):
                 del self._entries[(namespace, name)]
+                self._set_references((namespace, name), frozenset())
+
+    def refer(self, district: District) -> None:
+        """Record the Secrets the District names as it is now (its spec may have changed)."""
+        with self._guard:
+            self._set_references(district.key, district.referenced_secrets)
+
+    def _set_references(self, key: DistrictKey, secrets: frozenset[str]) -> None:
+        namespace, name = key
+        before = self._referenced.pop(key, frozenset())
+        for secret in before - secrets:
+            named_by = self._referrers[(namespace, secret)]
+            named_by.discard(name)
+            if not named_by:
+                del self._referrers[(namespace, secret)]
+        for secret in secrets - before:
+            self._referrers.setdefault((namespace, secret), set()).add(name)
+        if secrets:
+            self._referenced[key] = secrets
+
+    def referrers(self, namespace: str, secret: str) -> list[str]:
+        """The Districts of namespace that name this Secret, by name (runs in kopf's event loop
+        for every Secret event: one short lock)."""
+        with self._guard:
+            return sorted(self._referrers.get((namespace, secret), ()))
 
     def is_known_version(self, kind: str, body: Mapping[str, Any]) -> bool:
         """True when a child's watch event carries a version this operator already saw.

@@ -82,3 +82,29 @@ def test_forgetting_a_deleted_district_keeps_its_successor_of_the_same_name(
     assert cache.is_known_version("Secret", keys_secret(kube, "reborn"))
     cache.forget(NS, "reborn", second["metadata"]["uid"])
     assert len(cache) == 0
+
+
+def test_which_districts_name_a_secret_follows_their_specs() -> None:
+    """refer() records each District's named Secrets as of its last reconcile; forget() and a
+    spec that no longer names a Secret drop it (pure: no cluster used)."""
+    from district_operator.model import parse_district
+
+    key = keys.generate_host_keys()["ssh_host_ed25519_key.pub"].strip()
+
+    def district(name: str, uid: str, **spec: Any) -> Any:
+        body = district_manifest(name, NS, authorizedKeys=[key], **spec)
+        body["metadata"].update(uid=uid, generation=1)
+        return parse_district(body)
+
+    cache = WatchCache()
+    cache.memory((NS, "adams")).adopt("u1")
+    cache.refer(district("adams", "u1", authorizedKeysSecretRef={"name": "shared-keys"},
+                         processing={"databaseSecretRef": {"name": "adams-db"}}))
+    cache.refer(district("baker", "u2", authorizedKeysSecretRef={"name": "shared-keys"}))
+    assert cache.referrers(NS, "shared-keys") == ["adams", "baker"]
+    assert cache.referrers(NS, "adams-db") == ["adams"]
+    assert cache.referrers("elsewhere", "shared-keys") == []
+    cache.refer(district("baker", "u2"))  # its spec no longer names the Secret
+    assert cache.referrers(NS, "shared-keys") == ["adams"]
+    cache.forget(NS, "adams", "u1")
+    assert cache.referrers(NS, "shared-keys") == [] and cache.referrers(NS, "adams-db") == []
