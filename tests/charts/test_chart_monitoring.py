@@ -25,9 +25,20 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": 
                      "$namespace": ".*", "$district": ".*"}
 
 
+# The shared SSH gateway installed too: its three alerts join the rules.
+GATEWAY = {**MONITORING, "gateway.enabled": "true", "gateway.proxyFrom[0]": "10.244.0.0/16"}
+GATEWAY_ALERTS = {"DistrictGatewayDown", "DistrictGatewayBackendFailures",
+                  "DistrictGatewayRoutesRefused"}
+
+
 @pytest.fixture(scope="module")
 def rendered(helm: Helm) -> Manifests:
     return helm.template(MONITORING)
+
+
+@pytest.fixture(scope="module")
+def gateway_rendered(helm: Helm) -> Manifests:
+    return helm.template(GATEWAY)
 
 
 def rule_groups(docs: Manifests) -> dict[str, Any]:
@@ -83,16 +94,52 @@ def test_the_promtool_tests_cover_every_alert_both_ways(rendered: Manifests) -> 
     assert quiet | {"DistrictJobFailed"} == names_
 
 
-def test_every_alert_links_its_runbook_section(rendered: Manifests, helm: Helm) -> None:
+def test_the_gateway_alerts_come_with_the_gateway_and_pass_promtool(
+        rendered: Manifests, gateway_rendered: Manifests, promtool: Path,
+        tmp_path: Path) -> None:
+    """gateway.enabled adds DistrictGatewayDown, ...BackendFailures and ...RoutesRefused
+    (none without it); `promtool test rules` on tests/charts/gateway_alerts_test.yaml fires
+    each and keeps each quiet somewhere."""
+    assert not set(alerts(rendered)) & GATEWAY_ALERTS
+    assert set(alerts(gateway_rendered)) - set(alerts(rendered)) == GATEWAY_ALERTS
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(gateway_rendered)))
+    checked = promtool_run(promtool, "check", "rules", "rules.yaml", cwd=tmp_path)
+    assert checked.returncode == 0 and "SUCCESS: 12 rules found" in checked.stdout, \
+        checked.stdout + checked.stderr
+    shutil.copy(HERE / "gateway_alerts_test.yaml", tmp_path)
+    result = promtool_run(promtool, "test", "rules", "gateway_alerts_test.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    spec = yaml.safe_load((HERE / "gateway_alerts_test.yaml").read_text())
+    cases = [c for t in spec["tests"] for c in t["alert_rule_test"]]
+    assert {c["alertname"] for c in cases if c["exp_alerts"]} == GATEWAY_ALERTS
+    assert {c["alertname"] for c in cases if not c["exp_alerts"]} == GATEWAY_ALERTS
+
+
+def test_the_gateway_alerts_read_the_gateway_job_and_thresholds(helm: Helm) -> None:
+    rules = alerts(helm.template({**GATEWAY, "metrics.prometheusRule.gatewayJob": "my-gw",
+                                  "metrics.prometheusRule.gatewayDownFor": "2m",
+                                  "metrics.prometheusRule.gatewayBackendFailuresPer10m": "4"}))
+    assert all('job="my-gw"' in rules[name]["expr"] for name in GATEWAY_ALERTS)
+    assert rules["DistrictGatewayDown"]["for"] == "2m"
+    assert "> 4" in rules["DistrictGatewayBackendFailures"]["expr"]
+    refused = helm.run("template", "ds", str(CHART), "--kube-version", "1.35.0",
+                       *[a for k, v in {**GATEWAY, "metrics.podMonitor.enabled": "false",
+                                        "metrics.prometheusRule.districtJob": "d"}.items()
+                         for a in ("--set", f"{k}={v}")], check=False)
+    assert refused.returncode != 0
+    assert "with gateway.enabled needs metrics.podMonitor.enabled" in refused.stderr
+
+
+def test_every_alert_links_its_runbook_section(gateway_rendered: Manifests, helm: Helm) -> None:
     operations = (REPO / "docs" / "operations.md").read_text()
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
                for h in re.findall(r"^#+ (.+)$", operations, re.M)}
-    for name, rule in alerts(rendered).items():
+    for name, rule in alerts(gateway_rendered).items():
         annotations = rule["annotations"]
         assert set(annotations) == {"summary", "description", "runbook_url"}, name
         assert annotations["runbook_url"] == f"docs/operations.md#{name.lower()}"
         assert name.lower() in anchors, f"docs/operations.md has no section for {name}"
-    published = helm.template({**MONITORING, "metrics.prometheusRule.runbookBaseUrl":
+    published = helm.template({**GATEWAY, "metrics.prometheusRule.runbookBaseUrl":
                                "https://docs.example.org/district-sftp/operations"})
     for name, rule in alerts(published).items():
         assert rule["annotations"]["runbook_url"] == \
