@@ -268,11 +268,14 @@ def test_every_dashboard_query_parses(promtool: Path, tmp_path: Path) -> None:
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
 
 
-def test_every_metric_the_rules_and_dashboard_read_is_exported(rendered: Manifests) -> None:
-    """sftpd_* and district_operator_* names as the real exporters write them, not as typed."""
+def test_every_metric_the_rules_and_dashboard_read_is_exported(
+        gateway_rendered: Manifests) -> None:
+    """sftpd_*, sftpd_gateway_* and district_operator_* names as the real exporters write
+    them, not as typed (the rules with the gateway's)."""
     import prometheus_client
     from district_operator import metrics as operator_metrics
 
+    from sftpd.gateway import metrics as gateway_metrics
     from sftpd.server import audit  # noqa: F401 - registers the server's metrics
     from sftpd.server import metrics as sftpd_metrics
 
@@ -280,6 +283,8 @@ def test_every_metric_the_rules_and_dashboard_read_is_exported(rendered: Manifes
     registry.metrics = sftpd_metrics.REGISTRY.metrics
     tree = sftpd_metrics.tree_collector(REPO / "no-such-root")
     exported = set(re.findall(r"^# TYPE (\S+)", registry.render(tree()).decode(), re.M))
+    exported |= set(re.findall(r"^# TYPE (\S+)", gateway_metrics.REGISTRY.render().decode(),
+                               re.M))
     # The operator's families, with the sample names their types give (labelled ones have no
     # samples until first used), and the names its module spells for collectors it registers
     # only once it runs.
@@ -288,7 +293,7 @@ def test_every_metric_the_rules_and_dashboard_read_is_exported(rendered: Manifes
                  for suffix in suffixes.get(family.type, [""])}
     exported |= set(re.findall(r'"(district_operator_[a-z_]+)"',
                                Path(operator_metrics.__file__).read_text()))
-    text = json.dumps(rule_groups(rendered)) + DASHBOARD.read_text()
+    text = json.dumps(rule_groups(gateway_rendered)) + DASHBOARD.read_text()
     used = set(re.findall(r"\b((?:sftpd|district_operator)_[a-z_]+)", text))
     assert used, "no metric names found"
     assert used <= exported, used - exported
