@@ -17,3 +17,7 @@ BACKEND_FAILURES = REGISTRY.counter("sftpd_gateway_backend_failures_total",
 ROUTES = REGISTRY.gauge("sftpd_gateway_routes", "Logins in the routing table (clashes included)")
 SHARDS_REFUSED = REGISTRY.counter("sftpd_gateway_route_shards_refused_total",
                                   "Routing shard files refused (their last good data kept)")
+# The refusals in force: a pod started on a bad shard refuses it before its first scrape, so
+# the counter starts at 1 and never increases; this says so for as long as it lasts.
+SHARDS_REFUSED_NOW = REGISTRY.gauge("sftpd_gateway_route_shards_refused",
+                                    "Routing shard files refused now, each until it changes")

@@ -11,7 +11,7 @@ from typing import Final
 from district_contract import routes
 
 from sftpd.events import EventLog
-from sftpd.gateway.metrics import ROUTES, SHARDS_REFUSED
+from sftpd.gateway.metrics import ROUTES, SHARDS_REFUSED, SHARDS_REFUSED_NOW
 from sftpd.server.access import IPNetwork, parse_networks
 from sftpd.server.fileidentity import FileIdentity, identity_of
 
@@ -101,6 +101,9 @@ class RouteTable:
             changed = True
         for name in names:
             changed |= self._load(name)
+        for gone in set(self._refused) - set(names):
+            del self._refused[gone]
+        SHARDS_REFUSED_NOW.set(len(self._refused))
         if changed:
             self._rebuild()
         return changed

@@ -12,6 +12,7 @@ import pytest
 from district_contract import routes
 
 from sftpd.events import EventLog
+from sftpd.gateway.metrics import SHARDS_REFUSED_NOW
 from sftpd.gateway.routes import Clash, Route, RouteTable
 
 ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl d@x"
@@ -116,9 +117,24 @@ def test_table_follows_changes_and_keeps_good_data(tmp_path: Path) -> None:
     refused = [json.loads(line) for line in log.getvalue().splitlines()
                if '"routes.shard_refused"' in line]
     assert refused[-1]["file"] == shard.name and refused[-1]["kept"] >= 1
+    assert SHARDS_REFUSED_NOW.value() == 1  # in force until the file changes
+    assert not t.refresh() and SHARDS_REFUSED_NOW.value() == 1
     publish(tmp_path, [entry("b.example")])
     assert t.refresh()
     assert t.lookup("a.example") is None
+    assert SHARDS_REFUSED_NOW.value() == 0
+
+
+def test_a_refused_shard_that_goes_away_is_no_longer_counted(tmp_path: Path) -> None:
+    publish(tmp_path, [entry("a.example")])
+    shard = tmp_path / routes.shard_file(routes.shard_of("a.example", 4))
+    shard.write_text("not json")
+    t, _ = table(tmp_path)
+    t.refresh()
+    assert SHARDS_REFUSED_NOW.value() == 1
+    shard.unlink()
+    t.refresh()
+    assert SHARDS_REFUSED_NOW.value() == 0
 
 
 def test_a_login_twice_is_a_clash(tmp_path: Path) -> None:
