@@ -175,14 +175,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
                       when=worth_a_look(kind), id=f"child-{plural}")(child_changed)
 
     def names_a_district(type: str | None, body: kopf.Body, **_: Any) -> bool:
-        # A Secret a District names (its keys, a database, ...), not one of its children. Runs in
-        # kopf's event loop for every Secret event: a label read and one short lock.
+        # A Secret a District names (its keys, a database, ...), not one of its children, whose
+        # data changed (not only its metadata). Runs in kopf's event loop for every Secret
+        # event: a label read and one short lock, a digest of the data only for a named one.
         if type is None:
-            return False  # initial listing: each District's own resume reads its Secrets
+            # Initial listing (also after a watch expired): each District's resume, or the
+            # resync, reads its Secrets.
+            return False
         meta = body.get("metadata", {})
         if (meta.get("labels") or {}).get(names.LABEL_MANAGED_BY) == names.FIELD_MANAGER:
             return False
-        return bool(reconciler.cache.referrers(meta.get("namespace", ""), meta.get("name", "")))
+        if not reconciler.cache.referrers(meta.get("namespace", ""), meta.get("name", "")):
+            return False
+        return reconciler.cache.named_secret_changed(type, body)
 
     @kopf.on.event("", "v1", "secrets", registry=registry, when=names_a_district,
                    id="referenced-secrets")

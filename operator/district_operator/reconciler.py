@@ -276,10 +276,10 @@ class Reconciler:
     def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Bring one District's children and status in line; returns the status left behind."""
         district = parse_district(body)
-        self.cache.refer(district)
         memory = self.cache.memory(district.key)
         with memory.lock:
             memory.adopt(district.uid)
+            self.cache.refer(memory, district)
             remembered = memory.status
             previous = dict(remembered if remembered is not None else body.get("status") or {})
             # A District never reconciled has no children worth reading: apply straight away.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -14,6 +16,7 @@ from district_operator.model import District
 from district_operator.status import Observed
 
 DistrictKey = tuple[str, str]  # (namespace, name)
+SecretKey = tuple[str, str]  # (namespace, name)
 
 
 @dataclass
@@ -66,9 +69,12 @@ class WatchCache:
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._entries: dict[DistrictKey, DistrictMemory] = {}
-        # (namespace, Secret name) -> the Districts naming it, and the reverse.
-        self._referrers: dict[tuple[str, str], set[str]] = {}
-        self._referenced: dict[DistrictKey, frozenset[str]] = {}
+        # (namespace, Secret name) -> the Districts naming it; the reverse, with the uid and
+        # generation it was recorded from; and a digest of each named Secret's data as last
+        # seen, so an event that changed only its metadata reconciles nothing.
+        self._referrers: dict[SecretKey, set[str]] = {}
+        self._referenced: dict[DistrictKey, tuple[str, int, frozenset[str]]] = {}
+        self._secret_digests: dict[SecretKey, str] = {}
 
     def memory(self, key: DistrictKey) -> DistrictMemory:
         """The District's memory, new when there is none (lock it before use)."""
@@ -94,31 +100,57 @@ class WatchCache:
             memory = self._entries.get((namespace, name))
             if memory is not None and memory.uid in (uid, ""):
                 del self._entries[(namespace, name)]
-                self._set_references((namespace, name), frozenset())
+                self._set_references((namespace, name), "", 0, frozenset())
 
-    def refer(self, district: District) -> None:
-        """Record the Secrets the District names as it is now (its spec may have changed)."""
+    def refer(self, memory: DistrictMemory, district: District) -> None:
+        """Record the Secrets the District names, from its reconcile (memory's lock held): not
+        once memory is forgotten (the District deleted meanwhile), and not from a body older
+        than the one recorded (a resync's listing can be minutes old)."""
         with self._guard:
-            self._set_references(district.key, district.referenced_secrets)
+            if self._entries.get(district.key) is not memory:
+                return
+            uid, generation, _ = self._referenced.get(district.key, ("", 0, frozenset()))
+            if uid == district.uid and generation > district.generation:
+                return
+            self._set_references(district.key, district.uid, district.generation,
+                                 district.referenced_secrets)
 
-    def _set_references(self, key: DistrictKey, secrets: frozenset[str]) -> None:
+    def _set_references(self, key: DistrictKey, uid: str, generation: int,
+                        secrets: frozenset[str]) -> None:
         namespace, name = key
-        before = self._referenced.pop(key, frozenset())
+        _, _, before = self._referenced.pop(key, ("", 0, frozenset()))
         for secret in before - secrets:
             named_by = self._referrers[(namespace, secret)]
             named_by.discard(name)
             if not named_by:
                 del self._referrers[(namespace, secret)]
+                self._secret_digests.pop((namespace, secret), None)
         for secret in secrets - before:
             self._referrers.setdefault((namespace, secret), set()).add(name)
-        if secrets:
-            self._referenced[key] = secrets
+        if uid:  # kept even when it names none: a late, older body must not add some back
+            self._referenced[key] = (uid, generation, secrets)
 
     def referrers(self, namespace: str, secret: str) -> list[str]:
         """The Districts of namespace that name this Secret, by name (runs in kopf's event loop
         for every Secret event: one short lock)."""
         with self._guard:
             return sorted(self._referrers.get((namespace, secret), ()))
+
+    def named_secret_changed(self, event_type: str, body: Mapping[str, Any]) -> bool:
+        """For an event on a Secret some District names: whether its data changed since the
+        last event seen (a deletion always counts; the first event after a start too)."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        digest = hashlib.sha256(json.dumps(body.get("data") or {}, sort_keys=True).encode())
+        with self._guard:
+            if event_type == "DELETED":
+                self._secret_digests.pop(key, None)
+                return True
+            if self._secret_digests.get(key) == digest.hexdigest():
+                return False
+            if key in self._referrers:
+                self._secret_digests[key] = digest.hexdigest()
+            return True
 
     def is_known_version(self, kind: str, body: Mapping[str, Any]) -> bool:
         """True when a child's watch event carries a version this operator already saw.

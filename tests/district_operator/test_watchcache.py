@@ -85,26 +85,68 @@ def test_forgetting_a_deleted_district_keeps_its_successor_of_the_same_name(
 
 
 def test_which_districts_name_a_secret_follows_their_specs() -> None:
-    """refer() records each District's named Secrets as of its last reconcile; forget() and a
-    spec that no longer names a Secret drop it (pure: no cluster used)."""
+    """refer() records each District's named Secrets as of its newest reconciled generation;
+    a spec that no longer names a Secret and forget() drop it; a reconcile of a District
+    already forgotten, or of an older generation, records nothing (pure: no cluster used)."""
     from district_operator.model import parse_district
 
     key = keys.generate_host_keys()["ssh_host_ed25519_key.pub"].strip()
 
-    def district(name: str, uid: str, **spec: Any) -> Any:
+    def district(name: str, uid: str, generation: int = 1, **spec: Any) -> Any:
         body = district_manifest(name, NS, authorizedKeys=[key], **spec)
-        body["metadata"].update(uid=uid, generation=1)
+        body["metadata"].update(uid=uid, generation=generation)
         return parse_district(body)
 
+    def refer(cache: WatchCache, d: Any) -> None:
+        memory = cache.memory(d.key)
+        with memory.lock:
+            memory.adopt(d.uid)
+            cache.refer(memory, d)
+
     cache = WatchCache()
-    cache.memory((NS, "adams")).adopt("u1")
-    cache.refer(district("adams", "u1", authorizedKeysSecretRef={"name": "shared-keys"},
-                         processing={"databaseSecretRef": {"name": "adams-db"}}))
-    cache.refer(district("baker", "u2", authorizedKeysSecretRef={"name": "shared-keys"}))
+    refer(cache, district("adams", "u1", authorizedKeysSecretRef={"name": "shared-keys"},
+                          processing={"databaseSecretRef": {"name": "adams-db"}}))
+    refer(cache, district("baker", "u2", authorizedKeysSecretRef={"name": "shared-keys"}))
     assert cache.referrers(NS, "shared-keys") == ["adams", "baker"]
     assert cache.referrers(NS, "adams-db") == ["adams"]
     assert cache.referrers("elsewhere", "shared-keys") == []
-    cache.refer(district("baker", "u2"))  # its spec no longer names the Secret
+    refer(cache, district("baker", "u2", generation=2))  # no longer names the Secret
     assert cache.referrers(NS, "shared-keys") == ["adams"]
+    # A resync's listing from before that change comes late: it changes nothing.
+    refer(cache, district("baker", "u2", generation=1,
+                          authorizedKeysSecretRef={"name": "shared-keys"}))
+    assert cache.referrers(NS, "shared-keys") == ["adams"]
+    memory = cache.memory((NS, "adams"))
     cache.forget(NS, "adams", "u1")
     assert cache.referrers(NS, "shared-keys") == [] and cache.referrers(NS, "adams-db") == []
+    # A reconcile that began before the deletion finishes into its dropped memory.
+    late = district("adams", "u1", authorizedKeysSecretRef={"name": "shared-keys"})
+    with memory.lock:
+        cache.refer(memory, late)
+    assert cache.referrers(NS, "shared-keys") == []
+
+
+def test_only_a_named_secrets_data_change_counts() -> None:
+    from district_operator.model import parse_district
+
+    key = keys.generate_host_keys()["ssh_host_ed25519_key.pub"].strip()
+    body = district_manifest("cole", NS, authorizedKeys=[key],
+                             authorizedKeysSecretRef={"name": "cole-keys"})
+    body["metadata"].update(uid="u3", generation=1)
+    cache = WatchCache()
+    district = parse_district(body)
+    memory = cache.memory(district.key)
+    with memory.lock:
+        memory.adopt("u3")
+        cache.refer(memory, district)
+
+    def secret(data: dict[str, str], **annotations: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": NS, "name": "cole-keys",
+                             "annotations": annotations}, "data": data}
+
+    assert cache.named_secret_changed("ADDED", secret({"authorized_keys": "QQ=="}))
+    assert not cache.named_secret_changed("MODIFIED", secret({"authorized_keys": "QQ=="},
+                                                             touched="by a controller"))
+    assert cache.named_secret_changed("MODIFIED", secret({"authorized_keys": "Qg=="}))
+    assert cache.named_secret_changed("DELETED", secret({"authorized_keys": "Qg=="}))
+    assert cache.named_secret_changed("ADDED", secret({"authorized_keys": "Qg=="}))
