@@ -141,15 +141,16 @@ class WatchCache:
         last event seen (a deletion always counts; the first event after a start too)."""
         meta = body.get("metadata", {})
         key = (meta.get("namespace", ""), meta.get("name", ""))
-        digest = hashlib.sha256(json.dumps(body.get("data") or {}, sort_keys=True).encode())
+        digest = hashlib.sha256(json.dumps(body.get("data") or {}, sort_keys=True).encode()
+                                ).hexdigest()
         with self._guard:
             if event_type == "DELETED":
                 self._secret_digests.pop(key, None)
                 return True
-            if self._secret_digests.get(key) == digest.hexdigest():
+            if self._secret_digests.get(key) == digest:
                 return False
             if key in self._referrers:
-                self._secret_digests[key] = digest.hexdigest()
+                self._secret_digests[key] = digest
             return True
 
     def is_known_version(self, kind: str, body: Mapping[str, Any]) -> bool:

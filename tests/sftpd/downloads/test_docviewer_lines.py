@@ -88,6 +88,17 @@ def seed_hostile(url: str) -> dict[int, tuple[str, str, str, str]]:
     return expected
 
 
+def lines_settings(url: str, tmp_path: Path, base_url: str = BASE_URLS[0],
+                   forms: tuple[str, ...] = FORMS) -> Settings:
+    """A run's settings with a new key in tmp_path/key."""
+    key = tmp_path / "key"
+    key.write_text(tokens.generate_key() + "\n")
+    prefix, suffix = url_cell(base_url)
+    return Settings(docviewer=tmp_path, database_url=url, forms=forms, url_prefix=prefix,
+                    url_suffix=suffix, issuer=TokenIssuer(read_keys(key), EXPIRES), keep=1,
+                    now=NOW, today=TODAY)
+
+
 # Settings that make PostgreSQL plan even these few rows in parallel, as it plans a real
 # district's: the lines of a student must keep their order through the workers' sorts, the
 # Gather Merge and the aggregate (force_parallel_mode is PostgreSQL 15's name).
@@ -102,14 +113,10 @@ def test_batched_lines_are_the_per_row_recipe_byte_for_byte(
         database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         base_url: str, parallel: bool) -> None:
     expected = seed_hostile(database_url)
-    key = tmp_path / "key"
-    key.write_text(tokens.generate_key() + "\n")
-    keys = read_keys(key)
-    prefix, suffix = url_cell(base_url)
     forms = (*FORMS, *HOSTILE)
-    settings = Settings(docviewer=tmp_path, database_url=database_url, forms=forms,
-                        url_prefix=prefix, url_suffix=suffix,
-                        issuer=TokenIssuer(keys, EXPIRES), keep=1, now=NOW, today=TODAY)
+    settings = lines_settings(database_url, tmp_path, base_url, forms)
+    key = tmp_path / "key"
+    keys = read_keys(key)
     with psycopg.connect(database_url) as conn:
         if parallel:
             conn.execute("ANALYZE documents.documents")
@@ -128,7 +135,8 @@ def test_batched_lines_are_the_per_row_recipe_byte_for_byte(
     assert rows == len(copied) == len(expected) > 2 * BATCH_ROWS
     written = (tmp_path / "documents.csv").read_bytes()
     raw_key = base64.urlsafe_b64decode(key.read_text().strip())
-    assert written == recipe(copied, raw_key, prefix, suffix, fake_urandom(b"same"))
+    assert written == recipe(copied, raw_key, settings.url_prefix, settings.url_suffix,
+                             fake_urandom(b"same"))
 
     # Read back as any consumer would: every cell as it was stored, every token its document.
     reader = csv.reader(io.StringIO(written.decode("utf-8"), newline=""), strict=True)
@@ -169,15 +177,6 @@ def test_the_job_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     assert set(modules) & heavy == set()
 
 
-def lines_settings(url: str, tmp_path: Path) -> Settings:
-    key = tmp_path / "key"
-    key.write_text(tokens.generate_key() + "\n")
-    prefix, suffix = url_cell(BASE_URLS[0])
-    return Settings(docviewer=tmp_path, database_url=url, forms=FORMS, url_prefix=prefix,
-                    url_suffix=suffix, issuer=TokenIssuer(read_keys(key), EXPIRES), keep=1,
-                    now=NOW, today=TODAY)
-
-
 def cells(path: Path) -> dict[tuple[str, str, str, str], int]:
     """documents.csv's rows without their URLs, each with how often it occurs."""
     reader = csv.reader(io.StringIO(path.read_text("utf-8"), newline=""), strict=True)
@@ -211,6 +210,7 @@ def test_the_postgresql_16_query_writes_the_same_lines(database_url: str, tmp_pa
     """From PostgreSQL 16 the aggregate says its ORDER BY (string_agg can be split between
     parallel workers there); here on an older server both forms run: the same bytes."""
     seed_hostile(database_url)
+    settings = lines_settings(database_url, tmp_path)  # one key for both
     written = []
     for version in (150000, docviewer.PRESORTED_AGGREGATES):
         monkeypatch.setattr(tokens.os, "urandom", fake_urandom(b"same"))
@@ -218,7 +218,7 @@ def test_the_postgresql_16_query_writes_the_same_lines(database_url: str, tmp_pa
         with psycopg.connect(database_url) as conn:
             monkeypatch.setattr(conn.info.__class__, "server_version", property(
                 lambda info, v=version: v))
-            write_documents(conn, lines_settings(database_url, tmp_path), path)
+            write_documents(conn, settings, path)
         written.append(path.read_bytes())
     assert "ORDER BY r.form" in docviewer.export_query(docviewer.PRESORTED_AGGREGATES)
     assert "ORDER BY r.form" not in docviewer.export_query(150000)
